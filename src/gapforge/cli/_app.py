@@ -1,0 +1,57 @@
+"""The Typer application objects shared by every sub-command module.
+
+Sub-command modules are the ``gapforge.cli.cmd_*`` modules; each registers its
+commands on :data:`app` or on one of the sub-applications below and stays a
+thin call into one public library function. The library logs; only the CLI
+prints.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="gapforge",
+    help="Discover inorganic materials with a target band gap by active-learning-based generative design.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+data_app = typer.Typer(help="Inspect the datasets.", no_args_is_help=True)
+train_app = typer.Typer(help="Train a model (oracle, forest, autoencoder, gan).", no_args_is_help=True)
+latent_app = typer.Typer(
+    help="Encode formulas to the autoencoder's latent space and back.", no_args_is_help=True
+)
+campaign_app = typer.Typer(
+    help="Run, resume or drive (ask/tell) an active-learning campaign.", no_args_is_help=True
+)
+reproduce_app = typer.Typer(help="Reproduce the paper's experiments.", no_args_is_help=True)
+
+app.add_typer(data_app, name="data")
+app.add_typer(train_app, name="train")
+app.add_typer(latent_app, name="latent")
+app.add_typer(campaign_app, name="campaign")
+app.add_typer(reproduce_app, name="reproduce")
+
+# Options that mean the same in every sub-command.
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
+OutOpt = Annotated[Path, typer.Option("--out", help="Output file or directory.")]
+WorkersOpt = Annotated[int, typer.Option("--workers", help="Worker processes (default: all cores).")]
+OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output.")]
+ModelOpt = Annotated[
+    str,
+    typer.Option("--model", help="Saved model directory, or 'default' for the model shipped in the package."),
+]
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log progress details.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Only log warnings and errors.")] = False,
+) -> None:
+    level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)

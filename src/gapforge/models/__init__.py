@@ -1,0 +1,1 @@
+"""Band-gap predictors, the autoencoder and the generator."""

@@ -1,0 +1,85 @@
+"""The protocol every band-gap predictor follows.
+
+A predictor is fitted on (formulas, band gaps in eV), predicts a mean and a
+standard deviation per formula, and round-trips through a model directory::
+
+    model = SomeModel(**params).fit(formulas, gaps)
+    table = model.predict(formulas)   # formula, band_gap_mean, band_gap_std, reason
+    model.save(directory)
+    same = SomeModel.load(directory)
+
+A model directory holds ``model.json`` (``{"kind", "params", "metadata"}``:
+hyper-parameters, element vocabulary, versions, seed, training-data
+fingerprint, metrics) beside its weights. :func:`gapforge.models.load_model`
+reads ``kind`` and dispatches.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Protocol, Self, runtime_checkable
+
+import pandas as pd
+
+MODEL_CARD_FILE = "model.json"
+
+
+@runtime_checkable
+class BandGapModel(Protocol):
+    """What every band-gap predictor provides."""
+
+    kind: str
+
+    def fit(self, formulas: Sequence[str], band_gaps: Sequence[float]) -> Self:
+        """Fit on formulas and their band gaps (eV); return self."""
+        ...
+
+    def predict(self, formulas: Sequence[str]) -> pd.DataFrame:
+        """Predict band gaps.
+
+        Returns:
+            One row per input formula, in input order, with columns
+            ``formula``, ``band_gap_mean`` (eV), ``band_gap_std`` (eV) and
+            ``reason`` (empty string, or why the row could not be predicted;
+            its mean and std are then NaN).
+        """
+        ...
+
+    def save(self, directory: str | Path) -> Path:
+        """Save to ``directory`` (created; written atomically file by file)."""
+        ...
+
+    @classmethod
+    def load(cls, directory: str | Path) -> Self:
+        """Load from a directory written by :meth:`save`."""
+        ...
+
+
+def pretrained_dir(name: str) -> Path:
+    """Directory of a model shipped inside the package (``gapforge/pretrained/NAME``)."""
+    return Path(__file__).resolve().parent.parent / "pretrained" / name
+
+
+def resolve_model_dir(model: str | Path | None, default_name: str) -> Path:
+    """Turn a ``--model`` value into an existing model directory.
+
+    ``None`` and ``"default"`` mean the model shipped in the package under
+    ``default_name``.
+
+    Raises:
+        ModelError: the directory or its ``model.json`` is missing.
+    """
+    from gapforge.errors import ModelError
+
+    if model is None or str(model) == "default":
+        path = pretrained_dir(default_name)
+        if not (path / MODEL_CARD_FILE).is_file():
+            raise ModelError(f"the shipped default model {default_name!r} is missing from {path}")
+        return path
+    path = Path(model).expanduser()
+    if not path.is_dir():
+        raise ModelError(f"{path}: model directory not found")
+    if not (path / MODEL_CARD_FILE).is_file():
+        raise ModelError(f"{path}: not a gapforge model directory (no {MODEL_CARD_FILE})")
+    return path
