@@ -26,6 +26,7 @@ reading each *distinct* formula string once.
 from __future__ import annotations
 
 import functools
+import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
@@ -227,10 +228,19 @@ class FormulaEncoder:
                 f"expected scores of shape (N, {self.n_elements}, {self.n_levels}), got {scores.shape}"
             )
         if rule == "strict":
-            on = scores >= threshold
-            per_row = on.sum(axis=2)
-            counts = np.where(per_row == 1, on.argmax(axis=2) + 1, 0)
-            valid = (per_row <= 1).all(axis=1) & (per_row == 1).any(axis=1)
+            on = np.ascontiguousarray(scores >= threshold)
+            if self.n_levels == 8 and sys.byteorder == "little":
+                # each row's 8 booleans are one uint64: 0 = absent, a power of two = one count
+                v = on.view(np.uint64)[..., 0]
+                absent = v == 0
+                single = ~absent & ((v & (v - np.uint64(1))) == 0)
+                _, exp = np.frexp(v.astype(np.float64))
+                counts = np.where(single, (exp - 1) // 8 + 1, 0)
+                valid = (single | absent).all(axis=1) & single.any(axis=1)
+            else:
+                per_row = on.sum(axis=2)
+                counts = np.where(per_row == 1, on.argmax(axis=2) + 1, 0)
+                valid = (per_row <= 1).all(axis=1) & (per_row == 1).any(axis=1)
         elif rule == "argmax":
             best = scores.argmax(axis=2)
             top = np.take_along_axis(scores, best[..., None], axis=2)[..., 0]
@@ -238,10 +248,9 @@ class FormulaEncoder:
             valid = (counts > 0).any(axis=1)
         else:
             raise ValueError(f"unknown decode rule {rule!r} (use 'strict' or 'argmax')")
-        counts = counts.astype(np.int64)
+        counts = counts.astype(np.int16)
         counts[~valid] = 0
-        g = np.gcd.reduce(counts, axis=1)
-        counts[valid] //= g[valid, None]
+        counts = reduce_counts(counts)
         return counts.astype(np.int16), valid
 
     def decode(
@@ -266,14 +275,12 @@ class FormulaEncoder:
         common factor), then ``Composition.special_formulas``. An all-zero
         row gives ``""``.
         """
-        counts = np.asarray(counts, dtype=np.int64)
+        counts = np.asarray(counts)
         n = len(counts)
         if n == 0:
             return []
         fmt = _formatter(self.elements, self.n_levels)
-        g = np.gcd.reduce(counts, axis=1)
-        g[g == 0] = 1
-        c = (counts // g[:, None])[:, fmt.order]
+        c = reduce_counts(counts)[:, fmt.order]
         if c.max(initial=0) > fmt.max_count:
             fmt = _formatter(self.elements, int(c.max()))
         rows, cols = np.nonzero(c)
@@ -287,7 +294,8 @@ class FormulaEncoder:
         if len(cand):
             last = starts[cand] + n_el[cand] - 1
             prev = last - 1
-            close = fmt.x[cols[last]] - fmt.x[cols[prev]] < 1.65
+            with np.errstate(invalid="ignore"):  # noble gases: inf - inf is NaN, as pymatgen's NaN X
+                close = fmt.x[cols[last]] - fmt.x[cols[prev]] < 1.65
             pf = np.gcd(vals[last], vals[prev])
             poly = close & (pf != 1)
             for k in np.flatnonzero(poly):
@@ -336,6 +344,21 @@ def _formatter(elements: tuple[str, ...], max_count: int) -> _Formatter:
     return _Formatter(order, x, tokens, max_count, dict(Composition.special_formulas))
 
 
+def reduce_counts(counts: np.ndarray) -> np.ndarray:
+    """Divide each count vector ``(N, E)`` by its gcd (only rows that need it are touched)."""
+    counts = np.asarray(counts)
+    smallest = np.where(counts > 0, counts, np.iinfo(counts.dtype).max).min(
+        axis=1, initial=np.iinfo(counts.dtype).max
+    )
+    rows = np.flatnonzero((smallest >= 2) & (smallest < np.iinfo(counts.dtype).max))
+    if len(rows) == 0:
+        return counts
+    out = counts.copy()
+    g = np.gcd.reduce(out[rows], axis=1)
+    out[rows] //= g[:, None].astype(out.dtype)
+    return out
+
+
 def counts_to_onehot(counts: np.ndarray, n_levels: int) -> np.ndarray:
     """Counts ``(N, E)`` -> one-hot ``(N, E, L)`` uint8 (count ``c`` sets column ``c - 1``)."""
     counts = np.asarray(counts)
@@ -368,4 +391,5 @@ __all__ = [
     "n_atoms",
     "n_elements_of",
     "onehot_to_counts",
+    "reduce_counts",
 ]
