@@ -1,0 +1,462 @@
+"""Settings of ``gapforge discover``: one frozen dataclass per stage, two presets.
+
+A configuration is resolved in three layers, each overriding the previous:
+
+1. the preset (``"default"``: the real campaign; ``"quick"``: small budgets that
+   finish in minutes on two cores with the shipped pretrained models);
+2. an optional settings file (TOML, JSON or YAML) with the same nesting as
+   :meth:`DiscoverConfig.to_dict`, e.g.::
+
+       gap_min = 3.0
+       [campaign]
+       iterations = 20
+       [screen]
+       max_atoms = 7
+
+3. the command-line flags (``--gap-min``, ``--gap-max``, ``--seed``, ``--quick``).
+
+The resolved configuration is written to ``RUN/config.json``; a run directory is
+only resumed with the same configuration.
+
+Example:
+    >>> cfg = resolve_config(gap_min=4.0, quick=True)
+    >>> cfg.preset, cfg.campaign.iterations
+    ('quick', 5)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gapforge.errors import InputError
+
+PRESETS = ("default", "quick")
+
+
+@dataclass(frozen=True)
+class DataSettings:
+    """Where the labelled data come from.
+
+    Attributes:
+        dataset: labelled set (name such as ``mp-bandgap`` or a CSV/Parquet path
+            with ``formula`` and ``band_gap`` columns); it is also the set of
+            known formulas for the novelty filter and the pool the initial
+            labelled set is drawn from.
+        initial: an explicit initial labelled set (name such as ``init-300``, or
+            a path); ``None`` draws ``n_initial`` formulas from ``dataset``.
+        n_initial: size of the drawn initial set (the paper's Exp 3 uses 300).
+        n_holdout: formulas of ``dataset`` kept out of every training set to
+            score the screening model (parity plot).
+    """
+
+    dataset: str = "mp-bandgap"
+    initial: str | None = None
+    n_initial: int = 300
+    n_holdout: int = 2000
+
+
+@dataclass(frozen=True)
+class ModelSettings:
+    """Which models to use: a model directory, or ``"default"`` for the shipped one.
+
+    Attributes:
+        oracle: band-gap oracle that labels the campaign's proposals (Roost).
+        autoencoder: composition autoencoder that defines the latent space.
+        generator: formula generator (GAN).
+    """
+
+    oracle: str = "default"
+    autoencoder: str = "default"
+    generator: str = "default"
+
+
+@dataclass(frozen=True)
+class CampaignSettings:
+    """The active-learning campaign (GP surrogate + UCB in latent space).
+
+    Attributes:
+        iterations: acquisition rounds.
+        batch_size: latent points proposed per round (decoded, then labelled).
+        kappa: UCB exploration weight (paper: 10; BoTorch beta = kappa**2).
+        n_pool: points of the latent map drawn for context (labelled set only).
+    """
+
+    iterations: int = 100
+    batch_size: int = 10
+    kappa: float = 10.0
+    n_pool: int = 2000
+
+
+@dataclass(frozen=True)
+class ScreeningModelSettings:
+    """The screening model trained on the initial + campaign-labelled set.
+
+    Attributes:
+        kind: ``"forest"`` (random forest on Magpie features) or ``"roost"``.
+        n_estimators: trees of the forest.
+    """
+
+    kind: str = "forest"
+    n_estimators: int = 300
+
+
+@dataclass(frozen=True)
+class GenerateSettings:
+    """The formula generator's budget.
+
+    Attributes:
+        n_samples: samples drawn (the paper generated 1.18 M formulas).
+        batch_size: samples per batch.
+    """
+
+    n_samples: int = 1_000_000
+    batch_size: int = 16_384
+
+
+@dataclass(frozen=True)
+class ScreenStageSettings:
+    """The filters of the screen, applied in this order.
+
+    Attributes:
+        max_atoms: keep formulas with *fewer* atoms per reduced formula (paper: 8).
+        max_elements: keep formulas with *fewer* distinct elements (paper: 4).
+        require_smact: keep only SMACT-valid formulas (charge neutrality and
+            electronegativity).
+        require_novel: drop formulas that are known (every Materials Project
+            formula and every formula of the labelled dataset).
+        max_std: drop predictions whose standard deviation (eV) exceeds this.
+        top: candidates kept, best first (nearest the window centre, or
+            highest gap for an open window), for the structure stage.
+    """
+
+    max_atoms: int = 8
+    max_elements: int = 4
+    require_smact: bool = True
+    require_novel: bool = True
+    max_std: float | None = None
+    top: int = 100
+
+
+@dataclass(frozen=True)
+class StructureStageSettings:
+    """Template search, substitution and CHGNet relaxation.
+
+    Attributes:
+        max_candidates: top candidates of the screen given a structure.
+        templates: templates tried per candidate (nearest by ElMD).
+        relax_steps: most FIRE steps of each relaxation.
+        fmax: force convergence criterion (eV/Å).
+        workers: relaxation processes (``None``: all cores).
+    """
+
+    max_candidates: int = 30
+    templates: int = 3
+    relax_steps: int = 500
+    fmax: float = 0.05
+    workers: int | None = None
+
+
+@dataclass(frozen=True)
+class DftStageSettings:
+    """Optional DFT band gaps (GPAW, PBE) of the most promising relaxed structures.
+
+    Attributes:
+        enabled: try the stage (it is skipped with a reason when GPAW is missing).
+        top: structures computed, lowest energy above hull first.
+    """
+
+    enabled: bool = True
+    top: int = 5
+
+
+@dataclass(frozen=True)
+class DiscoverConfig:
+    """Everything ``gapforge discover`` needs; saved as ``RUN/config.json``.
+
+    Attributes:
+        gap_min: lower edge of the target band-gap window (eV).
+        gap_max: upper edge (eV); ``None`` for an open window (wide-gap search).
+        seed: seed of every random choice of the run.
+        preset: ``"default"`` or ``"quick"``: where the unset values came from.
+    """
+
+    gap_min: float
+    gap_max: float | None = None
+    seed: int = 0
+    preset: str = "default"
+    data: DataSettings = field(default_factory=DataSettings)
+    models: ModelSettings = field(default_factory=ModelSettings)
+    campaign: CampaignSettings = field(default_factory=CampaignSettings)
+    screening_model: ScreeningModelSettings = field(default_factory=ScreeningModelSettings)
+    generate: GenerateSettings = field(default_factory=GenerateSettings)
+    screen: ScreenStageSettings = field(default_factory=ScreenStageSettings)
+    structure: StructureStageSettings = field(default_factory=StructureStageSettings)
+    dft: DftStageSettings = field(default_factory=DftStageSettings)
+
+    def __post_init__(self) -> None:
+        _check_config(self)
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain nested dict (JSON-ready)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any], *, source: str | Path | None = None) -> DiscoverConfig:
+        """Build from a nested mapping, checking every key and type.
+
+        Raises:
+            InputError: unknown key, wrong type or out-of-range value (names ``source``).
+        """
+        return _build(cls, data, prefix="", source=source)
+
+    @property
+    def window(self) -> tuple[float, float]:
+        """The target window ``(gap_min, gap_max)`` in eV (``gap_max`` may be ``inf``)."""
+        return self.gap_min, math.inf if self.gap_max is None else self.gap_max
+
+    def describe_window(self) -> str:
+        """Human-readable target window, e.g. ``"3.00–4.00 eV"`` or ``"≥ 6.00 eV"``."""
+        if self.gap_max is None:
+            return f"≥ {self.gap_min:.2f} eV"
+        return f"{self.gap_min:.2f}–{self.gap_max:.2f} eV"
+
+
+#: Values that differ from the defaults in the ``quick`` preset (small budgets).
+QUICK_PRESET: dict[str, dict[str, Any]] = {
+    "data": {"n_initial": 300, "n_holdout": 500},
+    "campaign": {"iterations": 5, "batch_size": 10, "n_pool": 500},
+    "screening_model": {"n_estimators": 100},
+    "generate": {"n_samples": 50_000},
+    "screen": {"top": 20},
+    "structure": {"max_candidates": 3, "templates": 1, "relax_steps": 150, "fmax": 0.1},
+    "dft": {"enabled": False, "top": 1},
+}
+
+
+def resolve_config(
+    *,
+    gap_min: float | None = None,
+    gap_max: float | None = None,
+    seed: int | None = None,
+    quick: bool = False,
+    config_file: str | Path | None = None,
+) -> DiscoverConfig:
+    """Preset, then settings file, then explicit arguments -> a checked configuration.
+
+    Args:
+        gap_min: lower edge of the window (eV); required here or in the file.
+        gap_max: upper edge (eV); ``None`` keeps the file's value (or an open window).
+        seed: run seed; ``None`` keeps the file's value (or 0).
+        quick: use the ``quick`` preset (also selectable as ``preset = "quick"`` in the file).
+        config_file: TOML, JSON or YAML settings file.
+
+    Raises:
+        InputError: unreadable file, unknown key, bad value, or no ``gap_min``.
+    """
+    file_values: dict[str, Any] = {} if config_file is None else read_config_file(config_file)
+    preset = "quick" if quick else str(file_values.get("preset", "default"))
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset (use {' or '.join(PRESETS)})", path=config_file, value=preset)
+    merged: dict[str, Any] = {"preset": preset}
+    if preset == "quick":
+        merged = _merge(merged, QUICK_PRESET)
+    merged = _merge(merged, file_values)
+    merged["preset"] = preset
+    if gap_min is not None:
+        merged["gap_min"] = gap_min
+    if gap_max is not None:
+        merged["gap_max"] = gap_max
+    if seed is not None:
+        merged["seed"] = seed
+    if "gap_min" not in merged:
+        raise InputError(
+            "no target band gap: give --gap-min (or gap_min in the settings file)", path=config_file
+        )
+    return DiscoverConfig.from_dict(merged, source=config_file)
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a TOML (``.toml``), JSON (``.json``) or YAML (``.yaml``/``.yml``) settings file.
+
+    Raises:
+        InputError: missing, unreadable or not a mapping.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("settings file not found", path=path)
+    suffix = path.suffix.lower()
+    text = path.read_text()
+    try:
+        if suffix == ".toml":
+            import tomllib
+
+            data = tomllib.loads(text)
+        elif suffix == ".json":
+            data = json.loads(text)
+        elif suffix in (".yaml", ".yml"):
+            from ruamel.yaml import YAML
+
+            data = YAML(typ="safe").load(text)
+        else:
+            raise InputError("unsupported settings file (use .toml, .json, .yaml or .yml)", path=path)
+    except InputError:
+        raise
+    except Exception as exc:  # each parser has its own error type
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise InputError(f"cannot parse settings file ({first})", path=path) from exc
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise InputError("settings file must hold a mapping of settings", path=path)
+    return data
+
+
+def config_differences(a: Mapping[str, Any], b: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """Dotted keys whose values differ between two nested config dicts."""
+    out = []
+    for key in sorted(set(a) | set(b)):
+        va, vb = a.get(key), b.get(key)
+        name = f"{prefix}{key}"
+        if isinstance(va, Mapping) and isinstance(vb, Mapping):
+            out.extend(config_differences(va, vb, f"{name}."))
+        elif va != vb:
+            out.append(name)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------
+def _merge(base: Mapping[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _build(cls: type, data: Mapping[str, Any], *, prefix: str, source: str | Path | None) -> Any:
+    if not isinstance(data, Mapping):
+        raise InputError(
+            f"setting {prefix.rstrip('.')!r} must be a table of settings", path=source, value=data
+        )
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise InputError(
+            f"unknown setting (known: {', '.join(sorted(names))})", path=source, value=f"{prefix}{unknown[0]}"
+        )
+    kwargs = {}
+    for name, value in data.items():
+        kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}", source)
+    try:
+        return cls(**kwargs)
+    except TypeError as exc:  # a required field is missing
+        raise InputError(f"incomplete settings ({exc})", path=source) from exc
+    except InputError as exc:  # a value out of range: name the settings file
+        if source is None or exc.path is not None:
+            raise
+        raise InputError(exc.message, path=source, value=exc.value) from exc
+
+
+def _coerce(hint: Any, value: Any, name: str, source: str | Path | None) -> Any:
+    if dataclasses.is_dataclass(hint):
+        return _build(hint, value, prefix=f"{name}.", source=source)
+    args = typing.get_args(hint)
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        if value is None and type(None) in args:
+            return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(inner[0], value, name, source)
+    bad = InputError(f"setting {name} must be {getattr(hint, '__name__', hint)}", path=source, value=value)
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise bad
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int | float) or float(value) != int(value):
+            raise bad
+        return int(value)
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise bad
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise bad
+        return value
+    raise bad  # pragma: no cover - every field has one of the types above
+
+
+def _check_config(cfg: DiscoverConfig) -> None:
+    def fail(name: str, message: str, value: Any) -> None:
+        raise InputError(f"setting {name} {message}", value=value)
+
+    if not math.isfinite(cfg.gap_min) or cfg.gap_min < 0:
+        fail("gap_min", "must be a band gap >= 0 eV", cfg.gap_min)
+    if cfg.gap_max is not None and not cfg.gap_max > cfg.gap_min:
+        fail("gap_max", f"must be above gap_min ({cfg.gap_min} eV)", cfg.gap_max)
+    if cfg.preset not in PRESETS:
+        fail("preset", f"must be one of {', '.join(PRESETS)}", cfg.preset)
+    if cfg.seed < 0:
+        fail("seed", "must be >= 0", cfg.seed)
+    positive = {
+        "data.n_initial": cfg.data.n_initial,
+        "campaign.batch_size": cfg.campaign.batch_size,
+        "screening_model.n_estimators": cfg.screening_model.n_estimators,
+        "generate.n_samples": cfg.generate.n_samples,
+        "generate.batch_size": cfg.generate.batch_size,
+        "screen.max_atoms": cfg.screen.max_atoms,
+        "screen.max_elements": cfg.screen.max_elements,
+        "screen.top": cfg.screen.top,
+        "structure.templates": cfg.structure.templates,
+        "structure.relax_steps": cfg.structure.relax_steps,
+        "campaign.kappa": cfg.campaign.kappa,
+        "structure.fmax": cfg.structure.fmax,
+    }
+    for name, value in positive.items():
+        if value <= 0:
+            fail(name, "must be > 0", value)
+    non_negative = {
+        "data.n_holdout": cfg.data.n_holdout,
+        "campaign.iterations": cfg.campaign.iterations,
+        "campaign.n_pool": cfg.campaign.n_pool,
+        "structure.max_candidates": cfg.structure.max_candidates,
+        "dft.top": cfg.dft.top,
+    }
+    for name, value in non_negative.items():
+        if value < 0:
+            fail(name, "must be >= 0", value)
+    if cfg.screening_model.kind not in ("forest", "roost"):
+        fail("screening_model.kind", "must be 'forest' or 'roost'", cfg.screening_model.kind)
+    if cfg.structure.workers is not None and cfg.structure.workers < 1:
+        fail("structure.workers", "must be >= 1", cfg.structure.workers)
+    if cfg.screen.max_std is not None and cfg.screen.max_std <= 0:
+        fail("screen.max_std", "must be > 0", cfg.screen.max_std)
+
+
+__all__ = [
+    "PRESETS",
+    "QUICK_PRESET",
+    "CampaignSettings",
+    "DataSettings",
+    "DftStageSettings",
+    "DiscoverConfig",
+    "GenerateSettings",
+    "ModelSettings",
+    "ScreenStageSettings",
+    "ScreeningModelSettings",
+    "StructureStageSettings",
+    "config_differences",
+    "read_config_file",
+    "resolve_config",
+]

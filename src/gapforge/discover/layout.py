@@ -1,0 +1,185 @@
+"""Where each stage of ``gapforge discover`` writes its tables inside a run directory.
+
+Every path here is relative to the run directory ``RUN``. The report reads the
+same names, so any table written by hand (or by another tool) in the same shape
+shows up in it.
+
+=====================================  =====================================================
+file                                   columns / content
+=====================================  =====================================================
+``data/initial.csv``                   formula, band_gap (eV), source: the initial labelled set
+``data/holdout.csv``                   formula, band_gap: never trained on; scores the screening model
+``oracle/oracle.json``                 the oracle model used (directory, kind, card metrics)
+``autoencoder/autoencoder.json``       the autoencoder used (directory, latent size, card)
+``campaign/iterations.csv``            iteration, n_proposed, n_valid, valid_rate,
+                                       n_new, best_gap, best_so_far, n_hits, n_labelled
+``campaign/labelled.csv``              formula, band_gap, source (initial/campaign), iteration
+``campaign/latent_map.csv``            formula, band_gap, x, y (2-D projection of the latent
+                                       code), kind (labelled/proposal), iteration
+``screening_model/parity.csv``         formula, band_gap, band_gap_mean, band_gap_std (hold-out)
+``screening_model/metrics.json``       r2, mae, rmse, n on the hold-out
+``generate/generated.parquet``         formula, n_generated, n_atoms, n_elements
+``generate/stats.json``                n_samples, n_decodable, n_unique, seconds, ...
+``screen/screened.parquet``            every distinct generated formula with its prediction and flags
+``screen/candidates.csv``              formula, band_gap_mean, band_gap_std, n_atoms,
+                                       n_elements, in_window, simple, smact_valid, novel, rank
+``screen/funnel.json``                 {"steps": [{"filter", "description", "n_in",
+                                       "n_out", "removed"}]}
+``structure/structures.csv``           one row per candidate x template, cif_path (relative
+                                       to ``structure/``)
+``structure/relaxed.csv``              best template per candidate: energy_per_atom,
+                                       formation_energy_per_atom, e_above_hull, relaxed_cif_path
+``stability/discoveries.csv``          the ranked final table (see :func:`assemble_candidates`)
+``dft/dft.csv``                        formula, dft_band_gap (eV), status, cif_path
+=====================================  =====================================================
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gapforge import columns as C
+from gapforge.io import read_table
+
+INITIAL = "data/initial.csv"
+HOLDOUT = "data/holdout.csv"
+ORACLE_CARD = "oracle/oracle.json"
+AUTOENCODER_CARD = "autoencoder/autoencoder.json"
+CAMPAIGN_DIR = "campaign"
+CAMPAIGN_ITERATIONS = "campaign/iterations.csv"
+CAMPAIGN_LABELLED = "campaign/labelled.csv"
+LATENT_MAP = "campaign/latent_map.csv"
+SCREENING_MODEL_DIR = "screening_model/model"
+SCREENING_PARITY = "screening_model/parity.csv"
+SCREENING_METRICS = "screening_model/metrics.json"
+GENERATED = "generate/generated.parquet"
+GENERATOR_STATS = "generate/stats.json"
+CANDIDATES = "screen/candidates.csv"
+SCREENED = "screen/screened.parquet"
+FUNNEL = "screen/funnel.json"
+STRUCTURE_DIR = "structure"
+STRUCTURES = "structure/structures.csv"
+RELAXED = "structure/relaxed.csv"
+DISCOVERIES = "stability/discoveries.csv"
+DFT_DIR = "dft"
+DFT_TABLE = "dft/dft.csv"
+REPORT = "report.html"
+
+# column names of the tables above that are not in gapforge.columns
+IN_WINDOW = "in_window"
+SIMPLE = "simple"
+SMACT_VALID = "smact_valid"
+NOVEL = "novel"
+RANK = "rank"
+N_ATOMS = "n_atoms"
+N_ELEMENTS = "n_elements"
+FORMATION_ENERGY = "formation_energy_per_atom"  # eV/atom
+E_ABOVE_HULL = "e_above_hull"  # eV/atom
+DFT_BAND_GAP = "dft_band_gap"  # eV
+CIF_LINK = "cif"  # path of the best CIF, relative to RUN
+TEMPLATE_FORMULA = "template_formula"
+
+#: Columns of the final candidate table, in display order (those present are shown).
+CANDIDATE_COLUMNS = (
+    RANK,
+    C.FORMULA,
+    C.BAND_GAP_MEAN,
+    C.BAND_GAP_STD,
+    FORMATION_ENERGY,
+    E_ABOVE_HULL,
+    DFT_BAND_GAP,
+    TEMPLATE_FORMULA,
+    N_ATOMS,
+    N_ELEMENTS,
+    SMACT_VALID,
+    NOVEL,
+    CIF_LINK,
+    C.REASON,
+)
+
+
+def assemble_candidates(run_dir: str | Path) -> pd.DataFrame | None:
+    """Join the screen's candidates with their structures, stability and DFT gaps.
+
+    Reads ``screen/candidates.csv`` and, where present, ``structure/relaxed.csv``
+    and ``dft/dft.csv`` (joined on ``formula``). CIF paths are made relative to
+    the run directory (the relaxed CIF when there is one). Candidates with a
+    structure come first, ranked by energy above hull, then the rest in the
+    screen's order.
+
+    Returns:
+        The table (columns of :data:`CANDIDATE_COLUMNS` that are available), or
+        ``None`` when the screen has not run.
+    """
+    run_dir = Path(run_dir)
+    path = run_dir / CANDIDATES
+    if not path.is_file():
+        return None
+    cand = read_table(path)
+    cand[C.FORMULA] = cand[C.FORMULA].astype(str)
+    if RANK not in cand.columns:
+        cand[RANK] = np.arange(1, len(cand) + 1)
+    relaxed_path = run_dir / RELAXED
+    if relaxed_path.is_file():
+        rel = read_table(relaxed_path)
+        rel[C.FORMULA] = rel[C.FORMULA].astype(str)
+        keep = {C.FORMULA: rel[C.FORMULA]}
+        for col in (FORMATION_ENERGY, E_ABOVE_HULL):
+            if col in rel.columns:
+                keep[col] = pd.to_numeric(rel[col], errors="coerce")
+        if TEMPLATE_FORMULA in rel.columns:
+            keep[TEMPLATE_FORMULA] = rel[TEMPLATE_FORMULA]
+        link = pd.Series([None] * len(rel), dtype=object)
+        for col in ("cif_path", "relaxed_cif_path"):  # the relaxed one wins where it exists
+            if col in rel.columns:
+                vals = rel[col].astype(object)
+                ok = vals.map(lambda v: isinstance(v, str) and v.strip() != "")
+                link[ok.to_numpy()] = [f"{Path(STRUCTURE_DIR, v).as_posix()}" for v in vals[ok]]
+        keep[CIF_LINK] = link.to_numpy()
+        if C.REASON in rel.columns:
+            keep["structure_reason"] = rel[C.REASON].astype(object)
+        rel_df = pd.DataFrame(keep).drop_duplicates(C.FORMULA)
+        cand = cand.drop(columns=[c for c in rel_df.columns if c != C.FORMULA and c in cand.columns])
+        cand = cand.merge(rel_df, on=C.FORMULA, how="left")
+        if "structure_reason" in cand.columns:
+            reason = (
+                cand[C.REASON].astype(object) if C.REASON in cand.columns else pd.Series([""] * len(cand))
+            )
+            sr = cand.pop("structure_reason")
+            cand[C.REASON] = [
+                r if isinstance(r, str) and r else (s if isinstance(s, str) else "")
+                for r, s in zip(reason, sr, strict=True)
+            ]
+    dft_path = run_dir / DFT_TABLE
+    if dft_path.is_file():
+        dft = read_table(dft_path)
+        if DFT_BAND_GAP in dft.columns and C.FORMULA in dft.columns:
+            dft = dft[[C.FORMULA, DFT_BAND_GAP]].copy()
+            dft[C.FORMULA] = dft[C.FORMULA].astype(str)
+            dft[DFT_BAND_GAP] = pd.to_numeric(dft[DFT_BAND_GAP], errors="coerce")
+            dft = dft.dropna().drop_duplicates(C.FORMULA)
+            cand = cand.drop(columns=[DFT_BAND_GAP], errors="ignore").merge(dft, on=C.FORMULA, how="left")
+    if E_ABOVE_HULL in cand.columns:
+        ehull = pd.to_numeric(cand[E_ABOVE_HULL], errors="coerce")
+        order = np.lexsort((cand[RANK].to_numpy(), ehull.fillna(np.inf).to_numpy(), ehull.isna().to_numpy()))
+        cand = cand.iloc[order].reset_index(drop=True)
+        cand[RANK] = np.arange(1, len(cand) + 1)
+    cols = [c for c in CANDIDATE_COLUMNS if c in cand.columns]
+    rest = [c for c in cand.columns if c not in cols]
+    return cand[cols + rest]
+
+
+__all__ = [
+    "CANDIDATES",
+    "CANDIDATE_COLUMNS",
+    "DISCOVERIES",
+    "FUNNEL",
+    "GENERATED",
+    "GENERATOR_STATS",
+    "LATENT_MAP",
+    "REPORT",
+    "assemble_candidates",
+]

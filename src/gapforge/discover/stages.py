@@ -1,0 +1,616 @@
+"""The stages of ``gapforge discover`` and :func:`discover`, which runs them.
+
+Each stage is a function ``(run_dir, config) -> summary`` calling the public
+function of its module and writing the tables listed in
+:mod:`gapforge.discover.layout`:
+
+==================  ========================================================================
+stage               does
+==================  ========================================================================
+data                loads the labelled set; draws the initial labelled set and a hold-out
+oracle              loads the band-gap oracle (shipped Roost ensemble or ``models.oracle``)
+autoencoder         loads the composition autoencoder that defines the latent space
+campaign            GP + UCB in latent space; decodes proposals, labels them with the oracle
+screening_model     fits the screening model on initial + campaign labels, scores the hold-out
+generate            draws formulas from the generator (GAN)
+screen              predicts and filters: window, simplicity, SMACT, novelty
+structure           nearest known template by ElMD, element substitution, CIFs
+relax               CHGNet relaxation, formation energy, energy above hull
+stability           joins everything into the ranked ``stability/discoveries.csv``
+dft                 optional PBE band gaps with GPAW (skipped when GPAW is missing)
+report              ``report.html``
+==================  ========================================================================
+
+Models are loaded once per process and shared between stages.
+
+Example:
+    >>> from gapforge.discover import discover, resolve_config
+    >>> result = discover("runs/wide", resolve_config(gap_min=6.0, quick=True))  # doctest: +SKIP
+    >>> [(r.name, r.status, r.seconds) for r in result.stages]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gapforge import columns as C
+from gapforge.discover import layout as L
+from gapforge.discover.config import DiscoverConfig
+from gapforge.discover.engine import PipelineResult, Stage, StageSkipped, run_pipeline, stage_dir
+from gapforge.errors import GapforgeError, InputError
+from gapforge.io import read_table, write_json, write_table
+
+log = logging.getLogger(__name__)
+
+
+class StageUnavailableError(GapforgeError):
+    """A stage whose module is not part of this build."""
+
+
+def _unavailable(stage: str, exc: BaseException) -> StageUnavailableError:
+    return StageUnavailableError(f"stage {stage} not available in this build ({type(exc).__name__}: {exc})")
+
+
+# ---------------------------------------------------------------------------------------------
+# shared, cached loaders
+# ---------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=4)
+def _oracle(model: str) -> Any:
+    from gapforge.models.registry import load_model
+
+    return load_model(model, kind="oracle")
+
+
+@functools.lru_cache(maxsize=4)
+def _autoencoder(model: str) -> Any:
+    try:
+        from gapforge.models.autoencoder import CompositionAutoencoder
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        raise _unavailable("autoencoder", exc) from exc
+    return CompositionAutoencoder.load(model)
+
+
+@functools.lru_cache(maxsize=2)
+def _dataset(name: str) -> pd.DataFrame:
+    from gapforge.data import load_dataset
+
+    return load_dataset(name)
+
+
+def _model_card(directory: Path) -> dict[str, Any]:
+    import json
+
+    from gapforge.models.base import MODEL_CARD_FILE
+
+    try:
+        return json.loads((directory / MODEL_CARD_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+# ---------------------------------------------------------------------------------------------
+# stages
+# ---------------------------------------------------------------------------------------------
+def stage_data(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
+    """Draw the hold-out and the initial labelled set from the labelled dataset.
+
+    Writes ``data/holdout.csv`` and ``data/initial.csv`` (``formula``, ``band_gap``, ``source``).
+    """
+    from gapforge.data import fingerprint, load_dataset
+
+    out = stage_dir(run_dir, "data")
+    df = _dataset(cfg.data.dataset)[[C.FORMULA, C.BAND_GAP]].copy()
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(df))
+    n_hold = min(cfg.data.n_holdout, max(len(df) - 2, 0))
+    holdout = df.iloc[order[:n_hold]].reset_index(drop=True)
+    rest = df.iloc[order[n_hold:]].reset_index(drop=True)
+    if cfg.data.initial is not None:
+        initial = load_dataset(cfg.data.initial)[[C.FORMULA, C.BAND_GAP]]
+        initial = initial[~initial[C.FORMULA].isin(set(holdout[C.FORMULA]))].reset_index(drop=True)
+        source = str(cfg.data.initial)
+    else:
+        initial = rest.iloc[: cfg.data.n_initial].reset_index(drop=True)
+        source = f"{cfg.data.dataset} (random {cfg.data.n_initial})"
+    if len(initial) < 2:
+        raise InputError("the initial labelled set needs at least 2 formulas", value=len(initial))
+    initial = initial.assign(source="initial", iteration=0)
+    write_table(holdout, out / "holdout.csv")
+    write_table(initial, out / "initial.csv")
+    return {
+        "dataset": cfg.data.dataset,
+        "n_dataset": len(df),
+        "n_initial": len(initial),
+        "n_holdout": len(holdout),
+        "initial_source": source,
+        "fingerprint": fingerprint(df),
+    }
+
+
+def stage_oracle(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
+    """Load the oracle once (fails early on a missing model) and record which one it is."""
+    from gapforge.models.base import resolve_model_dir
+    from gapforge.models.registry import DEFAULT_MODELS
+
+    directory = resolve_model_dir(cfg.models.oracle, DEFAULT_MODELS["oracle"])
+    model = _oracle(cfg.models.oracle)
+    card = _model_card(directory)
+    metrics = (card.get("metadata") or {}).get("metrics") or {}
+    write_json(
+        {
+            "model": str(directory),
+            "kind": getattr(model, "kind", card.get("kind")),
+            "params": card.get("params"),
+            "metrics": metrics,
+        },
+        stage_dir(run_dir, "oracle") / "oracle.json",
+    )
+    test = metrics.get("test") or {}
+    return {"model": str(directory), "kind": getattr(model, "kind", None), "test_mae": test.get("mae")}
+
+
+def stage_autoencoder(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
+    """Load the autoencoder and measure how many initial formulas it reconstructs exactly."""
+    ae = _autoencoder(cfg.models.autoencoder)
+    initial = read_table(run_dir / L.INITIAL)
+    formulas = initial[C.FORMULA].astype(str).tolist()
+    enc = ae.encode_batch(formulas)
+    encodable = [f for f, ok in zip(formulas, enc.valid, strict=True) if ok]
+    rec = ae.reconstruct(encodable) if encodable else []
+    exact = float(np.mean([r == f for r, f in zip(rec, encodable, strict=True)])) if encodable else math.nan
+    info = {
+        "model": str(cfg.models.autoencoder),
+        "latent_dim": int(ae.latent_dim),
+        "arch": getattr(ae, "arch", None),
+        "n_initial": len(formulas),
+        "n_encodable": len(encodable),
+        "initial_reconstruction_rate": exact,
+    }
+    if len(encodable) < 2:
+        raise InputError(
+            "fewer than 2 formulas of the initial set can be encoded by the autoencoder",
+            path=run_dir / L.INITIAL,
+            value=len(encodable),
+        )
+    write_json(info, stage_dir(run_dir, "autoencoder") / "autoencoder.json")
+    return info
+
+
+def stage_campaign(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
+    """The active-learning campaign of :mod:`gapforge.active` in ``RUN/campaign`` (resumable).
+
+    GP surrogate on the latent codes of the labelled set, UCB (``kappa``) with
+    ``batch_size`` slots per iteration, decode, label the valid new formulas
+    with the oracle. The campaign saves its own state after every iteration,
+    so a restarted stage continues after the last completed iteration. Then
+    writes ``campaign/iterations.csv``, ``campaign/labelled.csv`` and
+    ``campaign/latent_map.csv`` for the later stages and the report.
+    """
+    try:
+        from gapforge.active import Campaign, ModelOracle, parse_config
+        from gapforge.active.state import STATE_FILE
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        raise _unavailable("campaign", exc) from exc
+
+    out = stage_dir(run_dir, "campaign")
+    lo, hi = cfg.window
+    goal = {"kind": "maximize"} if not math.isfinite(hi) else {"kind": "window", "window": [lo, hi]}
+    config = parse_config(
+        {
+            "name": "discover",
+            "seed": cfg.seed,
+            "iterations": max(cfg.campaign.iterations, 1),
+            "goal": goal,
+            "acquisition": {"kind": "ucb", "kappa": cfg.campaign.kappa, "q": cfg.campaign.batch_size},
+            "codec": {"kind": "autoencoder", "model": cfg.models.autoencoder},
+            "oracle": {"kind": "model", "model": cfg.models.oracle, "model_kind": "oracle"},
+            "initial": {"dataset": str((run_dir / L.INITIAL).resolve())},
+        }
+    )
+    oracle = ModelOracle(_oracle(cfg.models.oracle), name="oracle")
+    if cfg.campaign.iterations == 0:
+        result = None
+    elif (out / STATE_FILE).is_file():
+        camp = Campaign.open(out, oracle=oracle)
+        log.info("campaign: resuming after iteration %d", camp.state.iteration)
+        result = camp.run(cfg.campaign.iterations - camp.state.iteration)
+    else:
+        initial = read_table(run_dir / L.INITIAL)[[C.FORMULA, C.BAND_GAP]]
+        camp = Campaign.create(config, out, overwrite=True, oracle=oracle, initial=initial)
+        result = camp.run()
+    ae = _autoencoder(cfg.models.autoencoder)
+    if result is None:  # no campaign: the labelled set is the initial one
+        labelled = read_table(run_dir / L.INITIAL)
+        proposals = pd.DataFrame(columns=["iteration", C.FORMULA, "status", C.BAND_GAP, "z"])
+        iterations = pd.DataFrame(columns=["iteration", "n_proposed", "n_valid", "valid_rate", "best_so_far"])
+    else:
+        # every initial formula (also those the autoencoder cannot encode) + the campaign's labels
+        new = result.labelled[result.labelled["source"] != "initial"]
+        labelled = pd.concat(
+            [
+                read_table(run_dir / L.INITIAL),
+                new.assign(source="campaign")[[C.FORMULA, C.BAND_GAP, "iteration"]],
+            ],
+            ignore_index=True,
+        )
+        labelled["source"] = labelled["source"].fillna("campaign")
+        proposals = result.proposals
+        iterations = _iteration_table(result.iterations, proposals)
+    write_table(labelled[[C.FORMULA, C.BAND_GAP, "source", "iteration"]], run_dir / L.CAMPAIGN_LABELLED)
+    write_table(iterations, run_dir / L.CAMPAIGN_ITERATIONS)
+    _write_latent_map(run_dir, cfg, ae, labelled, proposals)
+    n_prop = int(iterations["n_proposed"].sum()) if len(iterations) else 0
+    n_val = int(iterations["n_valid"].sum()) if len(iterations) else 0
+    return {
+        "iterations": len(iterations),
+        "n_proposed": n_prop,
+        "n_valid": n_val,
+        "valid_rate": round(n_val / n_prop, 4) if n_prop else None,
+        "n_labelled": len(labelled),
+        "n_new": int((labelled["source"] == "campaign").sum()),
+        "best_gap": float(iterations["best_so_far"].iloc[-1]) if len(iterations) else None,
+        "best_formula": str(iterations["best_formula"].iloc[-1]) if len(iterations) else None,
+    }
+
+
+def _iteration_table(records: pd.DataFrame, proposals: pd.DataFrame) -> pd.DataFrame:
+    """The campaign's iteration log in the report's shape (see :mod:`gapforge.discover.layout`)."""
+    it = records.copy()
+    n = it["n_proposed"].to_numpy(dtype=float)
+    labelled = proposals[proposals["status"] == "labelled"]
+    best_of = labelled.groupby("iteration")[C.BAND_GAP].max() if len(labelled) else pd.Series(dtype=float)
+    return pd.DataFrame(
+        {
+            "iteration": it["iteration"].astype(int),
+            "n_proposed": it["n_proposed"].astype(int),
+            "n_valid": it["n_valid"].astype(int),
+            "valid_rate": it["n_valid"].to_numpy(dtype=float) / np.maximum(n, 1),
+            "valid_first_rate": it["n_valid_first"].to_numpy(dtype=float) / np.maximum(n, 1),
+            "n_duplicate": it["n_duplicate"].astype(int),
+            "n_new": it["n_labelled"].astype(int),
+            "best_gap": it["iteration"].map(best_of).astype(float),
+            "best_so_far": it["best_gap"].astype(float),
+            "best_formula": it["best_formula"].astype(str),
+            "n_hits": it["n_hits"].astype(int),
+            "n_new_cumulative": it["n_labelled"].cumsum().astype(int),
+            "fit_seconds": it["fit_seconds"].round(2),
+            "acquisition_seconds": it["acquisition_seconds"].round(2),
+        }
+    )
+
+
+def _write_latent_map(
+    run_dir: Path, cfg: DiscoverConfig, ae: Any, labelled: pd.DataFrame, proposals: pd.DataFrame
+) -> None:
+    """2-D PCA map of the initial set (plus a context pool) with the valid proposals on it."""
+    from sklearn.decomposition import PCA
+
+    initial = labelled[labelled["source"] == "initial"]
+    pool = _dataset(cfg.data.dataset)
+    rng = np.random.default_rng(cfg.seed + 7)
+    n_pool = min(cfg.campaign.n_pool, len(pool))
+    context = pool.iloc[rng.choice(len(pool), n_pool, replace=False)] if n_pool else pool.iloc[:0]
+    base = pd.concat([initial[[C.FORMULA, C.BAND_GAP]], context[[C.FORMULA, C.BAND_GAP]]], ignore_index=True)
+    base = base.drop_duplicates(C.FORMULA).reset_index(drop=True)
+    z_base = np.asarray(ae.encode(base[C.FORMULA].astype(str).tolist(), errors="nan"), dtype=np.float64)
+    ok = np.isfinite(z_base).all(axis=1)
+    base, z_base = base[ok].reset_index(drop=True), z_base[ok]
+    pca = PCA(n_components=2, random_state=cfg.seed).fit(z_base)
+    xy = pca.transform(z_base)
+    parts = [base.assign(x=xy[:, 0], y=xy[:, 1], kind="labelled", iteration=0)]
+    valid = proposals[proposals["status"].astype(str) != "invalid"] if len(proposals) else proposals
+    if len(valid):
+        pxy = pca.transform(np.stack([np.asarray(z, dtype=np.float64) for z in valid["z"]]))
+        parts.append(
+            pd.DataFrame(
+                {
+                    C.FORMULA: valid[C.FORMULA].astype(str).to_numpy(),
+                    C.BAND_GAP: pd.to_numeric(valid[C.BAND_GAP], errors="coerce").to_numpy(),
+                    "x": pxy[:, 0],
+                    "y": pxy[:, 1],
+                    "kind": "proposal",
+                    "iteration": valid["iteration"].astype(int).to_numpy(),
+                }
+            )
+        )
+    write_table(pd.concat(parts, ignore_index=True), run_dir / L.LATENT_MAP)
+
+
+def stage_screening_model(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
+    """Fit the screening model on the initial + campaign-labelled set; score it on the hold-out."""
+    from gapforge.models.metrics import regression_metrics
+    from gapforge.models.registry import make_model
+
+    out = stage_dir(run_dir, "screening_model")
+    path = run_dir / L.CAMPAIGN_LABELLED
+    labelled = read_table(path if path.is_file() else run_dir / L.INITIAL)
+    params: dict[str, Any] = {}
+    if cfg.screening_model.kind == "forest":
+        params["n_estimators"] = cfg.screening_model.n_estimators
+    model = make_model(cfg.screening_model.kind, cfg.seed, **params)
+    model.fit(labelled[C.FORMULA].astype(str).tolist(), labelled[C.BAND_GAP].to_numpy(dtype=float))
+    holdout = read_table(run_dir / L.HOLDOUT)
+    metrics: dict[str, Any] = {"n_train": len(labelled)}
+    if len(holdout):
+        pred = model.predict(holdout[C.FORMULA].astype(str).tolist())
+        parity = pd.DataFrame(
+            {
+                C.FORMULA: holdout[C.FORMULA].to_numpy(),
+                C.BAND_GAP: holdout[C.BAND_GAP].to_numpy(dtype=float),
+                C.BAND_GAP_MEAN: pred[C.BAND_GAP_MEAN].to_numpy(),
+                C.BAND_GAP_STD: pred[C.BAND_GAP_STD].to_numpy(),
+            }
+        )
+        write_table(parity, out / "parity.csv")
+        m = regression_metrics(parity[C.BAND_GAP], parity[C.BAND_GAP_MEAN], parity[C.BAND_GAP_STD])
+        metrics.update(
+            {k: v for k, v in m.to_dict().items() if isinstance(v, int | float | str) or v is None}
+        )
+    model.save(out / "model", metadata={"seed": cfg.seed, "trained_on": str(path.name), "metrics": metrics})
+    write_json(metrics, out / "metrics.json")
+    return {"kind": cfg.screening_model.kind, **{k: metrics.get(k) for k in ("n_train", "r2", "mae", "rmse")}}
+
+
+def stage_generate(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
+    """Draw ``generate.n_samples`` formulas from the generator; keep the distinct ones."""
+    try:
+        from gapforge.screening.generate import load_generator
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        raise _unavailable("generate", exc) from exc
+    stage_dir(run_dir, "generate")
+    gan = load_generator(cfg.models.generator)
+    result = gan.generate(cfg.generate.n_samples, seed=cfg.seed, batch_size=cfg.generate.batch_size)
+    write_table(result.table, run_dir / L.GENERATED)
+    stats = {"model": str(cfg.models.generator), **result.stats.to_dict()}
+    write_json(stats, run_dir / L.GENERATOR_STATS)
+    return {k: stats[k] for k in ("n_samples", "n_decodable", "n_unique")}
+
+
+#: What each filter of the screen keeps, for the funnel.
+FILTER_DESCRIPTIONS = {
+    "duplicates": "one row per distinct reduced formula",
+    "readable": "formula can be parsed and encoded",
+    "predicted": "the screening model returned a prediction",
+    "in_window": "predicted gap inside the target window",
+    "simple": "fewer than {max_atoms} atoms and fewer than {max_elements} elements",
+    "smact_valid": "charge-neutral with allowed oxidation states (SMACT)",
+    "novel": "not a known Materials Project / dataset formula",
+    "max_std": "prediction std ≤ {max_std} eV",
+}
+
+
+def stage_screen(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
+    """Predict every generated formula with the screening model and apply the filters."""
+    try:
+        from gapforge.screening import ScreenSettings, known_formulas, screen
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        raise _unavailable("screen", exc) from exc
+    from gapforge.models.registry import load_model
+
+    stage_dir(run_dir, "screen")
+    generated = read_table(run_dir / L.GENERATED)
+    model = load_model(run_dir / L.SCREENING_MODEL_DIR)
+    settings = ScreenSettings(
+        gap_min=cfg.gap_min,
+        gap_max=cfg.gap_max,
+        max_atoms=cfg.screen.max_atoms,
+        max_elements=cfg.screen.max_elements,
+        require_smact=cfg.screen.require_smact,
+        require_novel=cfg.screen.require_novel,
+    )
+    known = set(known_formulas()) | set(_dataset(cfg.data.dataset)[C.FORMULA].astype(str))
+    result = screen(
+        generated[C.FORMULA].astype(str).tolist(), model, settings, known=known, source=run_dir / L.GENERATED
+    )
+    fun = result.funnel
+    steps = []
+    n = int(fun["n_input"])
+    if fun.get("n_duplicates"):
+        steps.append(_step("duplicates", n, n - int(fun["n_duplicates"]), cfg))
+        n -= int(fun["n_duplicates"])
+    for name in fun["required"]:
+        steps.append(_step(name, n, int(fun["sequential"][name]), cfg))
+        steps[-1]["fails_alone"] = int(fun.get("fails_alone", {}).get(name, 0))
+        n = int(fun["sequential"][name])
+    cand = result.candidates
+    if cfg.screen.max_std is not None:
+        keep = cand[C.BAND_GAP_STD].to_numpy(float) <= cfg.screen.max_std
+        steps.append(_step("max_std", n, int(keep.sum()), cfg))
+        cand = cand[keep].reset_index(drop=True)
+    cand = cand.head(cfg.screen.top).copy()
+    cand[L.RANK] = np.arange(1, len(cand) + 1)
+    write_table(result.table, run_dir / L.SCREENED)
+    write_table(cand, run_dir / L.CANDIDATES)
+    write_json(
+        {
+            "steps": steps,
+            "n_candidates_all": len(result.candidates),
+            "n_kept": len(cand),
+            "settings": settings.to_dict(),
+            "raw": fun,
+        },
+        run_dir / L.FUNNEL,
+    )
+    return {
+        "n_screened": int(fun["n_screened"]),
+        "n_candidates": int(fun["n_candidates"]),
+        "n_kept": len(cand),
+        "top": cand[C.FORMULA].iloc[0] if len(cand) else None,
+    }
+
+
+def _step(name: str, n_in: int, n_out: int, cfg: DiscoverConfig) -> dict[str, Any]:
+    desc = FILTER_DESCRIPTIONS.get(name, name)
+    if name == "in_window":
+        desc = f"predicted gap {cfg.describe_window()}"
+    desc = desc.format(
+        max_atoms=cfg.screen.max_atoms, max_elements=cfg.screen.max_elements, max_std=cfg.screen.max_std
+    )
+    return {"filter": name, "description": desc, "n_in": n_in, "n_out": n_out, "removed": n_in - n_out}
+
+
+def stage_structure(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
+    """Templates by ElMD and element substitution for the top candidates; writes CIFs."""
+    try:
+        from gapforge.structure.pipeline import StructureSettings, build_structures
+        from gapforge.structure.templates import SearchSettings
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        raise _unavailable("structure", exc) from exc
+    cand = read_table(run_dir / L.CANDIDATES).head(cfg.structure.max_candidates)
+    if len(cand) == 0:
+        raise StageSkipped("no candidate passed the screen (or structure.max_candidates = 0)")
+    out = stage_dir(run_dir, "structure")
+    cand_path = write_table(cand, out / "input.csv")
+    settings = StructureSettings(search=SearchSettings(top_k=cfg.structure.templates))
+    table = build_structures(cand_path, out, settings=settings, overwrite=True)
+    n_cif = int(table["cif_path"].notna().sum()) if "cif_path" in table else 0
+    return {"n_candidates": len(cand), "n_structures": len(table), "n_cifs": n_cif}
+
+
+def stage_relax(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
+    """CHGNet relaxation of every CIF; formation energy and energy above hull."""
+    if not (run_dir / L.STRUCTURES).is_file():
+        raise StageSkipped("no structures were built (structure stage skipped)")
+    try:
+        from gapforge.structure.pipeline import relax_structures
+        from gapforge.structure.relax import RelaxSettings
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        raise _unavailable("relax", exc) from exc
+    settings = RelaxSettings(fmax=cfg.structure.fmax, max_steps=cfg.structure.relax_steps)
+    best = relax_structures(
+        run_dir / L.STRUCTURE_DIR, settings=settings, workers=cfg.structure.workers, overwrite=True
+    )
+    ehull = pd.to_numeric(best.get(L.E_ABOVE_HULL, pd.Series(dtype=float)), errors="coerce")
+    return {
+        "n_candidates": len(best),
+        "n_relaxed": int(ehull.notna().sum()),
+        "n_on_hull": int((ehull <= 1e-6).sum()),
+        "n_within_0.1": int((ehull <= 0.1).sum()),
+    }
+
+
+def stage_stability(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
+    """Join candidates, structures and stability into the ranked ``stability/discoveries.csv``."""
+    table = L.assemble_candidates(run_dir)
+    if table is None:
+        raise StageSkipped("the screen wrote no candidates")
+    write_table(table, stage_dir(run_dir, "stability") / "discoveries.csv")
+    ef = pd.to_numeric(table.get(L.FORMATION_ENERGY, pd.Series(dtype=float)), errors="coerce")
+    eh = pd.to_numeric(table.get(L.E_ABOVE_HULL, pd.Series(dtype=float)), errors="coerce")
+    return {
+        "n_candidates": len(table),
+        "n_negative_formation": int((ef < 0).sum()),
+        "n_within_0.1": int((eh <= 0.1).sum()),
+        "top": str(table[C.FORMULA].iloc[0]) if len(table) else None,
+    }
+
+
+def stage_dft(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
+    """PBE band gaps (GPAW) of the ``dft.top`` lowest-energy-above-hull structures (optional)."""
+    if not cfg.dft.enabled:
+        raise StageSkipped("disabled in the settings (dft.enabled = false)")
+    if cfg.dft.top == 0:
+        raise StageSkipped("dft.top = 0")
+    try:
+        from gapforge.structure.dft import gpaw_available, run_dft
+    except ImportError as exc:  # pragma: no cover - depends on the build
+        raise _unavailable("dft", exc) from exc
+    if not gpaw_available():
+        raise StageSkipped("GPAW is not installed (pip install 'gapforge[dft]')")
+    disc_path = run_dir / L.DISCOVERIES
+    table = read_table(disc_path) if disc_path.is_file() else None
+    if table is None or L.CIF_LINK not in table.columns:
+        raise StageSkipped("no relaxed structures to compute")
+    table = table[table[L.CIF_LINK].map(lambda v: isinstance(v, str) and v != "")].head(cfg.dft.top)
+    if len(table) == 0:
+        raise StageSkipped("no relaxed structures to compute")
+    out = stage_dir(run_dir, "dft")
+    inp = pd.DataFrame(
+        {C.FORMULA: table[C.FORMULA], "cif_path": [str((run_dir / p).resolve()) for p in table[L.CIF_LINK]]}
+    )
+    inp_path = write_table(inp, out / "input.csv")
+    res = run_dft(inp_path, out)
+    ok = pd.to_numeric(res.get(L.DFT_BAND_GAP), errors="coerce")
+    return {"n_structures": len(res), "n_gaps": int(ok.notna().sum())}
+
+
+def stage_report(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
+    """Write ``report.html``."""
+    from gapforge.report import build_report
+
+    path = build_report(run_dir)
+    return {"report": path.name, "bytes": path.stat().st_size}
+
+
+DISCOVER_STAGES: tuple[Stage, ...] = (
+    Stage("data", stage_data, "initial labelled set and hold-out"),
+    Stage("oracle", stage_oracle, "band-gap oracle"),
+    Stage("autoencoder", stage_autoencoder, "composition autoencoder"),
+    Stage("campaign", stage_campaign, "GP + UCB active learning in latent space", resumable=True),
+    Stage("screening_model", stage_screening_model, "screening model on initial + campaign labels"),
+    Stage("generate", stage_generate, "formula generator"),
+    Stage("screen", stage_screen, "window, simplicity, SMACT and novelty filters"),
+    Stage("structure", stage_structure, "templates by ElMD and element substitution"),
+    Stage("relax", stage_relax, "CHGNet relaxation and energy above hull"),
+    Stage("stability", stage_stability, "ranked discoveries"),
+    Stage("dft", stage_dft, "optional PBE band gaps (GPAW)"),
+    Stage("report", stage_report, "report.html"),
+)
+
+
+def discover(
+    run_dir: str | Path,
+    config: DiscoverConfig,
+    *,
+    overwrite: bool = False,
+    until: str | None = None,
+    redo: Sequence[str] = (),
+    progress: bool | None = None,
+) -> PipelineResult:
+    """Run the whole discovery pipeline into ``run_dir`` (resuming it if it exists).
+
+    Args:
+        run_dir: run directory (``--out``).
+        config: the resolved settings (:func:`gapforge.discover.resolve_config`).
+        overwrite: start afresh in an existing run directory.
+        until: stop after this stage.
+        redo: stages to run again (with every later one).
+        progress: progress bar (``None``: only on a terminal).
+
+    Returns:
+        One record per stage with its status, wall time and summary.
+
+    Raises:
+        GapforgeError: a stage failed; ``report.html`` then shows the stages done so far.
+    """
+    try:
+        return run_pipeline(
+            run_dir, config, DISCOVER_STAGES, overwrite=overwrite, until=until, redo=redo, progress=progress
+        )
+    except GapforgeError:
+        _partial_report(Path(run_dir))
+        raise
+
+
+def _partial_report(run_dir: Path) -> None:
+    """After a failed stage, still leave a report of what was done (best effort, never masks the error)."""
+    if not (run_dir / "config.json").is_file():
+        return
+    try:
+        from gapforge.report import build_report
+
+        build_report(run_dir)
+        log.info("a report of the stages done so far is in %s", run_dir / L.REPORT)
+    except Exception as exc:  # the stage's error is the one to report
+        log.warning("could not write a partial report: %s", exc)
+
+
+__all__ = ["DISCOVER_STAGES", "FILTER_DESCRIPTIONS", "StageUnavailableError", "discover"]
