@@ -1,0 +1,136 @@
+"""``gapforge train gan``, ``gapforge generate`` and ``gapforge screen``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gapforge.cli._app import ModelOpt, OutOpt, OverwriteOpt, SeedOpt, app, train_app
+
+
+@train_app.command("gan")
+def train_gan_cmd(
+    out: OutOpt,
+    epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
+    seed: SeedOpt = 0,
+    max_minutes: Annotated[
+        float | None, typer.Option("--max-minutes", help="Stop training after this wall time.")
+    ] = None,
+    train_set: Annotated[
+        str,
+        typer.Option("--train-set", help="'smact-valid' (MATGAN's choice) or 'all' encodable MP formulas."),
+    ] = "smact-valid",
+    n_eval: Annotated[int, typer.Option("--n-eval", help="Samples drawn to measure quality.")] = 50_000,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input", help="Train on this formula table instead of the Materials Project formulas."
+        ),
+    ] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Train the MATGAN-style formula generator (WGAN-GP) on the Materials Project formulas."""
+    from gapforge.models.gan import train_gan
+    from gapforge.screening.screen import read_formula_column
+
+    result = train_gan(
+        out,
+        formulas=None if input_file is None else read_formula_column(input_file),
+        epochs=epochs,
+        seed=seed,
+        max_minutes=max_minutes,
+        train_set=train_set,
+        n_eval=n_eval,
+        overwrite=overwrite,
+    )
+    q = result.quality
+    typer.echo(f"saved {result.directory}")
+    typer.echo(
+        f"{q.n_samples} samples: decodable {q.decodable:.1%}, unique {q.unique:.1%}, "
+        f"novel {q.novel:.1%}, SMACT-valid {q.smact_valid:.1%}"
+    )
+
+
+@app.command("generate")
+def generate_cmd(
+    out: OutOpt,
+    model: ModelOpt = "default",
+    n: Annotated[
+        int, typer.Option("-n", "--n-samples", help="Samples to draw from the generator.")
+    ] = 1_180_000,
+    seed: SeedOpt = 0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per batch.")] = 16_384,
+    decode: Annotated[
+        str | None,
+        typer.Option("--decode", help="Decoding rule: strict (paper's, default), argmax or sample."),
+    ] = None,
+    temperature: Annotated[
+        float | None, typer.Option("--temperature", help="Softmax temperature of the sample rule.")
+    ] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Generate hypothetical formulas; decode and de-duplicate them (one row per distinct formula)."""
+    from gapforge.screening.generate import generate_formulas
+
+    result = generate_formulas(
+        model,
+        n,
+        out=out,
+        seed=seed,
+        batch_size=batch_size,
+        decode_rule=decode,
+        temperature=temperature,
+        overwrite=overwrite,
+    )
+    s = result.stats
+    typer.echo(
+        f"{s.n_samples} samples -> {s.n_decodable} decodable ({s.decodable_fraction:.1%}) -> "
+        f"{s.n_unique} distinct formulas in {s.seconds:.1f} s; wrote {out}"
+    )
+
+
+@app.command("screen")
+def screen_cmd(
+    input_file: Annotated[Path, typer.Option("--input", help="Table of formulas (CSV or Parquet).")],
+    out: OutOpt,
+    gap_min: Annotated[float, typer.Option("--gap-min", help="Lowest predicted band gap kept (eV).")],
+    gap_max: Annotated[
+        float | None, typer.Option("--gap-max", help="Highest predicted band gap kept (eV).")
+    ] = None,
+    model: ModelOpt = "default",
+    max_atoms: Annotated[int, typer.Option("--max-atoms", help="Keep formulas with fewer atoms.")] = 8,
+    max_elements: Annotated[
+        int, typer.Option("--max-elements", help="Keep formulas with fewer elements.")
+    ] = 4,
+    no_smact: Annotated[bool, typer.Option("--no-smact", help="Do not require SMACT validity.")] = False,
+    keep_known: Annotated[bool, typer.Option("--keep-known", help="Do not require novelty.")] = False,
+    known_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--known", help="Formulas that are not novel (default: every Materials Project formula)."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Formulas per prediction batch.")] = 100_000,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Predict band gaps and filter: gap window, simplicity, SMACT validity, novelty."""
+    from gapforge.screening.screen import ScreenSettings, read_formula_column, screen_file
+
+    settings = ScreenSettings(
+        gap_min=gap_min,
+        gap_max=gap_max,
+        max_atoms=max_atoms,
+        max_elements=max_elements,
+        require_smact=not no_smact,
+        require_novel=not keep_known,
+        batch_size=batch_size,
+    )
+    known = None if known_file is None else read_formula_column(known_file)
+    result = screen_file(input_file, out, model=model, settings=settings, known=known, overwrite=overwrite)
+    typer.echo(json.dumps(result.funnel, indent=1))
+    if result.n_candidates == 0:
+        typer.echo("no formula passed every filter; wrote an empty candidate table with headers", err=True)
+    typer.echo(f"{result.n_candidates} candidates; wrote {out} and {result.summary_path}")

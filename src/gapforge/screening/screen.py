@@ -1,0 +1,403 @@
+"""The screen: predict band gaps of many formulas and keep those that pass every filter.
+
+Xin et al. screened MATGAN's 1.18 M formulas with their band-gap model and
+kept formulas with a predicted gap of at least 6 eV, fewer than 8 atoms and
+fewer than 4 elements; SMACT validity and novelty were checked afterwards.
+:func:`screen` does all of it in one pass, in batches, and keeps every flag:
+
+``formula, band_gap_mean, band_gap_std, reason, n_atoms, n_elements,
+readable, predicted, in_window, simple, smact_valid, novel, candidate,
+dropped_by, rank``
+
+``dropped_by`` names every filter a formula failed (``""`` for candidates),
+and the funnel counts how many formulas each filter removed, in order and
+on its own. Candidates are ranked by predicted gap (highest first; inside a
+closed window, nearest the window's centre first), ties by lower std.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from gapforge import columns as C
+from gapforge.encoding import FormulaEncoder, n_atoms, n_elements_of
+from gapforge.errors import InputError
+from gapforge.io import find_column, read_table, table_format, write_json, write_table
+from gapforge.screening.filters import in_window, is_novel, is_simple, smact_valid
+from gapforge.screening.validity import SmactConfig
+
+logger = logging.getLogger(__name__)
+
+#: Flag columns, in the order the funnel applies them.
+FLAGS = ("readable", "predicted", "in_window", "simple", "smact_valid", "novel")
+#: Largest count per element the screen reads (bigger formulas are flagged unreadable).
+MAX_COUNT = 64
+
+
+@dataclass(frozen=True)
+class ScreenSettings:
+    """What the screen keeps.
+
+    Attributes:
+        gap_min: lowest predicted band gap kept (eV).
+        gap_max: highest predicted band gap kept (eV); ``None`` = no upper bound.
+        max_atoms: keep formulas with *fewer* atoms per reduced formula unit.
+        max_elements: keep formulas with *fewer* distinct elements.
+        require_simple: apply the simplicity rule.
+        require_smact: require SMACT validity.
+        require_novel: require the formula to be unknown.
+        batch_size: formulas per prediction batch (bounds memory).
+        smact: the pinned SMACT settings.
+    """
+
+    gap_min: float = 6.0
+    gap_max: float | None = None
+    max_atoms: int = 8
+    max_elements: int = 4
+    require_simple: bool = True
+    require_smact: bool = True
+    require_novel: bool = True
+    batch_size: int = 100_000
+    smact: SmactConfig = field(default_factory=SmactConfig)
+
+    def __post_init__(self) -> None:
+        if not math.isfinite(self.gap_min):
+            raise InputError("--gap-min must be a finite number", value=self.gap_min)
+        if self.gap_max is not None and not self.gap_max >= self.gap_min:
+            raise InputError(f"--gap-max must be >= --gap-min ({self.gap_min})", value=self.gap_max)
+        if self.max_atoms < 1 or self.max_elements < 1:
+            raise InputError("--max-atoms and --max-elements must be >= 1")
+        if self.batch_size < 1:
+            raise InputError("--batch-size must be >= 1", value=self.batch_size)
+
+    def required(self) -> tuple[str, ...]:
+        """The flags a candidate must have."""
+        req = ["readable", "predicted", "in_window"]
+        if self.require_simple:
+            req.append("simple")
+        if self.require_smact:
+            req.append("smact_valid")
+        if self.require_novel:
+            req.append("novel")
+        return tuple(req)
+
+    def to_dict(self) -> dict:
+        """JSON-ready record of the settings."""
+        d = asdict(self)
+        d["smact"] = self.smact.to_dict()
+        return d
+
+
+@dataclass(frozen=True)
+class ScreenResult:
+    """The output of :func:`screen`.
+
+    Attributes:
+        table: every distinct input formula with its prediction and flags, ranked.
+        funnel: counts per filter (see :func:`screen`).
+        settings: what was applied.
+        summary_path: where the funnel JSON was written (file screens only).
+    """
+
+    table: pd.DataFrame
+    funnel: dict
+    settings: ScreenSettings
+    summary_path: Path | None = None
+
+    @property
+    def candidates(self) -> pd.DataFrame:
+        """The rows that passed every required filter, ranked."""
+        return self.table[self.table["candidate"]].reset_index(drop=True)
+
+    @property
+    def n_candidates(self) -> int:
+        """Number of candidates."""
+        return int(self.table["candidate"].sum())
+
+
+def _predict(model, formulas: np.ndarray, counts: np.ndarray, elements, ok: np.ndarray, batch_size: int):
+    """Mean, std and reason per row; uses ``predict_counts`` when the model has it."""
+    n = len(formulas)
+    mean = np.full(n, np.nan)
+    std = np.full(n, np.nan)
+    reason = np.full(n, "", dtype=object)
+    rows = np.flatnonzero(ok)
+    fast = hasattr(model, "predict_counts")
+    from tqdm.auto import tqdm
+
+    for lo in tqdm(range(0, len(rows), batch_size), desc="predict", disable=None):
+        idx = rows[lo : lo + batch_size]
+        if fast:
+            p = model.predict_counts(counts[idx], elements)
+            mean[idx], std[idx] = p.mean, p.std
+            reason[idx] = np.asarray(p.reasons, dtype=object)
+        else:
+            table = model.predict([str(f) for f in formulas[idx]])
+            if len(table) != len(idx):
+                raise InputError(f"the model returned {len(table)} predictions for {len(idx)} formulas")
+            mean[idx] = table[C.BAND_GAP_MEAN].to_numpy(dtype=np.float64)
+            std[idx] = table[C.BAND_GAP_STD].to_numpy(dtype=np.float64)
+            reason[idx] = table[C.REASON].astype(str).to_numpy(dtype=object)
+    return mean, std, reason
+
+
+def screen(
+    formulas: Sequence[str],
+    model,
+    settings: ScreenSettings | None = None,
+    *,
+    known: Collection[str] | None = None,
+    source: str | Path | None = None,
+) -> ScreenResult:
+    """Predict and filter formulas.
+
+    Args:
+        formulas: formula strings (duplicates, by reduced formula, are screened once).
+        model: a fitted :class:`~gapforge.models.base.BandGapModel`; one with
+            ``predict_counts(counts, elements)`` (the forest) is fed counts directly.
+        settings: filters to apply.
+        known: reduced formulas that are not novel (default: every Materials
+            Project formula, :func:`gapforge.screening.filters.known_formulas`).
+        source: input file, named in error messages.
+
+    Returns:
+        A :class:`ScreenResult`. Its funnel holds ``n_input``, ``n_duplicates``,
+        ``n_screened``, ``sequential`` (formulas left after each required
+        filter, in order), ``removed`` (how many each required filter removed
+        in that order), ``fails_alone`` (how many fail each filter on its own)
+        and ``n_candidates``.
+
+    Raises:
+        InputError: no formula given, or no formula that can be read.
+    """
+    settings = settings or ScreenSettings()
+    start = time.perf_counter()
+    formulas = np.asarray([_as_text(f) for f in formulas], dtype=object)
+    if len(formulas) == 0:
+        raise InputError("no formulas to screen", path=source)
+    encoder = FormulaEncoder(n_levels=MAX_COUNT)
+    # one row per distinct input text, encoded in blocks (bounded memory)
+    texts, first_text = np.unique(formulas.astype(str), return_index=True)
+    texts = texts[np.argsort(first_text)]
+    step = settings.batch_size
+    parts = [encoder.encode(texts[i : i + step]) for i in range(0, len(texts), step)]
+    valid = np.concatenate([b.valid for b in parts])
+    if not valid.any():
+        i = 0
+        raise InputError(
+            f"no formula could be read (first: {parts[0].reasons[i]})",
+            path=source,
+            row=i + 1,
+            value=formulas[i],
+        )
+    reduced = np.concatenate([b.reduced for b in parts]).astype(object)
+    # then one row per distinct reduced formula (Li2F2 and LiF are the same material)
+    key = np.where(valid, reduced, "\x00" + texts.astype(object)).astype(str)
+    _, first = np.unique(key, return_index=True)
+    first = np.sort(first)
+    n_dup = len(formulas) - len(first)
+    names = np.where(valid[first], reduced[first], texts[first]).astype(object)
+    counts = np.concatenate([b.counts for b in parts])[first]
+    readable = valid[first]
+    reasons = np.concatenate([b.reasons for b in parts])[first].astype(object)
+    del parts
+
+    mean, std, pred_reason = _predict(model, names, counts, encoder.elements, readable, settings.batch_size)
+    predicted = readable & np.isfinite(mean)
+    reasons = np.where(readable & ~predicted & (pred_reason != ""), pred_reason, reasons)
+    reasons = np.where(readable & ~predicted & (reasons == ""), "model returned no prediction", reasons)
+
+    t_smact = time.perf_counter()
+    flags = {
+        "readable": readable,
+        "predicted": predicted,
+        "in_window": in_window(mean, settings.gap_min, settings.gap_max),
+        "simple": readable & is_simple(counts, settings.max_atoms, settings.max_elements),
+        "smact_valid": readable & smact_valid(counts, encoder.elements, settings.smact),
+    }
+    t_smact = time.perf_counter() - t_smact
+    if known is None:
+        from gapforge.screening.filters import known_formulas
+
+        known = known_formulas()
+    flags["novel"] = readable & is_novel(names, known)
+
+    required = settings.required()
+    candidate = np.ones(len(names), dtype=bool)
+    sequential = {}
+    removed = {}
+    for name in required:
+        before = int(candidate.sum())
+        candidate &= flags[name]
+        sequential[name] = int(candidate.sum())
+        removed[name] = before - sequential[name]
+    dropped = np.full(len(names), "", dtype=object)
+    for name in required:
+        fail = ~flags[name]
+        dropped[fail] = np.where(dropped[fail] == "", name, dropped[fail] + "," + name)
+
+    table = pd.DataFrame(
+        {
+            C.FORMULA: pd.Series(names, dtype=object),
+            C.BAND_GAP_MEAN: mean,
+            C.BAND_GAP_STD: std,
+            C.REASON: pd.Series(reasons, dtype=object).astype(str),
+            "n_atoms": n_atoms(counts).astype(np.int64),
+            "n_elements": n_elements_of(counts).astype(np.int64),
+            **{k: v.astype(bool) for k, v in flags.items()},
+            "candidate": candidate,
+            "dropped_by": pd.Series(dropped, dtype=object).astype(str),
+        }
+    )
+    table = _rank(table, settings)
+    funnel = {
+        "n_input": len(formulas),
+        "n_duplicates": int(n_dup),
+        "n_screened": len(names),
+        "required": list(required),
+        "sequential": sequential,
+        "removed": removed,
+        "fails_alone": {k: int((~v).sum()) for k, v in flags.items()},
+        "n_candidates": int(candidate.sum()),
+        "seconds": round(time.perf_counter() - start, 2),
+        "smact_seconds": round(t_smact, 2),
+    }
+    logger.info("screened %d formulas: %d candidates", len(names), funnel["n_candidates"])
+    return ScreenResult(table, funnel, settings)
+
+
+def _as_text(value: object) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return str(value)
+
+
+def _rank(table: pd.DataFrame, settings: ScreenSettings) -> pd.DataFrame:
+    gap = table[C.BAND_GAP_MEAN].to_numpy()
+    if settings.gap_max is not None:
+        score = -np.abs(gap - 0.5 * (settings.gap_min + settings.gap_max))
+    else:
+        score = gap
+    order = np.lexsort((table[C.BAND_GAP_STD].to_numpy(), -np.nan_to_num(score, nan=-np.inf),
+                        ~table["candidate"].to_numpy()))  # fmt: skip
+    table = table.iloc[order].reset_index(drop=True)
+    rank = np.zeros(len(table), dtype=np.int64)
+    n_c = int(table["candidate"].sum())
+    rank[:n_c] = np.arange(1, n_c + 1)
+    table["rank"] = rank  # 0 = not a candidate
+    return table
+
+
+def screened_path(out: str | Path) -> Path:
+    """Where :func:`screen_file` writes every screened row (``<out stem>.screened<suffix>``)."""
+    out = Path(out)
+    return out.with_name(f"{_stem(out)}.screened{_suffix(out)}")
+
+
+def funnel_path(out: str | Path) -> Path:
+    """Where :func:`screen_file` writes the funnel (``<out stem>.funnel.json``)."""
+    out = Path(out)
+    return out.with_name(f"{_stem(out)}.funnel.json")
+
+
+def _suffix(out: Path) -> str:
+    return ".csv.gz" if out.name.lower().endswith(".csv.gz") else out.suffix
+
+
+def _stem(out: Path) -> str:
+    return out.name[: -len(_suffix(out))] if _suffix(out) else out.name
+
+
+def screen_file(
+    input_path: str | Path,
+    out: str | Path,
+    *,
+    model: str | Path | None = "default",
+    settings: ScreenSettings | None = None,
+    known: Collection[str] | None = None,
+    overwrite: bool = False,
+) -> ScreenResult:
+    """``gapforge screen``: screen a formula table and write the results.
+
+    Writes three files: ``out`` (the candidates, ranked, every flag kept; an
+    empty table with headers when nothing passes), ``<stem>.screened<ext>``
+    (every screened formula with its flags and ``dropped_by``) and
+    ``<stem>.funnel.json`` (settings, model and the funnel).
+
+    Args:
+        input_path: CSV/Parquet table with a formula column (``formula``,
+            ``composition`` or ``pretty_formula``).
+        out: candidate table to write (CSV or Parquet).
+        model: band-gap model directory or ``"default"`` (the shipped forest).
+        settings: filters.
+        known: reduced formulas that are not novel (default: the MP formulas).
+        overwrite: replace existing outputs.
+
+    Raises:
+        InputError: unreadable/empty input, no formula column, outputs exist.
+        ModelError: the model cannot be loaded.
+    """
+    out = Path(out)
+    table_format(out)  # fail on a bad output name before any work
+    for path in (out, screened_path(out), funnel_path(out)):
+        if path.exists() and not overwrite:
+            raise InputError("output exists (use --overwrite)", path=path)
+    settings = settings or ScreenSettings()
+    values = read_formula_column(input_path)
+    fitted = load_band_gap_model(model)
+    result = screen(values, fitted, settings, known=known, source=input_path)
+    write_table(result.table, screened_path(out))
+    write_table(result.candidates, out)
+    summary = {
+        "input": str(input_path),
+        "model": str(model),
+        "model_kind": getattr(fitted, "kind", type(fitted).__name__),
+        "settings": settings.to_dict(),
+        "funnel": result.funnel,
+        "outputs": {"candidates": str(out), "screened": str(screened_path(out))},
+    }
+    write_json(summary, funnel_path(out))
+    if result.n_candidates == 0:
+        logger.warning("no formula passed every filter; %s is an empty table with headers", out)
+    return ScreenResult(result.table, result.funnel, settings, funnel_path(out))
+
+
+def read_formula_column(path: str | Path) -> list[str]:
+    """The formula column of a CSV/Parquet table (``formula``, ``composition`` or ``pretty_formula``).
+
+    Raises:
+        InputError: unreadable or empty table, or no formula column.
+    """
+    df = read_table(path)
+    if len(df) == 0:
+        raise InputError("no data rows", path=path)
+    col = find_column(df, C.FORMULA_ALIASES, what="formula", path=path)
+    return ["" if pd.isna(v) else str(v) for v in df[col].tolist()]
+
+
+def load_band_gap_model(model: str | Path | None):
+    """The screening model: a saved model directory, or the shipped forest for ``"default"``."""
+    from gapforge.models.registry import load_model
+
+    return load_model(model, kind="forest")
+
+
+__all__ = [
+    "FLAGS",
+    "ScreenResult",
+    "ScreenSettings",
+    "funnel_path",
+    "load_band_gap_model",
+    "read_formula_column",
+    "screen",
+    "screen_file",
+    "screened_path",
+]
