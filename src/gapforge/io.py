@@ -81,6 +81,10 @@ def atomic_path(path: str | Path, *, suffix: str | None = None) -> Iterator[Path
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():  # mkstemp makes 0600 files; give the result the usual umask-based mode
+            umask = os.umask(0)
+            os.umask(umask)
+            tmp.chmod(0o666 & ~umask)
         tmp.replace(path)
     finally:
         if tmp.exists():
