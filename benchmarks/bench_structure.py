@@ -1,0 +1,232 @@
+"""Benchmark of the structure stage (issue 7): rebuild known structures, relax candidates.
+
+Writes ``bench_structure.json`` and ``bench_structure.md`` to ``--out``:
+
+1. validation: known MP structures (with an MP formation energy, at most
+   ``--max-sites`` sites) rebuilt from their formula alone (own formula left out
+   of the library): StructureMatcher match rate, formation-energy MAE against MP,
+   and CHGNet's own MAE on the true MP structures as a control;
+2. relaxation seconds per structure by number of sites (on ``--workers`` cores);
+3. the share of candidates ending with negative formation energy, for the
+   candidate table ``--candidates`` (default: the paper's reported discoveries).
+
+Usage::
+
+    GAPFORGE_DATA_PATH=../shared/data python benchmarks/bench_structure.py \
+        --n 200 --max-sites 12 --max-steps 300 --workers 2
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from gapforge.io import write_json, write_table, write_text
+from gapforge.structure.library import load_library
+from gapforge.structure.pipeline import StructureSettings, build_structures, relax_structures
+from gapforge.structure.relax import CHGNET_MODEL_VERSION, RelaxSettings
+from gapforge.structure.stability import load_elemental_references
+from gapforge.structure.templates import SearchSettings
+from gapforge.structure.validation import ValidationSettings, validate_rebuild
+
+#: Compounds the paper (Xin et al. 2021) reports: SrYF5 and its semiconductors.
+PAPER_CANDIDATES = ("SrYF5", "SrClF3", "CaClF5", "YCl3", "SrC2F3", "AlSCl", "As2O3")
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--library", type=Path, default=None, help="template library (default: offline MP file)")
+    p.add_argument("--n", type=int, default=200, help="known materials to rebuild")
+    p.add_argument("--max-sites", type=int, default=12)
+    p.add_argument("--max-steps", type=int, default=300)
+    p.add_argument("--fmax", type=float, default=0.05)
+    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument(
+        "--candidates",
+        type=Path,
+        default=None,
+        help="candidate table for the negative-formation share (default: the paper's 7)",
+    )
+    p.add_argument("--candidate-top-k", type=int, default=2)
+    p.add_argument("--candidate-max-sites", type=int, default=12, help="largest template cell for candidates")
+    p.add_argument("--skip-candidates", action="store_true")
+    p.add_argument("--chunk-size", type=int, default=20, help="materials per batch; results saved after each")
+    p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
+    args = p.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    t0 = time.perf_counter()
+    library = load_library(args.library)
+    refs = load_elemental_references()
+    relax = RelaxSettings(fmax=args.fmax, max_steps=args.max_steps)
+    vset = ValidationSettings(
+        n_materials=args.n, max_sites=args.max_sites, seed=args.seed, top_k=args.top_k, relax=relax
+    )
+    args.out.mkdir(parents=True, exist_ok=True)
+    command = "python benchmarks/bench_structure.py " + " ".join(
+        f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
+        for k, v in vars(args).items()
+        if v is not None and v is not False
+    )
+
+    def save(result, cand_summary, *, complete: bool) -> dict:
+        report = {
+            "benchmark": "structure stage (issue 7)",
+            "complete": complete,
+            "chgnet_model": CHGNET_MODEL_VERSION,
+            "machine": {"python": platform.python_version(), "workers": args.workers},
+            "command": command,
+            "validation": result.summary,
+            "candidates": cand_summary,
+            "wall_time_total_s": time.perf_counter() - t0,
+        }
+        write_table(result.table, args.out / "bench_structure_validation.csv")
+        write_json(report, args.out / "bench_structure.json")
+        write_text(markdown(report), args.out / "bench_structure.md")
+        return report
+
+    # Candidates first (small and fixed), then the long validation saved batch by batch.
+    cand_summary = None if args.skip_candidates else run_candidates(args, library, relax)
+    result = validate_rebuild(
+        library,
+        refs,
+        vset,
+        workers=args.workers,
+        chunk_size=args.chunk_size,
+        checkpoint=lambda r: save(r, cand_summary, complete=False),
+    )
+    report = save(result, cand_summary, complete=True)
+    print(markdown(report))
+
+
+def run_candidates(args: argparse.Namespace, library, relax: RelaxSettings) -> dict:
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        if args.candidates is None:
+            cand_path = tmp / "paper_candidates.csv"
+            pd.DataFrame({"formula": PAPER_CANDIDATES}).to_csv(cand_path, index=False)
+        else:
+            cand_path = args.candidates
+        settings = StructureSettings(search=SearchSettings(top_k=args.candidate_top_k))
+        small = library.subset(library.table["nsites"].to_numpy() <= args.candidate_max_sites)
+        build_structures(cand_path, tmp / "run", library=small, settings=settings)
+        best = relax_structures(tmp / "run", settings=relax, library=library, workers=args.workers)
+        write_table(best, args.out / "bench_structure_candidates.csv")
+    ef = pd.to_numeric(best["formation_energy_per_atom"], errors="coerce")
+    return {
+        "source": str(args.candidates or "paper's reported compounds"),
+        "n_candidates": len(best),
+        "n_with_energy": int(ef.notna().sum()),
+        "share_negative_e_form_of_all": float((ef < 0).sum() / len(best)) if len(best) else None,
+        "share_negative_e_form_of_relaxed": float((ef[ef.notna()] < 0).mean()) if ef.notna().any() else None,
+        "rows": best[
+            [
+                c
+                for c in (
+                    "formula",
+                    "template_formula",
+                    "elmd",
+                    "formation_energy_per_atom",
+                    "e_above_hull",
+                    "hull_known_phases",
+                    "converged",
+                    "reason",
+                )
+                if c in best.columns
+            ]
+        ].to_dict(orient="records"),
+    }
+
+
+def _fmt(x: object, spec: str = ".3f") -> str:
+    return "n/a" if x is None else format(x, spec) if isinstance(x, float) else str(x)
+
+
+def markdown(report: dict) -> str:
+    v = report["validation"]
+    c = report["candidates"]
+    s = v["settings"]
+    lines = [
+        "# Structure stage benchmark",
+        "",
+        ""
+        if report["complete"]
+        else f"**Partial: {v['n_materials']} of {v.get('n_materials_planned')} materials done so far.**\n",
+        f"Command: `{report['command']}`  ",
+        f"CHGNet {report['chgnet_model']}, FIRE + FrechetCellFilter, fmax {s['relax']['fmax']} eV/Å, "
+        f"at most {s['relax']['max_steps']} steps, {report['machine']['workers']} worker processes, "
+        f"1 torch thread each. Total wall time {report['wall_time_total_s']:.0f} s.",
+        "",
+        f"## Rebuilding {v['n_materials']} known MP structures from their formula "
+        f"(<= {s['max_sites']} sites, top-{s['top_k']} template, own formula left out)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| materials | {v['n_materials']} |",
+        f"| rebuilt (a template and a relaxation) | {v.get('n_rebuilt')} |",
+        f"| no same-stoichiometry template | {v.get('n_no_template')} |",
+        f"| StructureMatcher match rate (all materials) | {_fmt(v.get('match_rate'))} |",
+        f"| match rate among rebuilt | {_fmt(v.get('match_rate_among_rebuilt'))} |",
+        f"| match rate before relaxation | {_fmt(v.get('match_rate_unrelaxed'))} |",
+        f"| e_form MAE rebuilt vs MP (eV/atom) | {_fmt(v.get('e_form_mae_rebuilt_vs_mp'))} |",
+        f"| e_form median AE rebuilt vs MP (eV/atom) | {_fmt(v.get('e_form_median_ae_rebuilt_vs_mp'))} |",
+        f"| e_form MAE, matched only (eV/atom) | {_fmt(v.get('e_form_mae_rebuilt_vs_mp_matched_only'))} |",
+        f"| control: CHGNet on the MP structure, e_form MAE (eV/atom) | "
+        f"{_fmt(v.get('e_form_mae_chgnet_on_mp_structure'))} |",
+        f"| same with MP2020 corrections added again (eV/atom) | "
+        f"{_fmt(v.get('e_form_mae_chgnet_on_mp_structure_plus_mp2020'))} |",
+        f"| share converged | {_fmt(v.get('share_converged'))} |",
+        f"| share with negative e_form (rebuilt) | {_fmt(v.get('share_negative_e_form_rebuilt'))} |",
+        f"| validation wall time (s) | {v['wall_time_total_s']:.0f} |",
+        "",
+        "## Relaxation seconds per structure by number of sites",
+        "",
+        "| sites | structures | mean s | median s | max s |",
+        "|---|---|---|---|---|",
+    ]
+    for b in v.get("relax_seconds_by_nsites", []):
+        lines.append(
+            f"| {b['nsites']} | {b['n_structures']} | {b['mean_s']:.1f} | {b['median_s']:.1f} | "
+            f"{b['max_s']:.1f} |"
+        )
+    if c is None:
+        return "\n".join(lines) + "\n"
+    lines += [
+        "",
+        f"## Candidates ({c['source']})",
+        "",
+        f"{c['n_candidates']} candidates, {c['n_with_energy']} relaxed; "
+        "share with negative formation energy: "
+        f"{_fmt(c['share_negative_e_form_of_all'])} of all, {_fmt(c['share_negative_e_form_of_relaxed'])} of "
+        "those relaxed.",
+        "",
+        "| formula | template | ElMD | e_form (eV/atom) | e_above_hull (eV/atom) | known phases | converged "
+        "| reason |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    keys = (
+        "formula",
+        "template_formula",
+        "elmd",
+        "formation_energy_per_atom",
+        "e_above_hull",
+        "hull_known_phases",
+        "converged",
+        "reason",
+    )
+    for r in c["rows"]:
+        cells = ["" if isinstance(r.get(k), float) and r.get(k) != r.get(k) else _fmt(r.get(k)) for k in keys]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+if __name__ == "__main__":
+    main()

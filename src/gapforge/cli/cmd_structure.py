@@ -1,0 +1,74 @@
+"""``gapforge structure`` and ``gapforge relax``: from candidate formulas to relaxed crystals."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gapforge.cli._app import OutOpt, OverwriteOpt, WorkersOpt, app
+
+
+@app.command("structure")
+def structure_cmd(
+    input: Annotated[
+        Path, typer.Option("--input", help="Candidate table (CSV/Parquet) with a formula column.")
+    ],
+    out: OutOpt,
+    library: Annotated[
+        Path | None,
+        typer.Option("--library", help="Template library (CSV/Parquet); default: the offline MP library."),
+    ] = None,
+    top_k: Annotated[int, typer.Option("--top-k", help="Templates kept per candidate.")] = 3,
+    max_template_e_above_hull: Annotated[
+        float, typer.Option("--max-template-ehull", help="Skip templates above this e_above_hull (eV/atom).")
+    ] = 0.1,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Find templates by ElMD, substitute elements and write one CIF per candidate and template."""
+    from gapforge.structure.pipeline import STRUCTURES_FILE, StructureSettings, build_structures
+    from gapforge.structure.templates import SearchSettings
+
+    if top_k < 1:
+        raise typer.BadParameter("--top-k must be at least 1")
+    settings = StructureSettings(search=SearchSettings(top_k=top_k),
+                                 max_template_e_above_hull=max_template_e_above_hull)
+    existed = (out / STRUCTURES_FILE).exists() and not overwrite
+    table = build_structures(input, out, library=library, settings=settings, overwrite=overwrite)
+    if existed:
+        typer.echo(f"{out / STRUCTURES_FILE} already exists; not redone (use --overwrite)")
+    has_cif = table["cif_path"].notna() & table["cif_path"].astype(str).str.len().gt(0)
+    n_cand = table["candidate_row"].nunique()
+    with_cif = table.loc[has_cif, "candidate_row"].nunique()
+    typer.echo(f"{n_cand} candidates, {with_cif} with at least one substituted structure; "
+               f"{int(has_cif.sum())} CIFs -> {out / STRUCTURES_FILE}")
+
+
+@app.command("relax")
+def relax_cmd(
+    input: Annotated[Path, typer.Option("--input", help="Run directory written by `gapforge structure`.")],
+    library: Annotated[
+        Path | None,
+        typer.Option("--library", help="Library for e_above_hull (default: the one `structure` used)."),
+    ] = None,
+    fmax: Annotated[float, typer.Option("--fmax", help="Force convergence threshold (eV/Å).")] = 0.05,
+    steps: Annotated[int, typer.Option("--steps", help="Maximum optimiser steps per structure.")] = 500,
+    workers: WorkersOpt = 0,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Relax every substituted structure with CHGNet; formation energy and e_above_hull per candidate."""
+    from gapforge.structure.pipeline import RELAXED_FILE, relax_structures
+    from gapforge.structure.relax import RelaxSettings
+
+    existed = (input / RELAXED_FILE).exists() and not overwrite
+    best = relax_structures(input, settings=RelaxSettings(fmax=fmax, max_steps=steps), library=library,
+                            workers=workers or None, overwrite=overwrite)
+    if existed:
+        typer.echo(f"{input / RELAXED_FILE} already exists; not redone (use --overwrite)")
+    cols = ["formula", "template_formula", "energy_per_atom", "formation_energy_per_atom", "e_above_hull",
+            "converged", "reason"]
+    shown = best[[c for c in cols if c in best.columns]]
+    typer.echo(shown.to_string(index=False, na_rep="", float_format=lambda x: f"{x:.3f}"))
+    neg = best["negative_formation"].astype(str).str.lower().eq("true").sum()
+    typer.echo(f"{len(best)} candidates, {neg} with negative formation energy -> {input / RELAXED_FILE}")

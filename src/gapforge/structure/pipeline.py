@@ -1,0 +1,402 @@
+"""The structure stage end to end: candidates -> templates -> CIFs -> relaxed, ranked.
+
+Two steps, each one public function and one CLI command:
+
+- :func:`build_structures` (``gapforge structure``): template search and element
+  substitution; writes ``structures.csv`` (one row per candidate and template)
+  and one CIF per row under ``cifs/``.
+- :func:`relax_structures` (``gapforge relax``): CHGNet relaxation of every CIF
+  in parallel, formation energy, energy above hull; writes ``relaxed_all.csv``
+  (every template) and ``relaxed.csv`` (per candidate, the template with the
+  lowest relaxed energy per atom, converged ones first).
+
+A row that fails (bad element, no template, different stoichiometry, CHGNet
+blow-up, no convergence) keeps going with its reason in the ``reason`` column.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pymatgen.core import Composition
+from tqdm.auto import tqdm
+
+from gapforge import columns as C
+from gapforge.errors import FormulaError, GapforgeError, InputError
+from gapforge.io import find_column, read_table, write_json, write_table
+from gapforge.structure import _columns as S
+from gapforge.structure.elmd import MODIFIED_PETTIFOR, as_composition
+from gapforge.structure.library import TemplateLibrary, load_library
+from gapforge.structure.parallel import Failure, run_relaxations
+from gapforge.structure.relax import RelaxResult, RelaxSettings
+from gapforge.structure.stability import (
+    ElementalReferences,
+    HullReference,
+    formation_energy_per_atom,
+    load_elemental_references,
+)
+from gapforge.structure.substitution import SubstitutionSettings, read_cif, substitute, write_cif
+from gapforge.structure.templates import SearchSettings, search_templates
+
+log = logging.getLogger(__name__)
+
+STRUCTURES_FILE = "structures.csv"
+RELAXED_ALL_FILE = "relaxed_all.csv"
+RELAXED_FILE = "relaxed.csv"
+SETTINGS_FILE = "structure_settings.json"
+RELAX_SETTINGS_FILE = "relax_settings.json"
+CIF_DIR = "cifs"
+RELAXED_CIF_DIR = "relaxed"
+
+
+@dataclass(frozen=True)
+class StructureSettings:
+    """Settings of :func:`build_structures`.
+
+    Attributes:
+        search: template search (top-k, fallback).
+        substitution: element substitution and volume rescaling.
+        max_template_e_above_hull: templates above this known e_above_hull
+            (eV/atom) are not used (the offline library has some far off the hull).
+    """
+
+    search: SearchSettings = field(default_factory=SearchSettings)
+    substitution: SubstitutionSettings = field(default_factory=SubstitutionSettings)
+    max_template_e_above_hull: float | None = 0.1
+
+
+def read_candidates(path: str | Path) -> tuple[pd.DataFrame, list[Composition]]:
+    """Read a candidate table and parse its formulas.
+
+    Raises:
+        InputError: missing/empty file, no formula column, or a formula that
+            cannot be parsed (names file, row and value).
+    """
+    df = read_table(path)
+    if df.empty:
+        raise InputError("candidate table has no rows", path=path)
+    col = find_column(df, C.FORMULA_ALIASES, what="formula", path=path)
+    comps = []
+    for row, value in enumerate(df[col].tolist(), start=1):
+        try:
+            comp = as_composition(str(value))
+        except FormulaError as exc:
+            raise FormulaError(exc.message, path=path, row=row, value=value) from exc
+        comps.append(comp)
+    if col != C.FORMULA:
+        df = df.rename(columns={col: C.FORMULA})
+    return df, comps
+
+
+def build_structures(
+    candidates: str | Path,
+    out_dir: str | Path,
+    *,
+    library: TemplateLibrary | str | Path | None = None,
+    settings: StructureSettings = StructureSettings(),
+    overwrite: bool = False,
+) -> pd.DataFrame:
+    """Find templates for each candidate, substitute, write CIFs and ``structures.csv``.
+
+    Args:
+        candidates: candidate table (CSV/Parquet) with a formula column; every
+            other column (predicted gap, flags) is carried along.
+        out_dir: run directory; gets ``structures.csv``, ``cifs/`` and the settings.
+        library: template library or its file (default: the offline MP library).
+        settings: search and substitution settings.
+        overwrite: redo even if ``structures.csv`` exists (else it is returned as is).
+
+    Returns:
+        The ``structures.csv`` table: one row per candidate and template (rank
+        1..k), or one row with a ``reason`` when nothing could be built.
+    """
+    out_dir = Path(out_dir)
+    table_path = out_dir / STRUCTURES_FILE
+    if table_path.exists() and not overwrite:
+        log.info("%s exists; not redone (use overwrite)", table_path)
+        return read_stage_table(table_path)
+    cand_df, comps = read_candidates(candidates)
+    lib_path = None
+    if not isinstance(library, TemplateLibrary):
+        lib_path = library
+        library = load_library(library, max_e_above_hull=settings.max_template_e_above_hull)
+    elif settings.max_template_e_above_hull is not None:
+        ehull = library.table[S.E_ABOVE_HULL].to_numpy(dtype=float)
+        library = library.subset(~(ehull > settings.max_template_e_above_hull))
+    lib_source = library.source if lib_path is None else str(Path(lib_path).resolve())
+
+    searchable = [i for i, c in enumerate(comps)
+                  if all(el in MODIFIED_PETTIFOR for el in c.get_el_amt_dict())]
+    matches_for: dict[int, list[Any]] = {i: [] for i in range(len(comps))}
+    found = search_templates([comps[i] for i in searchable], library, settings.search)
+    for i, m in zip(searchable, found, strict=True):
+        matches_for[i] = m
+
+    rows: list[dict[str, Any]] = []
+    carry = cand_df.to_dict(orient="records")
+    for i in tqdm(range(len(comps)), desc="substitute", disable=None, unit="candidate"):
+        comp = comps[i]
+        base = {**carry[i], C.FORMULA: comp.reduced_formula, S.CANDIDATE_ROW: i + 1}
+        if i not in searchable:
+            bad = [el for el in comp.get_el_amt_dict() if el not in MODIFIED_PETTIFOR]
+            rows.append({**base, C.REASON: f"element {bad[0]} not on the modified Pettifor scale"})
+            continue
+        if not matches_for[i]:
+            rows.append({**base, C.REASON: "no template in the library"})
+            continue
+        for match in matches_for[i]:
+            row = {
+                **base,
+                S.TEMPLATE_RANK: match.rank,
+                S.TEMPLATE_ID: match.material_id,
+                S.TEMPLATE_FORMULA: match.formula,
+                S.TEMPLATE_SPACEGROUP: library.table.loc[match.index, S.SPACEGROUP_NUMBER],
+                S.ELMD: match.elmd,
+                S.SAME_PROTOTYPE: match.same_anonymized_formula,
+            }
+            if not match.same_anonymized_formula:
+                row[C.REASON] = (f"no template with the anonymised formula {comp.anonymized_formula}; "
+                                 f"nearest {match.formula} has a different stoichiometry")
+                rows.append(row)
+                continue
+            try:
+                sub = substitute(comp, library.structure(match.index), settings.substitution)
+                rel = Path(CIF_DIR) / _cif_name(i + 1, comp.reduced_formula, match.rank, match.material_id)
+                write_cif(sub.structure, out_dir / rel)
+                row.update({
+                    S.SUBSTITUTION: sub.mapping_str,
+                    S.OXIDATION_CONSISTENT: sub.oxidation_consistent,
+                    S.VOLUME_SCALE: sub.volume_scale,
+                    S.NSITES: len(sub.structure),
+                    S.CIF_PATH: rel.as_posix(),
+                })
+            except GapforgeError as exc:
+                row[C.REASON] = str(exc)
+            except Exception as exc:  # pymatgen failing on one template must not stop the rest
+                row[C.REASON] = f"substitution failed: {type(exc).__name__}: {exc}"
+            rows.append(row)
+
+    table = _order_columns(pd.DataFrame(rows), cand_df.columns)
+    write_json({"library": lib_source, "n_library": len(library), "settings": asdict(settings)},
+               out_dir / SETTINGS_FILE)
+    write_table(table, table_path)
+    n_ok = int(table[S.CIF_PATH].notna().sum()) if S.CIF_PATH in table else 0
+    log.info("structure stage: %d candidates, %d CIFs written to %s", len(comps), n_ok, out_dir / CIF_DIR)
+    return table
+
+
+def relax_structures(
+    run_dir: str | Path,
+    *,
+    settings: RelaxSettings = RelaxSettings(),
+    library: TemplateLibrary | str | Path | None = None,
+    references: ElementalReferences | str | Path | None = None,
+    workers: int | None = None,
+    overwrite: bool = False,
+) -> pd.DataFrame:
+    """Relax every CIF of ``run_dir/structures.csv`` with CHGNet and rank the templates.
+
+    Args:
+        run_dir: directory written by :func:`build_structures`.
+        settings: relaxation protocol.
+        library: library for the energy above hull (default: the one recorded by
+            :func:`build_structures`, if it can still be found).
+        references: elemental reference entries (default: the MP 2023-02-07 file).
+        workers: processes (default: all cores).
+        overwrite: redo even if ``relaxed.csv`` exists (else it is returned as is).
+
+    Returns:
+        ``relaxed.csv``: one row per candidate with the best template's results.
+    """
+    run_dir = Path(run_dir)
+    out_path = run_dir / RELAXED_FILE
+    if out_path.exists() and not overwrite:
+        log.info("%s exists; not redone (use overwrite)", out_path)
+        return read_stage_table(out_path)
+    table_path = run_dir / STRUCTURES_FILE
+    if not table_path.is_file():
+        raise InputError(f"no {STRUCTURES_FILE} (run `gapforge structure` first)", path=run_dir)
+    table = read_table(table_path)
+    if table.empty:
+        raise InputError(f"{STRUCTURES_FILE} has no rows", path=table_path)
+    for col in (C.FORMULA, S.CANDIDATE_ROW):
+        if col not in table.columns:
+            raise InputError(f"{STRUCTURES_FILE} has no {col} column", path=table_path)
+    table = _restore_types(table)
+    refs = (references if isinstance(references, ElementalReferences)
+            else load_elemental_references(references))
+    hull = _hull_reference(run_dir, library)
+
+    todo = [i for i in range(len(table)) if _has_cif(table, i)]
+    structures, ok_idx = [], []
+    for i in todo:
+        try:
+            structures.append(read_cif(run_dir / str(table.loc[i, S.CIF_PATH])))
+            ok_idx.append(i)
+        except Exception as exc:
+            table.loc[i, C.REASON] = f"cannot read CIF: {type(exc).__name__}: {exc}"
+    results = run_relaxations(structures, settings, workers=workers, desc="relax")
+
+    for col in (S.RELAXED_CIF_PATH, C.REASON, S.CONVERGED):
+        if col not in table.columns:
+            table[col] = None
+        table[col] = table[col].astype(object)
+    for col in (S.ENERGY_PER_ATOM, S.RELAX_STEPS, S.WALL_TIME_S, S.MAX_FORCE):
+        table[col] = np.nan
+    for i, res in zip(ok_idx, results, strict=True):
+        if isinstance(res, Failure):
+            table.loc[i, C.REASON] = res.reason
+            continue
+        _record_relaxation(table, i, res, run_dir, settings)
+    _add_stability(table, refs, hull)
+    write_json({"settings": asdict(settings), "references": refs.source,
+                "hull_library": None if hull is None else hull[1]}, run_dir / RELAX_SETTINGS_FILE)
+    write_table(table, run_dir / RELAXED_ALL_FILE)
+    best = select_best(table)
+    write_table(best, out_path)
+    n_done = sum(not isinstance(r, Failure) for r in results)
+    log.info("relax stage: %d of %d structures relaxed; %d candidates, %d with negative formation energy",
+             n_done, len(ok_idx), len(best), int(best[S.NEGATIVE_FORMATION].fillna(False).astype(bool).sum()))
+    return best
+
+
+def select_best(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per candidate: lowest relaxed energy per atom, converged templates first.
+
+    A candidate with no relaxed template keeps its first row and reason.
+    """
+    df = table.copy()
+    energy = pd.to_numeric(df.get(S.ENERGY_PER_ATOM), errors="coerce") if S.ENERGY_PER_ATOM in df else None
+    df["_has_e"] = energy.notna() if energy is not None else False
+    df["_conv"] = df[S.CONVERGED].fillna(False).astype(bool) if S.CONVERGED in df else False
+    df["_e"] = energy.fillna(np.inf) if energy is not None else np.inf
+    df["_rank"] = pd.to_numeric(df.get(S.TEMPLATE_RANK, 0), errors="coerce").fillna(0)
+    df = df.sort_values([S.CANDIDATE_ROW, "_has_e", "_conv", "_e", "_rank"],
+                        ascending=[True, False, False, True, True], kind="stable")
+    counts = table.groupby(S.CANDIDATE_ROW)[S.ENERGY_PER_ATOM].count() if S.ENERGY_PER_ATOM in table else None
+    best = df.drop_duplicates(S.CANDIDATE_ROW, keep="first").drop(columns=["_has_e", "_conv", "_e", "_rank"])
+    if counts is not None:
+        best[S.N_TEMPLATES_RELAXED] = best[S.CANDIDATE_ROW].map(counts).fillna(0).astype(int)
+    return best.reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _cif_name(row: int, formula: str, rank: int, material_id: str) -> str:
+    safe_id = re.sub(r"[^A-Za-z0-9_.-]", "_", material_id)
+    return f"{row:05d}_{formula}_{rank}_{safe_id}.cif"
+
+
+def _order_columns(table: pd.DataFrame, input_columns: pd.Index) -> pd.DataFrame:
+    first = [C.FORMULA, S.CANDIDATE_ROW]
+    carried = [c for c in input_columns if c in table.columns and c not in first and c != C.REASON]
+    ours = [S.TEMPLATE_RANK, S.TEMPLATE_ID, S.TEMPLATE_FORMULA, S.TEMPLATE_SPACEGROUP, S.ELMD,
+            S.SAME_PROTOTYPE, S.SUBSTITUTION, S.OXIDATION_CONSISTENT, S.VOLUME_SCALE, S.NSITES, S.CIF_PATH,
+            C.REASON]
+    for col in ours:
+        if col not in table.columns:
+            table[col] = None
+    return table[first + carried + ours]
+
+
+_NUMERIC_COLUMNS = (
+    S.CANDIDATE_ROW, S.TEMPLATE_RANK, S.TEMPLATE_SPACEGROUP, S.ELMD, S.VOLUME_SCALE, S.NSITES,
+    S.ENERGY_PER_ATOM, S.RELAX_STEPS, S.WALL_TIME_S, S.MAX_FORCE, S.FORMATION_ENERGY_PER_ATOM,
+    S.E_ABOVE_HULL, S.HULL_KNOWN_PHASES, S.N_TEMPLATES_RELAXED, C.BAND_GAP_MEAN, C.BAND_GAP_STD,
+)
+_BOOL_COLUMNS = (S.SAME_PROTOTYPE, S.OXIDATION_CONSISTENT, S.CONVERGED, S.NEGATIVE_FORMATION)
+_TEXT_COLUMNS = (C.REASON, S.CIF_PATH, S.SUBSTITUTION, S.TEMPLATE_ID, S.TEMPLATE_FORMULA, S.RELAXED_CIF_PATH)
+
+
+def read_stage_table(path: str | Path) -> pd.DataFrame:
+    """Read ``structures.csv`` / ``relaxed.csv`` back with their types (numbers, booleans, missing)."""
+    return _restore_types(read_table(path))
+
+
+def _restore_types(table: pd.DataFrame) -> pd.DataFrame:
+    """CSV keeps empty cells as empty strings (``NaN`` is sodium nitride); type our columns again."""
+    table = table.copy()
+    for col in _NUMERIC_COLUMNS:
+        if col in table.columns:
+            table[col] = pd.to_numeric(table[col].replace("", np.nan), errors="coerce")
+    for col in _BOOL_COLUMNS:
+        if col in table.columns:
+            table[col] = table[col].map(
+                lambda v: v if isinstance(v, bool) else {"True": True, "False": False}.get(str(v))
+            ).astype(object)
+    for col in _TEXT_COLUMNS:
+        if col in table.columns:
+            table[col] = table[col].astype(object).where(table[col].astype(str).str.len() > 0, None)
+    return table
+
+
+def _has_cif(table: pd.DataFrame, i: int) -> bool:
+    cif = table.loc[i, S.CIF_PATH] if S.CIF_PATH in table.columns else None
+    reason = table.loc[i, C.REASON] if C.REASON in table.columns else None
+    return isinstance(cif, str) and bool(cif) and not (isinstance(reason, str) and reason)
+
+
+def _record_relaxation(table: pd.DataFrame, i: int, res: RelaxResult, run_dir: Path,
+                       settings: RelaxSettings) -> None:
+    rel = Path(RELAXED_CIF_DIR) / Path(str(table.loc[i, S.CIF_PATH])).name
+    write_cif(res.final_structure, run_dir / rel)
+    table.loc[i, S.RELAXED_CIF_PATH] = rel.as_posix()
+    table.loc[i, S.ENERGY_PER_ATOM] = res.energy_per_atom
+    table.loc[i, S.RELAX_STEPS] = res.steps
+    table.loc[i, S.CONVERGED] = res.converged
+    table.loc[i, S.WALL_TIME_S] = res.wall_time_s
+    table.loc[i, S.MAX_FORCE] = res.max_force
+    if not res.converged:
+        table.loc[i, C.REASON] = (f"not converged in {settings.max_steps} steps "
+                                  f"(max force {res.max_force:.3f} eV/Å)")
+
+
+def _hull_reference(
+    run_dir: Path, library: TemplateLibrary | str | Path | None
+) -> tuple[HullReference, str] | None:
+    if isinstance(library, TemplateLibrary):
+        return HullReference(library), str(library.source)
+    if library is None:
+        try:
+            library = json.loads((run_dir / SETTINGS_FILE).read_text())["library"]
+        except (OSError, KeyError, ValueError):
+            library = None
+    try:
+        lib = load_library(library)
+    except GapforgeError as exc:
+        log.warning("no library for the energy above hull (%s); e_above_hull left empty", exc)
+        return None
+    return HullReference(lib), str(lib.source)
+
+
+def _add_stability(table: pd.DataFrame, refs: ElementalReferences,
+                   hull: tuple[HullReference, str] | None) -> None:
+    for col in (S.FORMATION_ENERGY_PER_ATOM, S.E_ABOVE_HULL, S.HULL_KNOWN_PHASES, S.NEGATIVE_FORMATION):
+        table[col] = np.nan if col != S.NEGATIVE_FORMATION else None
+    table[S.NEGATIVE_FORMATION] = table[S.NEGATIVE_FORMATION].astype(object)
+    if S.ENERGY_PER_ATOM not in table.columns:
+        return
+    for i in range(len(table)):
+        e = pd.to_numeric(table.loc[i, S.ENERGY_PER_ATOM], errors="coerce")
+        if not np.isfinite(e):
+            continue
+        formula = str(table.loc[i, C.FORMULA])
+        try:
+            ef = formation_energy_per_atom(formula, float(e), refs)
+        except GapforgeError as exc:
+            table.loc[i, C.REASON] = str(exc)
+            continue
+        table.loc[i, S.FORMATION_ENERGY_PER_ATOM] = ef
+        table.loc[i, S.NEGATIVE_FORMATION] = bool(ef < 0)
+        if hull is not None:
+            ehull, n_known = hull[0].e_above_hull(formula, ef)
+            table.loc[i, S.E_ABOVE_HULL] = ehull
+            table.loc[i, S.HULL_KNOWN_PHASES] = n_known

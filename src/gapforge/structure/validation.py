@@ -1,0 +1,313 @@
+"""Validation of the structure stage: rebuild known structures from their formula alone.
+
+For each sampled known material (with a Materials Project formation energy) the
+stage is run as for a candidate, with the material's own formula removed from
+the template library (leave-one-formula-out): template search, substitution,
+CHGNet relaxation of the top-k, the lowest-energy result kept. Measured:
+
+- match rate: pymatgen ``StructureMatcher`` (default tolerances) between the
+  rebuilt and the true structure, over all sampled materials (a material with
+  no template counts as not matched); also before relaxation and "any of top-k";
+- formation-energy MAE of the rebuilt structure against the Materials Project;
+- the same MAE for CHGNet on the true MP structure (no relaxation): the
+  potential's own error, separating it from the structure-prediction error;
+- relaxation wall time per structure by number of sites.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Structure
+
+from gapforge.errors import GapforgeError
+from gapforge.structure import _columns as S
+from gapforge.structure.library import TemplateLibrary
+from gapforge.structure.parallel import Failure, run_relaxations
+from gapforge.structure.relax import RelaxResult, RelaxSettings
+from gapforge.structure.stability import (
+    ElementalReferences,
+    formation_energy_per_atom,
+    mp2020_correction_per_atom,
+)
+from gapforge.structure.substitution import SubstitutionSettings, substitute
+from gapforge.structure.templates import SearchSettings, search_templates
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ValidationSettings:
+    """What to rebuild and how.
+
+    Attributes:
+        n_materials: known materials sampled (those with a formation energy).
+        max_sites: only materials (and templates) with at most this many sites.
+        seed: sampling seed.
+        top_k: templates relaxed per material.
+        max_template_e_above_hull: templates further above the hull (eV/atom) are not used.
+        relax: relaxation protocol.
+        substitution: substitution settings.
+        static_truth: also evaluate CHGNet on the true structure (control).
+    """
+
+    n_materials: int = 200
+    max_sites: int = 12
+    seed: int = 0
+    top_k: int = 1
+    max_template_e_above_hull: float | None = 0.1
+    relax: RelaxSettings = field(default_factory=lambda: RelaxSettings(max_steps=300))
+    substitution: SubstitutionSettings = field(default_factory=SubstitutionSettings)
+    static_truth: bool = True
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Per-material table and summary figures.
+
+    Attributes:
+        table: one row per sampled material.
+        summary: figures (rates as fractions, energies in eV/atom, times in s).
+    """
+
+    table: pd.DataFrame
+    summary: dict[str, Any]
+
+
+def sample_known(library: TemplateLibrary, settings: ValidationSettings) -> pd.DataFrame:
+    """Known materials to rebuild: formation energy known, at most ``max_sites``, one per formula."""
+    t = library.table
+    ok = t[S.FORMATION_ENERGY_PER_ATOM].notna() & (t[S.NSITES] <= settings.max_sites)
+    pool = t[ok].assign(_e=t[S.E_ABOVE_HULL].fillna(np.inf))
+    pool = pool.sort_values(["_e", S.MATERIAL_ID]).drop_duplicates(S.REDUCED_FORMULA).drop(columns="_e")
+    n = min(settings.n_materials, len(pool))
+    rng = np.random.default_rng(settings.seed)
+    take = rng.choice(len(pool), size=n, replace=False)  # random order: any prefix is a random sample
+    return pool.iloc[take]
+
+
+def validate_rebuild(
+    library: TemplateLibrary,
+    references: ElementalReferences,
+    settings: ValidationSettings = ValidationSettings(),
+    *,
+    workers: int | None = None,
+    chunk_size: int | None = None,
+    checkpoint: Callable[[ValidationResult], None] | None = None,
+) -> ValidationResult:
+    """Rebuild known structures from their formulas and score the stage.
+
+    Args:
+        library: library to sample from and to take templates from.
+        references: elemental references for formation energies.
+        settings: what to rebuild and how.
+        workers: processes for CHGNet (default: all cores).
+        chunk_size: materials per batch (default: all at once); after each batch
+            ``checkpoint`` gets the result so far, so a long run can be stopped early.
+        checkpoint: called with the partial result after each batch.
+    """
+    start = time.perf_counter()
+    targets = sample_known(library, settings)
+    chunk_size = chunk_size or max(1, len(targets))
+    records: list[dict[str, Any]] = []
+    templates = _template_subset(library, settings)
+    result = ValidationResult(table=pd.DataFrame(), summary={})
+    for lo in range(0, len(targets), chunk_size):
+        records.extend(_validate_chunk(library, templates, targets.iloc[lo:lo + chunk_size], references,
+                                       settings, workers))
+        result = _result(records, settings, library, templates, start)
+        log.info("validation: %d of %d materials done", len(records), len(targets))
+        if checkpoint is not None:
+            checkpoint(result)
+    return result
+
+
+def _template_subset(library: TemplateLibrary, settings: ValidationSettings) -> TemplateLibrary:
+    tmask = np.ones(len(library), dtype=bool)
+    if settings.max_template_e_above_hull is not None:
+        tmask &= ~(library.table[S.E_ABOVE_HULL].to_numpy(dtype=float) > settings.max_template_e_above_hull)
+    tmask &= library.table[S.NSITES].to_numpy(dtype=float) <= settings.max_sites
+    return library.subset(tmask)
+
+
+def _validate_chunk(
+    library: TemplateLibrary,
+    templates: TemplateLibrary,
+    targets: pd.DataFrame,
+    references: ElementalReferences,
+    settings: ValidationSettings,
+    workers: int | None,
+) -> list[dict[str, Any]]:
+    search = SearchSettings(top_k=settings.top_k, fallback_nearest=False, exclude_same_formula=True)
+    formulas = targets[S.REDUCED_FORMULA].tolist()
+    found = search_templates(formulas, templates, search)
+
+    records: list[dict[str, Any]] = []
+    tasks: list[Structure] = []
+    modes: list[str] = []
+    owner: list[tuple[int, str, int]] = []  # (material index, kind, template rank)
+    for i, ((_, row), matches) in enumerate(zip(targets.iterrows(), found, strict=True)):
+        true = library.structure(int(np.flatnonzero(library.table[S.MATERIAL_ID] == row[S.MATERIAL_ID])[0]))
+        rec: dict[str, Any] = {
+            S.MATERIAL_ID: row[S.MATERIAL_ID], "formula": row[S.REDUCED_FORMULA], S.NSITES: len(true),
+            S.SPACEGROUP_NUMBER: row[S.SPACEGROUP_NUMBER],
+            "e_form_mp": row[S.FORMATION_ENERGY_PER_ATOM], "_true": true, "_subs": {}, "_relaxed": {},
+            "reason": None,
+        }
+        if settings.static_truth:
+            tasks.append(true)
+            modes.append("static")
+            owner.append((i, "static", 0))
+        if not matches:
+            rec["reason"] = "no template with the same anonymised formula"
+        for m in matches:
+            try:
+                sub = substitute(row[S.REDUCED_FORMULA], templates.structure(m.index), settings.substitution)
+            except GapforgeError as exc:
+                rec["reason"] = str(exc)
+                continue
+            rec["_subs"][m.rank] = (m, sub)
+            tasks.append(sub.structure)
+            modes.append("relax")
+            owner.append((i, "relax", m.rank))
+        records.append(rec)
+
+    log.info("validation: %d materials, %d CHGNet tasks", len(records), len(tasks))
+    results = run_relaxations(tasks, settings.relax, workers=workers, modes=modes, desc="validate")
+    for (i, kind, rank), res in zip(owner, results, strict=True):
+        rec = records[i]
+        if kind == "static":
+            rec["energy_per_atom_true"] = res if not isinstance(res, Failure) else np.nan
+        else:
+            rec["_relaxed"][rank] = res
+
+    matcher = StructureMatcher()
+    for rec in records:
+        _score(rec, matcher, references)
+    return [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
+
+
+def _result(records: list[dict[str, Any]], settings: ValidationSettings, library: TemplateLibrary,
+            templates: TemplateLibrary, start: float) -> ValidationResult:
+    table = pd.DataFrame(records)
+    summary = summarise(table)
+    summary["n_materials_planned"] = settings.n_materials
+    summary["settings"] = asdict(settings)
+    summary["wall_time_total_s"] = time.perf_counter() - start
+    summary["n_library"] = len(library)
+    summary["n_templates_used_library"] = len(templates)
+    return ValidationResult(table=table, summary=summary)
+
+
+def _score(rec: dict[str, Any], matcher: StructureMatcher, refs: ElementalReferences) -> None:
+    formula = rec["formula"]
+    e_true = rec.get("energy_per_atom_true", np.nan)
+    rec["e_form_chgnet_true_structure"] = (
+        formation_energy_per_atom(formula, e_true, refs) if np.isfinite(e_true) else np.nan
+    )
+    rec["mp2020_correction_per_atom"] = mp2020_correction_per_atom(formula)
+    rec["match_unrelaxed"] = False
+    rec["match_any_topk"] = False
+    rec["match"] = False
+    subs = rec["_subs"]
+    if 1 in subs:
+        rec["match_unrelaxed"] = bool(_fit(matcher, subs[1][1].structure, rec["_true"]))
+    ok = {rank: r for rank, r in rec["_relaxed"].items() if isinstance(r, RelaxResult)}
+    failures = [r.reason for r in rec["_relaxed"].values() if isinstance(r, Failure)]
+    if not ok:
+        if failures:
+            rec["reason"] = failures[0]
+        return
+    best_rank = min(ok, key=lambda k: (not ok[k].converged, ok[k].energy_per_atom, k))
+    best = ok[best_rank]
+    m, sub = subs[best_rank]
+    rec.update({
+        S.TEMPLATE_ID: m.material_id, S.TEMPLATE_FORMULA: m.formula, S.ELMD: m.elmd,
+        S.TEMPLATE_RANK: best_rank, S.SUBSTITUTION: sub.mapping_str,
+        S.ENERGY_PER_ATOM: best.energy_per_atom, S.RELAX_STEPS: best.steps, S.CONVERGED: best.converged,
+        S.WALL_TIME_S: best.wall_time_s, "nsites_relaxed": len(best.final_structure),
+        "e_form_rebuilt": formation_energy_per_atom(formula, best.energy_per_atom, refs),
+        "match": bool(_fit(matcher, best.final_structure, rec["_true"])),
+        "relax_times_s": [r.wall_time_s for r in ok.values()],
+        "relax_nsites": [len(r.final_structure) for r in ok.values()],
+    })
+    rec["match_any_topk"] = any(_fit(matcher, r.final_structure, rec["_true"]) for r in ok.values())
+    if not best.converged and rec["reason"] is None:
+        rec["reason"] = f"not converged (max force {best.max_force:.3f} eV/Å)"
+
+
+def _fit(matcher: StructureMatcher, a: Structure, b: Structure) -> bool:
+    try:
+        return bool(matcher.fit(a, b))
+    except Exception:  # matcher failures count as no match
+        return False
+
+
+def summarise(table: pd.DataFrame) -> dict[str, Any]:
+    """Summary figures of a validation table."""
+    n = len(table)
+    out: dict[str, Any] = {"n_materials": n}
+    if n == 0:
+        return out
+    if "e_form_rebuilt" in table:
+        rebuilt = table["e_form_rebuilt"].notna()
+    else:
+        rebuilt = pd.Series(False, index=table.index)
+    out["n_rebuilt"] = int(rebuilt.sum())
+    out["n_no_template"] = int(table["reason"].fillna("").str.startswith("no template").sum())
+    out["match_rate"] = float(table["match"].mean())
+    out["match_rate_among_rebuilt"] = float(table.loc[rebuilt, "match"].mean()) if rebuilt.any() else None
+    out["match_rate_unrelaxed"] = float(table["match_unrelaxed"].mean())
+    out["match_rate_any_topk"] = float(table["match_any_topk"].mean())
+    if rebuilt.any():
+        err = (table.loc[rebuilt, "e_form_rebuilt"] - table.loc[rebuilt, "e_form_mp"]).abs()
+        out["e_form_mae_rebuilt_vs_mp"] = float(err.mean())
+        out["e_form_median_ae_rebuilt_vs_mp"] = float(err.median())
+        matched = rebuilt & table["match"].astype(bool)
+        if matched.any():
+            out["e_form_mae_rebuilt_vs_mp_matched_only"] = float(
+                (table.loc[matched, "e_form_rebuilt"] - table.loc[matched, "e_form_mp"]).abs().mean())
+        out["share_negative_e_form_rebuilt"] = float((table.loc[rebuilt, "e_form_rebuilt"] < 0).mean())
+        out["share_converged"] = float(table.loc[rebuilt, S.CONVERGED].astype(bool).mean())
+    truth = table["e_form_chgnet_true_structure"].notna() if "e_form_chgnet_true_structure" in table else None
+    if truth is not None and truth.any():
+        e_true = table.loc[truth, "e_form_chgnet_true_structure"]
+        out["e_form_mae_chgnet_on_mp_structure"] = float(
+            (e_true - table.loc[truth, "e_form_mp"]).abs().mean())
+        # The same with MP2020 corrections added on top (tests the energy-scale choice).
+        corr = table.loc[truth, "mp2020_correction_per_atom"].fillna(0.0)
+        out["e_form_mae_chgnet_on_mp_structure_plus_mp2020"] = float(
+            (e_true + corr - table.loc[truth, "e_form_mp"]).abs().mean())
+        out["share_negative_e_form_mp"] = float((table["e_form_mp"] < 0).mean())
+    out["relax_seconds_by_nsites"] = relax_time_by_sites(table)
+    return out
+
+
+def relax_time_by_sites(table: pd.DataFrame, bins: tuple[int, ...] = (1, 4, 8, 12, 20, 40)) -> list[dict]:
+    """Relaxation wall time per structure (s), grouped by number of sites."""
+    if "relax_times_s" not in table:
+        return []
+    times, sites = [], []
+    for t, s in zip(table["relax_times_s"], table["relax_nsites"], strict=True):
+        if isinstance(t, list):
+            times.extend(t)
+            sites.extend(s)
+    if not times:
+        return []
+    df = pd.DataFrame({"t": times, "n": sites})
+    out = []
+    for lo, hi in itertools.pairwise(bins):
+        sel = df[(df.n >= lo) & (df.n <= hi)] if lo == bins[0] else df[(df.n > lo) & (df.n <= hi)]
+        if len(sel):
+            out.append({"nsites": f"{lo if lo == bins[0] else lo + 1}-{hi}", "n_structures": len(sel),
+                        "mean_s": float(sel.t.mean()), "median_s": float(sel.t.median()),
+                        "max_s": float(sel.t.max())})
+    return out

@@ -1,0 +1,96 @@
+from __future__ import annotations
+
+import pytest
+from pymatgen.analysis.structure_matcher import StructureMatcher
+from pymatgen.core import Lattice, Structure
+
+from gapforge.structure.substitution import (
+    SubstitutionError,
+    SubstitutionSettings,
+    element_mapping,
+    read_cif,
+    substitute,
+    write_cif,
+)
+
+
+def rock_salt(a, b, lat):
+    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(lat), [a, b],
+                                     [[0, 0, 0], [0.5, 0.5, 0.5]]).get_primitive_structure()
+
+
+def perovskite(a, b, x, lat):
+    return Structure.from_spacegroup("Pm-3m", Lattice.cubic(lat), [a, b, x],
+                                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]])
+
+
+def test_mapping_keeps_cations_and_anions_apart():
+    assert element_mapping("KBr", "NaCl") == ({"Na": "K", "Cl": "Br"}, True)
+    # Same amounts everywhere in ABX3: the map comes from similarity and oxidation states.
+    mapping, ok = element_mapping("BaZrO3", "SrTiO3")
+    assert mapping == {"Sr": "Ba", "Ti": "Zr", "O": "O"} and ok
+    mapping, ok = element_mapping("ZrBaO3", "TiSrO3")
+    assert mapping == {"Sr": "Ba", "Ti": "Zr", "O": "O"}
+    # Anion/cation inversion is avoided even when the Pettifor distance would prefer it.
+    mapping, ok = element_mapping("LiF", "NaCl")
+    assert mapping == {"Na": "Li", "Cl": "F"} and ok
+
+
+def test_different_stoichiometry_is_refused():
+    with pytest.raises(SubstitutionError, match="stoichiometry"):
+        element_mapping("Li3N", "NaCl")
+
+
+def test_rock_salt_substitution_rescales_volume():
+    template = rock_salt("Na", "Cl", 5.69)
+    sub = substitute("KBr", template)
+    assert sub.structure.composition.reduced_formula == "KBr"
+    assert sub.volume_scale > 1.1  # K and Br are larger than Na and Cl
+    assert StructureMatcher().fit(sub.structure, rock_salt("K", "Br", 6.6))
+    clipped = substitute("KBr", template, SubstitutionSettings(volume_scale_bounds=(0.9, 1.1)))
+    assert clipped.volume_scale == pytest.approx(1.1)
+    assert clipped.structure.volume == pytest.approx(1.1 * template.volume)
+    same = substitute("KBr", template, SubstitutionSettings(volume_method="none"))
+    assert same.volume_scale == 1.0 and same.structure.volume == pytest.approx(template.volume)
+    assert sub.mapping_str == "Cl->Br Na->K"
+
+
+def test_perovskite_and_fluorite():
+    sub = substitute("BaZrO3", perovskite("Sr", "Ti", "O", 3.905))
+    assert sub.structure.composition.reduced_formula == "BaZrO3"
+    assert sub.oxidation_consistent is True
+    assert sub.structure.volume > 3.905**3
+    fl = Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.46), ["Ca", "F"], [[0, 0, 0], [0.25] * 3])
+    sub = substitute("SrF2", fl.get_primitive_structure())
+    assert sub.structure.composition.reduced_formula == "SrF2" and len(sub.structure) == 3
+
+
+def test_oxidation_states_on_template_are_ignored():
+    template = rock_salt("Na", "Cl", 5.69)
+    template.add_oxidation_state_by_element({"Na": 1, "Cl": -1})
+    template.add_site_property("magmom", [0.0, 0.0])
+    sub = substitute("KBr", template)
+    assert sub.structure.composition.reduced_formula == "KBr"
+    assert "magmom" not in sub.structure.site_properties
+
+
+def test_require_oxidation_consistent():
+    # Fluorite CaF2 in the anti-fluorite Li2O: the two F must sit on the Li (cation) sites.
+    antifluorite = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.62), ["O", "Li"],
+                                             [[0, 0, 0], [0.25] * 3]).get_primitive_structure()
+    mapping, ok = element_mapping("CaF2", "Li2O")
+    assert mapping == {"Li": "F", "O": "Ca"} and ok is False
+    assert substitute("CaF2", antifluorite).oxidation_consistent is False
+    with pytest.raises(SubstitutionError, match="oxidation"):
+        substitute("CaF2", antifluorite, SubstitutionSettings(require_oxidation_consistent=True))
+    # No oxidation-state guess (intermetallic): consistency unknown, not refused.
+    assert element_mapping("NiAl", "NaCl")[1] is None
+
+
+def test_cif_round_trip(tmp_path):
+    sub = substitute("KBr", rock_salt("Na", "Cl", 5.69))
+    path = write_cif(sub.structure, tmp_path / "cifs" / "KBr.cif")
+    back = read_cif(path)
+    assert back.composition.reduced_formula == "KBr"
+    assert back.volume == pytest.approx(sub.structure.volume, rel=1e-4)
+    assert not list(tmp_path.glob("cifs/.*tmp"))
