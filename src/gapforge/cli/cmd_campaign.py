@@ -1,0 +1,174 @@
+"""``gapforge campaign run|resume|ask|tell|status`` and ``gapforge reproduce table1``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from gapforge.cli._app import OutOpt, OverwriteOpt, SeedOpt, WorkersOpt, campaign_app, reproduce_app
+
+RunArg = Annotated[Path, typer.Argument(help="Campaign run directory.")]
+
+
+def _threads(workers: int | None) -> None:
+    import torch
+
+    torch.set_num_threads(int(workers) if workers else 1)
+
+
+def _print_summary(result) -> None:
+    s = result.summary()
+    typer.echo(
+        f"{s['iterations']} iterations, {s['proposed']} proposals, "
+        f"valid decodes {0 if s['valid_decode_rate'] is None else s['valid_decode_rate']:.1%}, "
+        f"{s['new_labels']} new labels, {s['duplicates']} duplicates, {s['invalid']} invalid; "
+        f"best {s['best_formula']} {s['best_gap']:.3f} eV"
+    )
+    if result.run_dir is not None:
+        typer.echo(f"state in {result.run_dir}")
+
+
+@campaign_app.command("run")
+def run_cmd(
+    config: Annotated[Path, typer.Option("--config", help="Campaign config (.yaml, .json or .toml).")],
+    out: OutOpt,
+    overwrite: OverwriteOpt = False,
+    workers: WorkersOpt = 1,
+) -> None:
+    """Start a campaign from a config file and run it (state saved after every iteration)."""
+    from gapforge.active.campaign import run_campaign
+
+    _threads(workers)
+    _print_summary(run_campaign(config, out, overwrite=overwrite))
+
+
+@campaign_app.command("resume")
+def resume_cmd(
+    run: RunArg,
+    iterations: Annotated[
+        int | None,
+        typer.Option("--iterations", help="Run this many more iterations (default: up to the config's)."),
+    ] = None,
+    workers: WorkersOpt = 1,
+) -> None:
+    """Continue a campaign from its last completed iteration."""
+    from gapforge.active.campaign import resume_campaign
+
+    _threads(workers)
+    _print_summary(resume_campaign(run, iterations=iterations))
+
+
+@campaign_app.command("ask")
+def ask_cmd(
+    run: RunArg,
+    output: Annotated[
+        Path | None, typer.Option("--output", help="Also write the proposals to this CSV/Parquet file.")
+    ] = None,
+    workers: WorkersOpt = 1,
+) -> None:
+    """Write the next proposals for an external oracle to RUN/pending.csv (asking twice: same batch)."""
+    from gapforge.active.campaign import Campaign
+    from gapforge.io import write_table
+
+    _threads(workers)
+    camp = Campaign.open(run)
+    table = camp.ask()
+    if output is not None:
+        write_table(table.assign(band_gap=float("nan")), output)
+    for f in table["formula"]:
+        typer.echo(f)
+    typer.echo(
+        f"{len(table)} formulas to label: fill band_gap (eV) in {run / 'pending.csv'} and run 'tell'",
+        err=True,
+    )
+
+
+@campaign_app.command("tell")
+def tell_cmd(
+    run: RunArg,
+    input_file: Annotated[Path, typer.Option("--input", help="Measured labels: formula, band_gap (eV).")],
+) -> None:
+    """Read measured band gaps of the pending proposals and complete the iteration."""
+    from gapforge.active.campaign import Campaign
+    from gapforge.io import read_table
+
+    camp = Campaign.open(run)
+    rec = camp.tell(read_table(input_file), path=input_file)
+    typer.echo(
+        f"iteration {rec.iteration}: {rec.n_labelled} labelled, {rec.n_unlabelled} left unlabelled; "
+        f"best {rec.best_formula} {rec.best_gap:.3f} eV"
+    )
+
+
+@campaign_app.command("status")
+def status_cmd(run: RunArg) -> None:
+    """Show a campaign's progress."""
+    from gapforge.active.state import STATE_FILE
+    from gapforge.errors import InputError
+
+    path = run / STATE_FILE
+    if not path.is_file():
+        raise InputError("not a campaign run directory (no state.json)", path=run)
+    meta = json.loads(path.read_text())
+    typer.echo(
+        f"iteration {meta['iteration']}, status {meta['status']}, {meta['n_labelled']} labelled, "
+        f"pending: {'yes' if meta.get('pending') else 'no'}"
+    )
+
+
+@reproduce_app.command("table1")
+def table1_cmd(
+    out: OutOpt,
+    repeats: Annotated[int, typer.Option("--repeats", help="Repeats of every experiment (paper: 10).")] = 10,
+    budget: Annotated[
+        int, typer.Option("--budget", help="Latent proposals per AL run (paper: 1000).")
+    ] = 1000,
+    q: Annotated[int, typer.Option("--q", help="Proposals per BO iteration.")] = 20,
+    experiments: Annotated[
+        str, typer.Option("--experiments", help="Comma-separated subset of exp1,exp2,exp3,exp4.")
+    ] = "exp1,exp2,exp3,exp4",
+    oracle: Annotated[str, typer.Option("--oracle", help="Oracle model directory or 'default'.")] = "default",
+    codec: Annotated[
+        str,
+        typer.Option("--codec", help="'autoencoder' (shipped model), an autoencoder directory, or 'linear'."),
+    ] = "autoencoder",
+    pool: Annotated[
+        str, typer.Option("--pool", help="Screening pool: 'gan' (generator) or 'mp' (stand-in: MP formulas).")
+    ] = "gan",
+    pool_size: Annotated[int, typer.Option("--pool-size", help="Formulas in the screening pool.")] = 200_000,
+    seed: SeedOpt = 0,
+    overwrite: OverwriteOpt = False,
+    workers: WorkersOpt = 1,
+) -> None:
+    """Reproduce the paper's Table 1 with BS, AL and random-label controls (mean ± sd over repeats)."""
+    from gapforge.experiments.table1 import Table1Settings, reproduce_table1
+
+    _threads(workers)
+    settings = Table1Settings(
+        repeats=repeats,
+        budget=budget,
+        q=q,
+        experiments=tuple(e.strip() for e in experiments.split(",") if e.strip()),
+        oracle=oracle,
+        codec=codec,
+        pool=pool,
+        pool_size=pool_size,
+        seed=seed,
+    )
+    result = reproduce_table1(settings, out, overwrite=overwrite)
+    typer.echo(result.markdown)
+    typer.echo(f"written to {out}")
+
+
+@reproduce_app.command("merge-table1")
+def merge_table1_cmd(
+    runs: Annotated[list[Path], typer.Argument(help="Output directories of 'gapforge reproduce table1'.")],
+    out: OutOpt,
+) -> None:
+    """Combine table-1 runs made in parallel (e.g. one experiment each) into one table."""
+    from gapforge.experiments.table1 import merge_table1
+
+    typer.echo(merge_table1(runs, out).markdown)

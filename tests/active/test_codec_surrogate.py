@@ -1,0 +1,87 @@
+"""The linear latent codec and the GP surrogate fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from gapforge.active.codec import LatentCodec, LinearCodec
+from gapforge.active.surrogate import SurrogateSettings, fit_surrogate
+from gapforge.errors import InputError, ModelError
+
+
+def test_linear_codec_round_trip_and_persistence(gap_table, tmp_path):
+    formulas = gap_table["formula"].tolist()
+    codec = LinearCodec(latent_dim=40, rule="argmax", threshold=0.5).fit(formulas)
+    assert isinstance(codec, LatentCodec)
+    z = codec.encode([*formulas, "Xx2"])
+    assert z.shape == (len(formulas) + 1, 40)
+    assert np.isnan(z[-1]).all() and np.isfinite(z[:-1]).all()
+    decoded = codec.decode(z[:-1])
+    assert sum(d == f for d, f in zip(decoded, formulas, strict=True)) / len(formulas) > 0.9
+    lo, hi = codec.latent_bounds
+    assert (z[:-1] >= lo).all() and (z[:-1] <= hi).all()
+    codec.save(tmp_path / "codec")
+    again = LinearCodec.load(tmp_path / "codec")
+    np.testing.assert_allclose(again.encode(formulas), z[:-1], atol=1e-12)
+    assert again.decode(z[:5]) == decoded[:5]
+
+
+def test_linear_codec_errors(gap_table):
+    with pytest.raises(ModelError, match="not fitted"):
+        LinearCodec().encode(["LiF"])
+    with pytest.raises(InputError, match="more than latent_dim"):
+        LinearCodec(latent_dim=10).fit(["LiF", "NaCl"])
+    # a far-away point decodes to nothing or to something, never crashes
+    codec = LinearCodec(latent_dim=4).fit(gap_table["formula"])
+    out = codec.decode(np.full((1, 4), -1e3))
+    assert out[0] is None or isinstance(out[0], str)
+
+
+def test_gp_fit_interpolates_smooth_function():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(-1, 1, size=(60, 3))
+    y = np.sin(2 * x[:, 0]) + 0.5 * x[:, 1]
+    bounds = np.array([[-1.0] * 3, [1.0] * 3])
+    fit = fit_surrogate(x, y, bounds)
+    xt = rng.uniform(-0.8, 0.8, size=(20, 3))
+    pred = fit.model.posterior(torch.as_tensor(xt)).mean.detach().numpy()[:, 0]
+    truth = np.sin(2 * xt[:, 0]) + 0.5 * xt[:, 1]
+    assert np.abs(pred - truth).max() < 0.2
+    assert fit.n_points == fit.n_fit == 60
+
+
+def test_gp_subset_fit_conditions_on_all_points_and_reuses_hyperparameters():
+    rng = np.random.default_rng(1)
+    x = rng.uniform(size=(150, 2))
+    y = x.sum(axis=1)
+    bounds = np.array([[0.0, 0.0], [1.0, 1.0]])
+    fit = fit_surrogate(x, y, bounds, SurrogateSettings(fit_subset=50), seed=0)
+    assert fit.n_fit == 50 and fit.n_points == 150
+    assert fit.model.train_inputs[0].shape[-2] == 150
+    again = fit_surrogate(x, y, bounds, warm_start=fit.hyperparameters, fit_hyperparameters=False)
+    assert again.n_fit == 0
+    xt = torch.as_tensor(rng.uniform(size=(5, 2)))
+    torch.testing.assert_close(again.model.posterior(xt).mean, fit.model.posterior(xt).mean)
+    with pytest.raises(ValueError, match="at least 2"):
+        fit_surrogate(x[:1], y[:1], bounds)
+
+
+@pytest.mark.slow
+def test_autoencoder_codec_adapter_on_a_tiny_trained_autoencoder(gap_table, tmp_path):
+    ae_mod = pytest.importorskip("gapforge.models.autoencoder")
+    from gapforge.active.codec import AutoencoderCodec
+
+    formulas = gap_table["formula"].tolist()
+    ae = ae_mod.CompositionAutoencoder(latent_dim=4, hidden=32, epochs=2, batch_size=32, seed=0, threads=1)
+    ae.fit(formulas)
+    ae.save(tmp_path / "ae")
+    codec = AutoencoderCodec(str(tmp_path / "ae"))
+    assert isinstance(codec, LatentCodec)
+    z = codec.encode([*formulas[:5], "Xx2"])
+    assert z.shape == (6, 4) and z.dtype == np.float64
+    assert np.isnan(z[-1]).all() and np.isfinite(z[:-1]).all()
+    assert codec.latent_bounds.shape == (2, 4)
+    out = codec.decode(z[:-1])
+    assert len(out) == 5 and all(f is None or isinstance(f, str) for f in out)

@@ -1,0 +1,135 @@
+"""Table 1 machinery on tiny data: scoring a sample set, aggregation, the markdown, settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from gapforge.errors import InputError
+from gapforge.experiments.table1 import (
+    PAPER_TABLE1,
+    Table1Settings,
+    aggregate,
+    evaluate_sample_set,
+    plot_campaigns,
+    render_markdown,
+)
+
+GAPS = Path(__file__).parent.parent / "active" / "files" / "gaps_small.csv"
+
+
+@pytest.fixture(scope="module")
+def table() -> pd.DataFrame:
+    return pd.read_csv(GAPS, keep_default_na=False, na_values=[])
+
+
+def test_evaluate_sample_set_on_tiny_data(table):
+    pytest.importorskip("gapforge.models.forest")
+    test = table.sample(n=15, random_state=0)
+    pool = ["LiF", "NaF", "MgF2", "GaAs", "Si", "KCl", "CaF2"]
+    oracle_candidates = {"LiF", "MgF2", "CaF2", "KF"}
+    res = evaluate_sample_set(
+        table, seed=0, test=test, pool=pool, oracle_candidates=oracle_candidates, n_estimators=20
+    )
+    assert res["samples"] == len(table)
+    assert -1.0 < res["r2_holdout"] <= 1.0 and res["mae"] > 0 and res["rmse"] >= res["mae"]
+    assert res["r2_test"] > 0.3  # the test rows were seen in training: a forest must fit them
+    assert 0 <= res["candidates"] <= len(pool)
+    assert 0.0 <= res["recovery"] <= 75.0  # KF is not in the pool: at most 3 of 4
+
+
+def test_aggregate_and_markdown_put_paper_figures_beside_ours(tmp_path):
+    runs = pd.DataFrame(
+        [
+            {
+                "experiment": "exp3",
+                "variant": "BS",
+                "repeat": 0,
+                "samples": 300,
+                "r2_holdout": 0.1,
+                "r2_test": 0.2,
+                "mae": 1.0,
+                "rmse": 1.5,
+                "candidates": 10,
+                "recovery": 20.0,
+            },
+            {
+                "experiment": "exp3",
+                "variant": "BS",
+                "repeat": 1,
+                "samples": 300,
+                "r2_holdout": 0.3,
+                "r2_test": 0.4,
+                "mae": 1.2,
+                "rmse": 1.7,
+                "candidates": 14,
+                "recovery": 30.0,
+            },
+            {
+                "experiment": "exp3",
+                "variant": "AL",
+                "repeat": 0,
+                "samples": 800,
+                "r2_holdout": 0.7,
+                "r2_test": 0.4,
+                "mae": 0.4,
+                "rmse": 0.6,
+                "candidates": 40,
+                "recovery": 60.0,
+                "valid_decode_rate": 0.9,
+            },
+            {
+                "experiment": "exp3",
+                "variant": "RND-latent",
+                "repeat": 0,
+                "samples": 800,
+                "r2_holdout": 0.5,
+                "r2_test": 0.45,
+                "mae": 0.5,
+                "rmse": 0.7,
+                "candidates": 30,
+                "recovery": 65.0,
+            },
+        ]
+    )
+    agg = aggregate(runs)
+    assert agg["variant"].tolist() == ["BS", "AL", "RND-latent"]
+    bs = agg.iloc[0]
+    assert bs["r2_holdout_mean"] == pytest.approx(0.2)
+    assert bs["r2_holdout_sd"] == pytest.approx(np.std([0.1, 0.3], ddof=1))
+    md = render_markdown(
+        agg,
+        {
+            "oracle": "o",
+            "codec": "c",
+            "pool": "p",
+            "pool_simple_formulas": 7,
+            "oracle_candidates": 3,
+            "settings": {},
+            "wall_seconds_this_call": 60,
+        },
+    )
+    assert "0.200 ± 0.141" in md
+    assert PAPER_TABLE1["Exp3 BS"]["r2_holdout"] in md and PAPER_TABLE1["Exp3 AL"]["r2_test"] in md
+    assert "AL does NOT beat RND-latent by -5.0 points" in md
+    curves = pd.DataFrame(
+        {
+            "experiment": "exp3",
+            "variant": ["AL", "AL", "RND-latent"],
+            "iteration": [1, 2, 1],
+            "best_gap": [5.0, 6.0, 5.0],
+            "n_valid": [18, 19, 10],
+            "n_proposed": 20,
+        }
+    )
+    assert plot_campaigns(curves, tmp_path / "c.png").stat().st_size > 1000
+
+
+def test_settings_validation():
+    with pytest.raises(InputError, match="unknown experiments"):
+        Table1Settings(experiments=("exp5",))
+    with pytest.raises(InputError, match="repeats >= 1"):
+        Table1Settings(repeats=0)
