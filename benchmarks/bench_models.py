@@ -1,0 +1,296 @@
+"""Benchmark the band-gap models: accuracy on seeded 60/20/20 splits, test-500, speed.
+
+For each seed the mp-bandgap table minus the test-500 formulas (test-500 is a
+subset of mp-bandgap) is split 60/20/20; each model is fitted on the 60 %
+(Roost early-stops on the 20 % validation part) and scored on validation,
+test and test-500. Prediction throughput is measured on random compositions
+shaped like the generator's output (2-4 elements of the 89-element
+vocabulary, counts 1-8): from counts (the screening path) and from formula
+strings (end to end, including parsing).
+
+Writes ``benchmarks/results/bench_models.json`` and ``bench_models.md``.
+
+Usage::
+
+    GAPFORGE_DATA_PATH=../shared/data OMP_NUM_THREADS=1 python benchmarks/bench_models.py \\
+        --seeds 0 1 2 --models hgb rf roost --roost-epochs 7 --roost-members 3 --n-throughput 1000000
+
+``--roost-shipped`` scores the shipped oracle (trained by ``gapforge train
+oracle``, split 80/10/10 seed 0) instead of retraining Roost per seed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gapforge import columns as C
+from gapforge.data import load_dataset, split_dataset
+from gapforge.encoding import FormulaEncoder
+from gapforge.io import write_json, write_text
+from gapforge.models.forest import ForestModel
+from gapforge.models.registry import evaluate_on, load_model
+
+log = logging.getLogger("bench_models")
+RESULTS = Path(__file__).parent / "results"
+PAPER_EXP1 = {"r2_holdout": 0.735, "r2_test": 0.850, "mae_eV": 0.505, "rmse_eV": 0.826}
+FOREST_PARAMS = {
+    "hgb": {"estimator": "hgb", "n_estimators": 500, "learning_rate": 0.1, "max_leaf_nodes": 63,
+            "min_samples_leaf": 20, "max_features": 1.0},
+    "rf": {"estimator": "rf", "n_estimators": 60, "max_leaf_nodes": 1000, "min_samples_leaf": 3,
+           "max_features": 0.33},
+}  # fmt: skip
+
+
+def random_counts(n: int, seed: int, encoder: FormulaEncoder) -> np.ndarray:
+    """``(n, E)`` counts with 2-4 distinct elements and counts 1..n_levels."""
+    rng = np.random.default_rng(seed)
+    counts = np.zeros((n, encoder.n_elements), dtype=np.int16)
+    k = rng.integers(2, 5, size=n)
+    for j in range(4):
+        rows = np.flatnonzero(k > j)
+        cols = rng.integers(0, encoder.n_elements, size=len(rows))
+        counts[rows, cols] = rng.integers(1, encoder.n_levels + 1, size=len(rows))
+    return counts
+
+
+def make_model(name: str, seed: int, args: argparse.Namespace) -> Any:
+    if name in FOREST_PARAMS:
+        return ForestModel(random_state=seed, **FOREST_PARAMS[name])
+    from gapforge.models.roost import RoostEnsemble
+
+    return RoostEnsemble(
+        n_members=args.roost_members, epochs=args.roost_epochs, patience=3, seed=seed, threads=1
+    )
+
+
+def score(model: Any, parts: dict[str, pd.DataFrame]) -> dict[str, dict[str, Any]]:
+    return {name: evaluate_on(model, df).metrics.to_dict() for name, df in parts.items() if len(df)}
+
+
+def throughput(model: Any, n: int, seed: int) -> dict[str, Any]:
+    enc = FormulaEncoder()
+    counts = random_counts(n, seed, enc)
+    out: dict[str, Any] = {"n": n}
+    if isinstance(model, ForestModel):
+        t, c = time.perf_counter(), time.process_time()
+        p = model.predict_counts(counts, enc.elements)
+        dt, dc = time.perf_counter() - t, time.process_time() - c
+        out.update(
+            counts_seconds=round(dt, 2),
+            counts_cpu_seconds=round(dc, 2),
+            counts_per_s=round(n / dt),
+            counts_valid=int(p.valid.sum()),
+        )
+    formulas = enc.counts_to_formulas(counts)
+    t, c = time.perf_counter(), time.process_time()
+    model.predict(formulas)
+    dt, dc = time.perf_counter() - t, time.process_time() - c
+    out.update(strings_seconds=round(dt, 2), strings_cpu_seconds=round(dc, 2), strings_per_s=round(n / dt))
+    out["load_average"] = [round(x, 1) for x in os.getloadavg()]
+    return out
+
+
+def featurizer_check(formulas: list[str]) -> dict[str, Any]:
+    """Our vectorised Magpie features vs matminer's (if importable) on the same formulas."""
+    from gapforge.models.featurize import MagpieFeaturizer
+
+    feat = MagpieFeaturizer().fit()
+    t = time.perf_counter()
+    ours = feat.transform(formulas).astype(np.float64)
+    out: dict[str, Any] = {"n": len(formulas), "gapforge_seconds": round(time.perf_counter() - t, 3)}
+    try:
+        import warnings
+
+        from matminer.featurizers.composition import ElementProperty, Stoichiometry, ValenceOrbital
+        from pymatgen.core import Composition
+    except ImportError:
+        out["matminer"] = "not installed"
+        return out
+    warnings.filterwarnings("ignore")
+    fzs = [ElementProperty.from_preset("magpie"), Stoichiometry(), ValenceOrbital(props=["frac"])]
+    t = time.perf_counter()
+    rows = [[v for f in fzs for v in f.featurize(Composition(x))] for x in formulas]
+    ref = np.array(rows, dtype=np.float64)
+    out["matminer_seconds"] = round(time.perf_counter() - t, 3)
+    diff = np.abs(ours - ref)
+    out["max_abs_diff"] = float(diff.max())
+    out["max_rel_diff"] = float((diff / np.maximum(np.abs(ref), 1e-9)).max())
+    out["n_features"] = ours.shape[1]
+    return out
+
+
+def markdown(report: dict[str, Any]) -> str:
+    lines = [
+        "# Band-gap models: accuracy and speed",
+        "",
+        f"Data: mp-bandgap minus test-500 ({report['n_rows']} rows), split 60/20/20 per seed; "
+        f"test-500 = the paper's test set, never trained on. Seeds: {report['seeds']}. "
+        f"Machine: {report['machine']} ({report['cpu_count']} cores shared with other jobs; "
+        f"load average at start {report['load_average']}). Times are wall-clock.",
+        "",
+        "| model | seeds | R² val | R² test | MAE test (eV) | RMSE test (eV) | R² test-500 | MAE test-500 | "
+        "RMSE test-500 | within 1σ (test) | train time (s) | formulas/s |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| paper Exp1 (Roost, Table 1) | 10 | {PAPER_EXP1['r2_holdout']} (hold-out) | "
+        f"{PAPER_EXP1['r2_test']} | "
+        f"{PAPER_EXP1['mae_eV']} | {PAPER_EXP1['rmse_eV']} | | | | | | |",
+    ]
+
+    def ms(values: list[float]) -> str:
+        v = np.array([x for x in values if x is not None], dtype=float)
+        if len(v) == 0:
+            return ""
+        return f"{v.mean():.3f}" if len(v) == 1 else f"{v.mean():.3f} ± {v.std(ddof=1):.3f}"
+
+    for name, runs in report["models"].items():
+        if not runs:
+            continue
+
+        def get(part: str, key: str, runs: list[dict[str, Any]] = runs) -> list[float]:
+            return [r["metrics"].get(part, {}).get(key) for r in runs]
+
+        tp = report["throughput"].get(name, {})
+        speed = tp.get("counts_per_s") or tp.get("strings_per_s") or ""
+        lines.append(
+            f"| {name} | {len(runs)} | {ms(get('validation', 'r2'))} | {ms(get('test', 'r2'))} | "
+            f"{ms(get('test', 'mae_eV'))} | {ms(get('test', 'rmse_eV'))} | {ms(get('test-500', 'r2'))} | "
+            f"{ms(get('test-500', 'mae_eV'))} | {ms(get('test-500', 'rmse_eV'))} | "
+            f"{ms(get('test', 'within_1sigma'))} | {ms([r['train_seconds'] for r in runs])} | {speed} |"
+        )
+    lines += [
+        "",
+        "## Prediction throughput (wall s; CPU s of the process where recorded)",
+        "",
+        "| model | formulas | from counts (s) | counts, CPU (s) | from strings (s) | strings, CPU (s) "
+        "| load avg |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, tp in report["throughput"].items():
+        lines.append(
+            f"| {name} | {tp['n']:,} | {tp.get('counts_seconds', '')} | {tp.get('counts_cpu_seconds', '')} | "
+            f"{tp.get('strings_seconds', '')} | {tp.get('strings_cpu_seconds', '')} | "
+            f"{tp.get('load_average', '')} |"
+        )
+    fc = report.get("featurizer")
+    if fc:
+        lines += ["", "## Featurizer vs matminer", "", f"`{json.dumps(fc)}`"]
+    if report.get("notes"):
+        lines += ["", "## Notes", "", *[f"- {n}" for n in report["notes"]]]
+    lines += ["", f"Command: `{report['command']}`", ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--models", nargs="+", default=["hgb", "rf", "roost"], choices=["hgb", "rf", "roost"])
+    ap.add_argument("--roost-epochs", type=int, default=7)
+    ap.add_argument("--roost-members", type=int, default=3)
+    ap.add_argument(
+        "--roost-shipped", action="store_true", help="Score the shipped oracle instead of retraining Roost."
+    )
+    ap.add_argument("--n-throughput", type=int, default=1_000_000)
+    ap.add_argument("--n-throughput-roost", type=int, default=20_000)
+    ap.add_argument("--n-throughput-hgb", type=int, default=50_000)
+    ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--limit", type=int, default=0, help="Use only this many rows (smoke test).")
+    ap.add_argument("--featurizer-check", type=int, default=300, help="Formulas to compare with matminer.")
+    ap.add_argument(
+        "--hgb-seeds", type=int, nargs="+", default=None, help="Seeds for hgb (default: --seeds)."
+    )
+    ap.add_argument(
+        "--merge", action="store_true", help="Add to the existing results instead of replacing them."
+    )
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+
+    full = load_dataset("mp-bandgap")
+    t500 = load_dataset("test-500")
+    data = full[~full[C.FORMULA].isin(set(t500[C.FORMULA]))].reset_index(drop=True)
+    if args.limit:
+        data = data.sample(args.limit, random_state=0).reset_index(drop=True)
+    report: dict[str, Any] = {
+        "n_rows": len(data),
+        "seeds": args.seeds,
+        "split": [0.6, 0.2, 0.2],
+        "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(x, 1) for x in os.getloadavg()],
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
+        "paper_exp1": PAPER_EXP1,
+        "models": {},
+        "throughput": {},
+        "notes": [],
+        "command": "python benchmarks/bench_models.py " + " ".join(sys.argv[1:]),
+    }
+    previous = args.out / "bench_models.json"
+    if args.merge and previous.is_file():
+        old = json.loads(previous.read_text())
+        report["models"] = old.get("models", {})
+        report["throughput"] = old.get("throughput", {})
+        report["notes"] = old.get("notes", [])
+        report["command"] = f"{old.get('command')} ; {report['command']}"
+    if args.featurizer_check:
+        sample = data[C.FORMULA].sample(min(args.featurizer_check, len(data)), random_state=0).tolist()
+        report["featurizer"] = featurizer_check(sample)
+        log.info("featurizer check: %s", report["featurizer"])
+    last: dict[str, Any] = {}
+    for name in args.models:
+        runs = []
+        if name == "roost" and args.roost_shipped:
+            model = load_model("default", kind="oracle")
+            meta = model.metadata_
+            runs.append(
+                {
+                    "seed": meta.get("seed"),
+                    "train_seconds": meta.get("train_seconds"),
+                    "metrics": {**meta.get("metrics", {}), "test-500": score(model, {"t": t500})["t"]},
+                }
+            )
+            report["notes"].append(
+                "roost row: the shipped oracle (gapforge train oracle, 80/10/10 split of mp-bandgap "
+                f"minus test-500, seed {meta.get('seed')}, {model.n_members} members x <= {model.epochs} "
+                "epochs), not retrained per seed."
+            )
+            last[name] = model
+        else:
+            for seed in args.hgb_seeds if (name == "hgb" and args.hgb_seeds) else args.seeds:
+                split = split_dataset(data, (0.6, 0.2, 0.2), seed)
+                model = make_model(name, seed, args)
+                t = time.perf_counter()
+                if name == "roost":
+                    model.fit(
+                        split.train[C.FORMULA].tolist(),
+                        split.train[C.BAND_GAP].to_numpy(),
+                        val_formulas=split.val[C.FORMULA].tolist(),
+                        val_band_gaps=split.val[C.BAND_GAP].to_numpy(),
+                    )
+                else:
+                    model.fit(split.train[C.FORMULA].tolist(), split.train[C.BAND_GAP].to_numpy())
+                dt = time.perf_counter() - t
+                metrics = score(model, {"validation": split.val, "test": split.test, "test-500": t500})
+                runs.append({"seed": seed, "train_seconds": round(dt, 1), "metrics": metrics})
+                log.info("%s seed %d: %.0f s, %s", name, seed, dt, metrics["test"])
+                last[name] = model
+        report["models"][name] = runs
+        n = {"roost": args.n_throughput_roost, "hgb": args.n_throughput_hgb}.get(name, args.n_throughput)
+        report["throughput"][name] = throughput(last[name], n, seed=123)
+        log.info("%s throughput: %s", name, report["throughput"][name])
+        args.out.mkdir(parents=True, exist_ok=True)
+        write_json(report, args.out / "bench_models.json")
+        write_text(markdown(report), args.out / "bench_models.md")
+
+
+if __name__ == "__main__":
+    main()

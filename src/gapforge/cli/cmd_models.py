@@ -1,0 +1,235 @@
+"""``gapforge train oracle|forest``, ``gapforge predict`` and ``gapforge evaluate``."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gapforge import columns as C
+from gapforge.cli._app import ModelOpt, OutOpt, OverwriteOpt, SeedOpt, app, train_app
+
+DataOpt = Annotated[
+    str, typer.Option("--data", help="Dataset name (gapforge data list) or a labelled CSV/Parquet/JSON file.")
+]
+HoldoutOpt = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--holdout",
+        help="Dataset whose formulas are removed before the split and scored after training "
+        "(repeatable; default: test-500 when --data is mp-bandgap).",
+    ),
+]
+NoHoldoutOpt = Annotated[bool, typer.Option("--no-holdout", help="Hold nothing out besides the split.")]
+SplitOpt = Annotated[str, typer.Option("--split", help="Train/validation/test fractions, comma separated.")]
+KindOpt = Annotated[
+    str, typer.Option("--kind", help="Which shipped model --model default means: oracle (Roost) or forest.")
+]
+
+
+def _holdout(data: str, holdout: list[str] | None, no_holdout: bool) -> list[str]:
+    if no_holdout:
+        return []
+    if holdout:
+        return list(holdout)
+    return ["test-500"] if data == "mp-bandgap" else []
+
+
+def _fractions(text: str) -> tuple[float, float, float]:
+    try:
+        parts = tuple(float(x) for x in text.split(","))
+    except ValueError:
+        parts = ()
+    if len(parts) != 3 or any(p < 0 for p in parts) or abs(sum(parts) - 1) > 1e-6:
+        raise typer.BadParameter(f"expected three fractions summing to 1, got {text!r}", param_hint="--split")
+    return parts  # type: ignore[return-value]
+
+
+def _report_training(result: Any) -> None:
+    typer.echo(f"saved {result.kind} model to {result.directory} ({result.seconds:.0f} s of training)")
+    typer.echo(f"split sizes: {result.sizes}")
+    for part, m in result.metrics.items():
+        typer.echo(
+            f"{part:<12} n={m['n']:<6} R2={m['r2']:.3f}  MAE={m['mae_eV']:.3f} eV  RMSE={m['rmse_eV']:.3f} eV"
+        )
+
+
+@train_app.command("oracle")
+def train_oracle(
+    data: DataOpt = "mp-bandgap",
+    out: OutOpt = Path("models/oracle"),
+    seed: SeedOpt = 0,
+    epochs: Annotated[int, typer.Option("--epochs", help="Maximum epochs per ensemble member.")] = 7,
+    members: Annotated[int, typer.Option("--members", help="Ensemble members.")] = 3,
+    patience: Annotated[int, typer.Option("--patience", help="Early-stopping patience (epochs).")] = 3,
+    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
+    learning_rate: Annotated[float, typer.Option("--lr", help="AdamW peak learning rate.")] = 1e-3,
+    threads: Annotated[int, typer.Option("--threads", help="Torch threads for training.")] = 1,
+    holdout: HoldoutOpt = None,
+    no_holdout: NoHoldoutOpt = False,
+    split: SplitOpt = "0.8,0.1,0.1",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Train a Roost ensemble (aviary) band-gap oracle and save it to --out."""
+    from gapforge.models.registry import train_model
+
+    params = {
+        "epochs": epochs,
+        "n_members": members,
+        "patience": patience,
+        "batch_size": batch_size,
+        "learning_rate": learning_rate,
+        "threads": threads,
+    }
+    result = train_model(
+        "oracle",
+        data,
+        out,
+        seed=seed,
+        holdout=_holdout(data, holdout, no_holdout),
+        fractions=_fractions(split),
+        overwrite=overwrite,
+        params=params,
+        command=shlex.join(["gapforge", *sys.argv[1:]]),
+    )
+    _report_training(result)
+
+
+#: Per-estimator defaults of ``gapforge train forest`` (the shipped forest uses "rf": boosting is
+#: more accurate but ~10x slower to predict, too slow for screening a million formulas).
+FOREST_DEFAULTS: dict[str, dict[str, Any]] = {
+    "hgb": {
+        "n_estimators": 500,
+        "learning_rate": 0.1,
+        "max_leaf_nodes": 63,
+        "min_samples_leaf": 20,
+        "max_features": 1.0,
+    },
+    "rf": {"n_estimators": 60, "max_leaf_nodes": 1000, "min_samples_leaf": 3, "max_features": 0.33},
+}
+
+
+@train_app.command("forest")
+def train_forest(
+    data: DataOpt = "mp-bandgap",
+    out: OutOpt = Path("models/forest"),
+    seed: SeedOpt = 0,
+    estimator: Annotated[
+        str,
+        typer.Option(
+            "--estimator", help="rf (random forest, tree std) or hgb (gradient boosting, quantile std)."
+        ),
+    ] = "rf",
+    n_estimators: Annotated[
+        int | None, typer.Option("--n-estimators", help="Trees (rf) or iterations (hgb).")
+    ] = None,
+    learning_rate: Annotated[float | None, typer.Option("--lr", help="Boosting learning rate (hgb).")] = None,
+    min_samples_leaf: Annotated[int | None, typer.Option("--min-samples-leaf")] = None,
+    max_features: Annotated[
+        float | None, typer.Option("--max-features", help="Share of features per split.")
+    ] = None,
+    max_leaf_nodes: Annotated[
+        int | None, typer.Option("--max-leaf-nodes", help="Leaves per tree (0 = unbounded).")
+    ] = None,
+    holdout: HoldoutOpt = None,
+    no_holdout: NoHoldoutOpt = False,
+    split: SplitOpt = "0.8,0.1,0.1",
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Train a random-forest (or gradient-boosting) model on Magpie descriptors and save it to --out."""
+    from gapforge.models.registry import train_model
+
+    if estimator not in FOREST_DEFAULTS:
+        raise typer.BadParameter(f"unknown estimator {estimator!r} (use hgb or rf)", param_hint="--estimator")
+    given = {
+        "n_estimators": n_estimators,
+        "learning_rate": learning_rate,
+        "min_samples_leaf": min_samples_leaf,
+        "max_features": max_features,
+        "max_leaf_nodes": max_leaf_nodes,
+    }
+    params: dict[str, Any] = {"estimator": estimator, **FOREST_DEFAULTS[estimator]}
+    params.update({k: v for k, v in given.items() if v is not None})
+    if params.get("max_leaf_nodes") == 0:
+        params["max_leaf_nodes"] = None
+    result = train_model(
+        "forest",
+        data,
+        out,
+        seed=seed,
+        holdout=_holdout(data, holdout, no_holdout),
+        fractions=_fractions(split),
+        overwrite=overwrite,
+        params=params,
+        command=shlex.join(["gapforge", *sys.argv[1:]]),
+    )
+    _report_training(result)
+
+
+@app.command("predict")
+def predict(
+    formulas: Annotated[
+        list[str] | None, typer.Argument(help="Formulas to predict (or use --input).")
+    ] = None,
+    model: ModelOpt = "default",
+    kind: KindOpt = "oracle",
+    input_path: Annotated[
+        Path | None, typer.Option("--input", help="CSV/Parquet table with a formula/composition column.")
+    ] = None,
+    output_path: Annotated[
+        Path | None, typer.Option("--output", help="CSV/Parquet file for the predictions (with --input).")
+    ] = None,
+) -> None:
+    """Predict band gaps (eV, mean and std) of formulas or of a table of formulas."""
+    from gapforge.models.registry import predict_file, predict_formulas
+
+    if input_path is not None:
+        if formulas:
+            raise typer.BadParameter("give formulas or --input, not both")
+        if output_path is None:
+            raise typer.BadParameter("--input needs --output", param_hint="--output")
+        out = predict_file(input_path, output_path, model, kind)
+        bad = int((out[C.REASON] != "").sum())
+        typer.echo(
+            f"wrote {len(out)} predictions to {output_path}"
+            + (f" ({bad} could not be predicted)" if bad else "")
+        )
+        return
+    if not formulas:
+        raise typer.BadParameter("give one or more formulas, or --input FILE --output FILE")
+    table = predict_formulas(formulas, model, kind)
+    width = max(len(C.FORMULA), *(len(f) for f in table[C.FORMULA]))
+    typer.echo(f"{C.FORMULA:<{width}}  {C.BAND_GAP_MEAN:>13}  {C.BAND_GAP_STD:>12}  {C.REASON}")
+    for row in table.itertuples(index=False):
+        mean = getattr(row, C.BAND_GAP_MEAN)
+        std = getattr(row, C.BAND_GAP_STD)
+        reason = getattr(row, C.REASON)
+        if reason:
+            typer.echo(f"{getattr(row, C.FORMULA):<{width}}  {'nan':>13}  {'nan':>12}  {reason}")
+        else:
+            typer.echo(f"{getattr(row, C.FORMULA):<{width}}  {mean:>13.3f}  {std:>12.3f}")
+
+
+@app.command("evaluate")
+def evaluate(
+    data: DataOpt = "test-500",
+    model: ModelOpt = "default",
+    kind: KindOpt = "oracle",
+    out: Annotated[Path | None, typer.Option("--out", help="Parity plot PNG to write.")] = None,
+) -> None:
+    """Score a model on a labelled dataset: R², MAE, RMSE (eV) and an optional parity plot."""
+    from gapforge.models.registry import evaluate_model
+
+    ev = evaluate_model(model, data, out=out, kind=kind)
+    m = ev.metrics
+    typer.echo(f"n      {m.n}" + (f"  ({m.n_missing} not predictable)" if m.n_missing else ""))
+    typer.echo(f"R2     {m.r2:.4f}")
+    typer.echo(f"MAE    {m.mae:.4f} eV")
+    typer.echo(f"RMSE   {m.rmse:.4f} eV")
+    if m.within_1sigma == m.within_1sigma:  # not NaN
+        typer.echo(f"|err| <= 1 std: {m.within_1sigma:.1%}   <= 2 std: {m.within_2sigma:.1%}")
+    if ev.plot is not None:
+        typer.echo(f"parity plot: {ev.plot}")
