@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 
-def load_model(model=None, kind: str = "oracle"):  # noqa: ANN001, ANN201
+def load_model(model=None, kind: str = "oracle"):
     """Load a band-gap model directory (``"default"``: the shipped model of ``kind``).
 
     See :func:`gapforge.models.registry.load_model`.

@@ -18,7 +18,8 @@ library that carry a formation energy (the MP-20 rows of the offline library),
 plus the elements at zero, in formation-energy space. The known phases'
 formation energies come from the Materials Project (DFT), the candidate's from
 CHGNet; ``hull_known_phases`` counts the known compounds in the candidate's
-chemical system so a reader can tell a real hull from an elements-only one.
+chemical system; with none, ``e_above_hull`` is NaN (unknown), never the
+formation energy against the elements dressed up as a hull distance.
 A negative ``e_above_hull`` means the candidate lies below the known hull.
 """
 
@@ -164,7 +165,8 @@ class HullReference:
     def e_above_hull(self, composition: Composition | str, e_form_per_atom: float) -> tuple[float, int]:
         """Energy above the known hull (eV/atom) and the number of known compounds used.
 
-        Returns ``(nan, n)`` when ``e_form_per_atom`` is not finite.
+        Returns ``(nan, n)`` when ``e_form_per_atom`` is not finite, and
+        ``(nan, 0)`` when no known compound lies in the candidate's chemical system.
         """
         comp = as_composition(composition).reduced_composition
         if not np.isfinite(e_form_per_atom):
@@ -179,6 +181,10 @@ class HullReference:
                 n_known += 1
         if len(chemsys) == 1:
             return float(e_form_per_atom), 0
+        if n_known == 0:
+            # an elements-only "hull" would just repeat the formation energy and read as
+            # "on the hull"; with no known compound in the system the hull is unknown
+            return float("nan"), 0
         diagram = PhaseDiagram(entries)
         cand = PDEntry(comp, float(e_form_per_atom) * comp.num_atoms)
         _, ehull = diagram.get_decomp_and_e_above_hull(cand, allow_negative=True)
