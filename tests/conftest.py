@@ -6,6 +6,14 @@ from pathlib import Path
 import pytest
 
 FILES = Path(__file__).parent / "files"
+
+# The README's test command gives GAPFORGE_DATA_PATH relative to the repository
+# (../shared/data); tests that change directory or start subprocesses elsewhere
+# need it absolute.
+if os.environ.get("GAPFORGE_DATA_PATH"):
+    os.environ["GAPFORGE_DATA_PATH"] = os.pathsep.join(
+        str(Path(p).expanduser().resolve()) for p in os.environ["GAPFORGE_DATA_PATH"].split(os.pathsep) if p
+    )
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 
