@@ -83,3 +83,44 @@ def resolve_model_dir(model: str | Path | None, default_name: str) -> Path:
     if not (path / MODEL_CARD_FILE).is_file():
         raise ModelError(f"{path}: not a gapforge model directory (no {MODEL_CARD_FILE})")
     return path
+
+
+def rebuild_from_card(
+    cls: type, directory: str | Path, *, kind: str, format_version: int, label: str, weights_file: str
+) -> tuple[object, dict]:
+    """Read ``model.json``, check kind and format, rebuild ``cls(**params)``.
+
+    Shared by every model's ``load``: also checks that ``weights_file`` is there.
+
+    Returns:
+        The unfitted model and the card (``{"kind", "params", "metadata"}``).
+
+    Raises:
+        ModelError: unreadable card, another kind, another format version,
+            incompatible parameters, or a missing weights file.
+    """
+    import json
+
+    from gapforge.errors import ModelError
+
+    directory = Path(directory)
+    card_path = directory / MODEL_CARD_FILE
+    try:
+        card = json.loads(card_path.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{card_path}: cannot read model card ({exc})") from exc
+    if card.get("kind") != kind:
+        raise ModelError(f"{directory}: a {card.get('kind')!r} model, not {kind!r}")
+    meta = card.get("metadata", {})
+    if int(meta.get("format_version", -1)) != format_version:
+        raise ModelError(
+            f"{directory}: {label} model format {meta.get('format_version')!r}, "
+            f"this gapforge reads format {format_version}"
+        )
+    try:
+        model = cls(**card["params"])
+    except (KeyError, TypeError) as exc:
+        raise ModelError(f"{card_path}: incompatible parameters ({exc})") from exc
+    if not (directory / weights_file).is_file():
+        raise ModelError(f"{directory}: partial model directory, {weights_file} is missing")
+    return model, card

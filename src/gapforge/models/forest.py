@@ -23,7 +23,6 @@ trusted types; nothing is unpickled.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 from collections.abc import Sequence
@@ -38,7 +37,7 @@ import pandas as pd
 from gapforge import columns as C
 from gapforge.errors import ModelError
 from gapforge.io import atomic_path, write_json
-from gapforge.models.base import MODEL_CARD_FILE
+from gapforge.models.base import MODEL_CARD_FILE, rebuild_from_card
 from gapforge.models.featurize import MagpieFeaturizer
 
 log = logging.getLogger(__name__)
@@ -346,26 +345,16 @@ class ForestModel:
         import skops.io as sio
 
         directory = Path(directory)
-        card_path = directory / MODEL_CARD_FILE
-        try:
-            card = json.loads(card_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{card_path}: cannot read model card ({exc})") from exc
-        if card.get("kind") != KIND:
-            raise ModelError(f"{directory}: a {card.get('kind')!r} model, not {KIND!r}")
+        model, card = rebuild_from_card(
+            cls,
+            directory,
+            kind=KIND,
+            format_version=FORMAT_VERSION,
+            label="forest",
+            weights_file=WEIGHTS_FILE,
+        )
         meta = card.get("metadata", {})
-        if int(meta.get("format_version", -1)) != FORMAT_VERSION:
-            raise ModelError(
-                f"{directory}: forest model format {meta.get('format_version')!r}, "
-                f"this gapforge reads format {FORMAT_VERSION}"
-            )
-        try:
-            model = cls(**card["params"])
-        except (KeyError, TypeError) as exc:
-            raise ModelError(f"{card_path}: incompatible parameters ({exc})") from exc
         path = directory / WEIGHTS_FILE
-        if not path.is_file():
-            raise ModelError(f"{directory}: partial model directory, {WEIGHTS_FILE} is missing")
         try:
             untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
         except Exception as exc:

@@ -41,7 +41,7 @@ from gapforge import columns as C
 from gapforge.errors import ModelError
 from gapforge.formula import parse_formula
 from gapforge.io import atomic_path, write_json
-from gapforge.models.base import MODEL_CARD_FILE
+from gapforge.models.base import MODEL_CARD_FILE, rebuild_from_card
 
 log = logging.getLogger(__name__)
 
@@ -593,31 +593,14 @@ class RoostEnsemble:
         Raises:
             ModelError: missing or corrupt files, another model kind, or a newer format.
         """
-        import json
-
         import torch
 
         directory = Path(directory)
-        card_path = directory / MODEL_CARD_FILE
-        try:
-            card = json.loads(card_path.read_text())
-        except (OSError, ValueError) as exc:
-            raise ModelError(f"{card_path}: cannot read model card ({exc})") from exc
-        if card.get("kind") != KIND:
-            raise ModelError(f"{directory}: a {card.get('kind')!r} model, not {KIND!r}")
+        model, card = rebuild_from_card(
+            cls, directory, kind=KIND, format_version=FORMAT_VERSION, label="Roost", weights_file=WEIGHTS_FILE
+        )
         meta = card.get("metadata", {})
-        if int(meta.get("format_version", -1)) != FORMAT_VERSION:
-            raise ModelError(
-                f"{directory}: Roost model format {meta.get('format_version')!r}, "
-                f"this gapforge reads format {FORMAT_VERSION}"
-            )
-        try:
-            model = cls(**card["params"])
-        except (KeyError, TypeError) as exc:
-            raise ModelError(f"{card_path}: incompatible parameters ({exc})") from exc
         weights = directory / WEIGHTS_FILE
-        if not weights.is_file():
-            raise ModelError(f"{directory}: partial model directory, {WEIGHTS_FILE} is missing")
         try:
             state = torch.load(weights, map_location="cpu", weights_only=True)
         except Exception as exc:
