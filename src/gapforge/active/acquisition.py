@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import weakref
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -28,8 +29,11 @@ import gpytorch
 import numpy as np
 import torch
 from botorch.acquisition import AcquisitionFunction, LogExpectedImprovement, UpperConfidenceBound
+from botorch.models import SingleTaskGP
 from botorch.models.model import Model
 from botorch.optim import optimize_acqf
+
+from gapforge.active.surrogate import ExactPredictor
 
 log = logging.getLogger(__name__)
 
@@ -158,11 +162,34 @@ def _flat_mean_sigma(
     """
     batch = X.shape[:-2]
     flat = X.reshape(-1, X.shape[-1])
-    with gpytorch.settings.fast_pred_var(True):
-        post = model.posterior(flat)
-        mean = post.mean[..., 0]
-        var = post.variance[..., 0].clamp_min(min_var)
+    predictor = _exact_predictor(model)
+    if predictor is not None:
+        mean, var = predictor(flat)
+        var = var.clamp_min(min_var)
+    else:
+        with gpytorch.settings.fast_pred_var(True):
+            post = model.posterior(flat)
+            mean = post.mean[..., 0]
+            var = post.variance[..., 0].clamp_min(min_var)
     return mean.reshape(batch), var.sqrt().reshape(batch)
+
+
+_PREDICTORS: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
+
+
+def _exact_predictor(model: Model) -> ExactPredictor | None:
+    """The cached :class:`ExactPredictor` of a model (built on first use), or None if unsupported."""
+    if not isinstance(model, SingleTaskGP) or model.num_outputs != 1:
+        return None
+    predictor = _PREDICTORS.get(model)
+    if predictor is None:
+        try:
+            predictor = ExactPredictor(model)
+        except (ValueError, RuntimeError, AttributeError) as exc:
+            log.debug("exact predictor unavailable (%s); using the model's posterior", exc)
+            return None
+        _PREDICTORS[model] = predictor
+    return predictor
 
 
 class FlatUpperConfidenceBound(UpperConfidenceBound):
