@@ -11,6 +11,44 @@ BAND_GAP_MEAN = "band_gap_mean"  # eV
 BAND_GAP_STD = "band_gap_std"  # eV
 REASON = "reason"
 
+# Structure stage: template library
+MATERIAL_ID = "material_id"
+REDUCED_FORMULA = "reduced_formula"
+ANONYMIZED_FORMULA = "anonymized_formula"
+NSITES = "nsites"
+SPACEGROUP_NUMBER = "spacegroup_number"
+FORMATION_ENERGY_PER_ATOM = "formation_energy_per_atom"  # eV/atom
+E_ABOVE_HULL = "e_above_hull"  # eV/atom
+CIF = "cif"
+LIBRARY_SOURCE = "source"
+
+# Structure stage: candidate -> template -> substituted structure (structures.csv)
+CANDIDATE_ROW = "candidate_row"  # 1-based data row of the candidate in the input table
+TEMPLATE_RANK = "template_rank"
+TEMPLATE_ID = "template_material_id"
+TEMPLATE_FORMULA = "template_formula"
+TEMPLATE_SPACEGROUP = "template_spacegroup_number"
+ELMD = "elmd"  # ElMD, modified Pettifor scale
+SAME_PROTOTYPE = "same_anonymized_formula"
+SUBSTITUTION = "substitution"
+OXIDATION_CONSISTENT = "oxidation_consistent"
+VOLUME_SCALE = "volume_scale"
+CIF_PATH = "cif_path"
+
+# Structure stage: relaxation and stability (relaxed.csv); CONVERGED and WALL_TIME_S also in dft.csv
+RELAXED_CIF_PATH = "relaxed_cif_path"
+ENERGY_PER_ATOM = "energy_per_atom"  # eV/atom, CHGNet (MP2020-compatible scale)
+RELAX_STEPS = "relax_steps"
+CONVERGED = "converged"
+WALL_TIME_S = "wall_time_s"
+MAX_FORCE = "max_force"  # eV/Å at the last step
+N_TEMPLATES_RELAXED = "n_templates_relaxed"
+HULL_KNOWN_PHASES = "hull_known_phases"
+NEGATIVE_FORMATION = "negative_formation"
+
+# DFT stage (dft.csv; its other columns are in gapforge.structure.dft)
+DFT_BAND_GAP = "dft_band_gap"  # eV, PBE, grid + band path
+
 #: Column names recognised as the formula column, in order of preference.
 FORMULA_ALIASES: tuple[str, ...] = (
     "formula",

@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from gapforge import columns as C
 from gapforge.cli._app import OutOpt, OverwriteOpt, WorkersOpt, app
 
 
@@ -38,9 +39,9 @@ def structure_cmd(
     table = build_structures(input, out, library=library, settings=settings, overwrite=overwrite)
     if existed:
         typer.echo(f"{out / STRUCTURES_FILE} already exists; not redone (use --overwrite)")
-    has_cif = table["cif_path"].notna() & table["cif_path"].astype(str).str.len().gt(0)
-    n_cand = table["candidate_row"].nunique()
-    with_cif = table.loc[has_cif, "candidate_row"].nunique()
+    has_cif = table[C.CIF_PATH].notna() & table[C.CIF_PATH].astype(str).str.len().gt(0)
+    n_cand = table[C.CANDIDATE_ROW].nunique()
+    with_cif = table.loc[has_cif, C.CANDIDATE_ROW].nunique()
     typer.echo(f"{n_cand} candidates, {with_cif} with at least one substituted structure; "
                f"{int(has_cif.sum())} CIFs -> {out / STRUCTURES_FILE}")
 
@@ -66,9 +67,9 @@ def relax_cmd(
                             workers=workers or None, overwrite=overwrite)
     if existed:
         typer.echo(f"{input / RELAXED_FILE} already exists; not redone (use --overwrite)")
-    cols = ["formula", "template_formula", "energy_per_atom", "formation_energy_per_atom", "e_above_hull",
-            "converged", "reason"]
+    cols = [C.FORMULA, C.TEMPLATE_FORMULA, C.ENERGY_PER_ATOM, C.FORMATION_ENERGY_PER_ATOM, C.E_ABOVE_HULL,
+            C.CONVERGED, C.REASON]
     shown = best[[c for c in cols if c in best.columns]]
     typer.echo(shown.to_string(index=False, na_rep="", float_format=lambda x: f"{x:.3f}"))
-    neg = best["negative_formation"].astype(str).str.lower().eq("true").sum()
+    neg = best[C.NEGATIVE_FORMATION].astype(str).str.lower().eq("true").sum()
     typer.echo(f"{len(best)} candidates, {neg} with negative formation energy -> {input / RELAXED_FILE}")

@@ -68,7 +68,7 @@ DFT_DIR = "dft"
 DFT_TABLE = "dft/dft.csv"
 REPORT = "report.html"
 
-# column names of the tables above that are not in gapforge.columns
+# column names of the tables above (aliases of gapforge.columns where the structure/DFT stages share them)
 IN_WINDOW = "in_window"
 SIMPLE = "simple"
 SMACT_VALID = "smact_valid"
@@ -76,11 +76,11 @@ NOVEL = "novel"
 RANK = "rank"
 N_ATOMS = "n_atoms"
 N_ELEMENTS = "n_elements"
-FORMATION_ENERGY = "formation_energy_per_atom"  # eV/atom
-E_ABOVE_HULL = "e_above_hull"  # eV/atom
-DFT_BAND_GAP = "dft_band_gap"  # eV
+FORMATION_ENERGY = C.FORMATION_ENERGY_PER_ATOM  # eV/atom
+E_ABOVE_HULL = C.E_ABOVE_HULL  # eV/atom
+DFT_BAND_GAP = C.DFT_BAND_GAP  # eV
 CIF_LINK = "cif"  # path of the best CIF, relative to RUN
-TEMPLATE_FORMULA = "template_formula"
+TEMPLATE_FORMULA = C.TEMPLATE_FORMULA
 
 #: Columns of the final candidate table, in display order (those present are shown).
 CANDIDATE_COLUMNS = (
@@ -133,7 +133,7 @@ def assemble_candidates(run_dir: str | Path) -> pd.DataFrame | None:
         if TEMPLATE_FORMULA in rel.columns:
             keep[TEMPLATE_FORMULA] = rel[TEMPLATE_FORMULA]
         link = pd.Series([None] * len(rel), dtype=object)
-        for col in ("cif_path", "relaxed_cif_path"):  # the relaxed one wins where it exists
+        for col in (C.CIF_PATH, C.RELAXED_CIF_PATH):  # the relaxed one wins where it exists
             if col in rel.columns:
                 vals = rel[col].astype(object)
                 ok = vals.map(lambda v: isinstance(v, str) and v.strip() != "")

@@ -471,7 +471,7 @@ def stage_structure(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     cand_path = write_table(cand, out / "input.csv")
     settings = StructureSettings(search=SearchSettings(top_k=cfg.structure.templates))
     table = build_structures(cand_path, out, settings=settings, overwrite=True)
-    n_cif = int(table["cif_path"].notna().sum()) if "cif_path" in table else 0
+    n_cif = int(table[C.CIF_PATH].notna().sum()) if C.CIF_PATH in table else 0
     return {"n_candidates": len(cand), "n_structures": len(table), "n_cifs": n_cif}
 
 
@@ -534,7 +534,7 @@ def stage_dft(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
         raise StageSkipped("no relaxed structures to compute")
     out = stage_dir(run_dir, "dft")
     inp = pd.DataFrame(
-        {C.FORMULA: table[C.FORMULA], "cif_path": [str((run_dir / p).resolve()) for p in table[L.CIF_LINK]]}
+        {C.FORMULA: table[C.FORMULA], C.CIF_PATH: [str((run_dir / p).resolve()) for p in table[L.CIF_LINK]]}
     )
     inp_path = write_table(inp, out / "input.csv")
     res = run_dft(inp_path, out)

@@ -59,24 +59,24 @@ LOG_DIR = "gpaw_logs"
 #: The structure stage's ranked table, used when ``--input`` is its run directory.
 RELAXED_TABLE = "relaxed.csv"
 #: Columns of a candidate table that hold a CIF path, in order of preference.
-CIF_PATH_ALIASES: tuple[str, ...] = ("relaxed_cif_path", "cif_path")
+CIF_PATH_ALIASES: tuple[str, ...] = (C.RELAXED_CIF_PATH, C.CIF_PATH)
 
-# Columns of dft.csv (to move into gapforge.columns).
+# Columns of dft.csv; the ones shared with other tables are defined in gapforge.columns.
 NAME = "name"
-CIF_PATH = "cif_path"
+CIF_PATH = C.CIF_PATH
 INPUT_ROW = "input_row"  # 1-based data row of the input table, if the input was a table
-NSITES = "nsites"
+NSITES = C.NSITES
 FINGERPRINT = "structure_fingerprint"
-DFT_BAND_GAP = "dft_band_gap"  # eV, PBE, grid + band path
+DFT_BAND_GAP = C.DFT_BAND_GAP  # eV, PBE, grid + band path
 DFT_BAND_GAP_SCF = "dft_band_gap_scf"  # eV, on the self-consistent k-point grid only
 DFT_VBM = "dft_vbm"  # eV
 DFT_CBM = "dft_cbm"  # eV
 DFT_ENERGY = "dft_energy"  # eV per input cell (energy per atom x nsites), GPAW total energy
 DFT_ENERGY_PER_ATOM = "dft_energy_per_atom"  # eV/atom
-CONVERGED = "converged"
+CONVERGED = C.CONVERGED
 STATUS = "status"
 MESSAGE = "message"
-WALL_TIME_S = "wall_time_s"
+WALL_TIME_S = C.WALL_TIME_S
 CPU_TIME_S = "cpu_time_s"
 SCF_ITERATIONS = "scf_iterations"
 KPTS = "kpts"  # Monkhorst-Pack grid used, e.g. "6x6x6"

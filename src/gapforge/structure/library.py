@@ -25,7 +25,6 @@ from pymatgen.core import Composition, Structure
 from gapforge import columns as C
 from gapforge.errors import DependencyError, InputError
 from gapforge.io import find_column, read_table, write_table
-from gapforge.structure import _columns as S
 from gapforge.structure.elmd import MODIFIED_PETTIFOR, cumulative_matrix
 
 log = logging.getLogger(__name__)
@@ -36,22 +35,22 @@ DEFAULT_LIBRARY_FILE = "mp_template_library.csv.gz"
 ELEMENTAL_REFERENCES_FILE = "mp_elemental_reference_entries_2023-02-07.json.gz"
 DATA_SUBDIR = "structures"
 
-_ID_ALIASES = (S.MATERIAL_ID, *C.ID_ALIASES)
-_FORMULA_ALIASES = (S.REDUCED_FORMULA, *C.FORMULA_ALIASES)
-_CIF_ALIASES = (S.CIF, "structure_cif")
+_ID_ALIASES = (C.MATERIAL_ID, *C.ID_ALIASES)
+_FORMULA_ALIASES = (C.REDUCED_FORMULA, *C.FORMULA_ALIASES)
+_CIF_ALIASES = (C.CIF, "structure_cif")
 _OPTIONAL_NUMERIC: dict[str, tuple[str, ...]] = {
-    S.NSITES: (S.NSITES, "num_sites"),
-    S.SPACEGROUP_NUMBER: (S.SPACEGROUP_NUMBER, "spacegroup.number", "space_group_number"),
+    C.NSITES: (C.NSITES, "num_sites"),
+    C.SPACEGROUP_NUMBER: (C.SPACEGROUP_NUMBER, "spacegroup.number", "space_group_number"),
     C.BAND_GAP: (C.BAND_GAP,),
-    S.FORMATION_ENERGY_PER_ATOM: (S.FORMATION_ENERGY_PER_ATOM, "e_form_per_atom"),
-    S.E_ABOVE_HULL: (S.E_ABOVE_HULL, "energy_above_hull"),
+    C.FORMATION_ENERGY_PER_ATOM: (C.FORMATION_ENERGY_PER_ATOM, "e_form_per_atom"),
+    C.E_ABOVE_HULL: (C.E_ABOVE_HULL, "energy_above_hull"),
 }
 LIBRARY_COLUMNS = (
-    S.MATERIAL_ID,
-    S.REDUCED_FORMULA,
-    S.ANONYMIZED_FORMULA,
+    C.MATERIAL_ID,
+    C.REDUCED_FORMULA,
+    C.ANONYMIZED_FORMULA,
     *_OPTIONAL_NUMERIC,
-    S.CIF,
+    C.CIF,
 )
 
 
@@ -88,17 +87,17 @@ class TemplateLibrary:
     @cached_property
     def cumulative(self) -> np.ndarray:
         """Cumulative modified-Pettifor fraction vectors, shape ``(n_templates, 103)``."""
-        return cumulative_matrix(self.table[S.REDUCED_FORMULA].tolist())
+        return cumulative_matrix(self.table[C.REDUCED_FORMULA].tolist())
 
     @cached_property
     def anonymized(self) -> np.ndarray:
         """Anonymised formula of every template, shape ``(n_templates,)``."""
-        return self.table[S.ANONYMIZED_FORMULA].to_numpy(dtype=object)
+        return self.table[C.ANONYMIZED_FORMULA].to_numpy(dtype=object)
 
     def structure(self, index: int) -> Structure:
         """The structure of row ``index`` (parsed from its CIF once, then cached)."""
         if index not in self._structures:
-            cif = self.table.loc[index, S.CIF]
+            cif = self.table.loc[index, C.CIF]
             try:
                 with warnings.catch_warnings():  # pymatgen warns about rounded occupancies etc.
                     warnings.simplefilter("ignore")
@@ -106,7 +105,7 @@ class TemplateLibrary:
             except Exception as exc:
                 raise InputError(
                     "cannot parse template CIF", path=self.source, row=index + 1,
-                    value=self.table.loc[index, S.MATERIAL_ID],
+                    value=self.table.loc[index, C.MATERIAL_ID],
                 ) from exc
         return self._structures[index]
 
@@ -144,10 +143,10 @@ def load_library(
     n0 = len(lib)
     keep = np.ones(n0, dtype=bool)
     if max_e_above_hull is not None:
-        ehull = lib.table[S.E_ABOVE_HULL].to_numpy(dtype=float)
+        ehull = lib.table[C.E_ABOVE_HULL].to_numpy(dtype=float)
         keep &= ~(ehull > max_e_above_hull)
     if max_nsites is not None:
-        nsites = lib.table[S.NSITES].to_numpy(dtype=float)
+        nsites = lib.table[C.NSITES].to_numpy(dtype=float)
         keep &= ~(nsites > max_nsites)
     if not keep.all():
         lib = lib.subset(keep)
@@ -167,7 +166,7 @@ def normalise_library_table(raw: pd.DataFrame, *, path: str | Path | None = None
     id_col = find_column(raw, _ID_ALIASES, what="material id", path=path)
     cif_col = find_column(raw, _CIF_ALIASES, what="CIF", path=path)
     formula_col = find_column(raw, _FORMULA_ALIASES, what="formula", path=path)
-    out = pd.DataFrame({S.MATERIAL_ID: raw[id_col].astype(str)})
+    out = pd.DataFrame({C.MATERIAL_ID: raw[id_col].astype(str)})
     reduced, anonymized = [], []
     for row, value in enumerate(raw[formula_col].tolist(), start=1):
         try:
@@ -181,8 +180,8 @@ def normalise_library_table(raw: pd.DataFrame, *, path: str | Path | None = None
             raise InputError("bad formula in template library", path=path, row=row, value=value) from exc
         reduced.append(comp.reduced_formula)
         anonymized.append(comp.anonymized_formula)
-    out[S.REDUCED_FORMULA] = reduced
-    out[S.ANONYMIZED_FORMULA] = anonymized
+    out[C.REDUCED_FORMULA] = reduced
+    out[C.ANONYMIZED_FORMULA] = anonymized
     for name, aliases in _OPTIONAL_NUMERIC.items():
         col = next((a for a in aliases if a in raw.columns), None)
         out[name] = np.nan if col is None else _numeric(raw[col], name=col, path=path)
@@ -190,16 +189,16 @@ def normalise_library_table(raw: pd.DataFrame, *, path: str | Path | None = None
     empty = np.flatnonzero(cifs.str.strip().str.len() == 0)
     if len(empty):
         raise InputError("empty CIF in template library", path=path, row=int(empty[0]) + 1,
-                         value=out[S.MATERIAL_ID].iloc[empty[0]])
-    out[S.CIF] = cifs.to_numpy()
-    if out[S.NSITES].isna().any():
+                         value=out[C.MATERIAL_ID].iloc[empty[0]])
+    out[C.CIF] = cifs.to_numpy()
+    if out[C.NSITES].isna().any():
         # Count sites from the CIF only where the table does not say.
-        for i in np.flatnonzero(out[S.NSITES].isna().to_numpy()):
+        for i in np.flatnonzero(out[C.NSITES].isna().to_numpy()):
             try:
-                out.loc[i, S.NSITES] = len(Structure.from_str(out.loc[i, S.CIF], fmt="cif"))
+                out.loc[i, C.NSITES] = len(Structure.from_str(out.loc[i, C.CIF], fmt="cif"))
             except Exception as exc:
                 raise InputError("cannot parse CIF in template library", path=path, row=int(i) + 1,
-                                 value=out.loc[i, S.MATERIAL_ID]) from exc
+                                 value=out.loc[i, C.MATERIAL_ID]) from exc
     return out
 
 
@@ -294,7 +293,7 @@ def build_library_from_mp(
         row = _doc_to_row(doc)
         if row is None:
             continue
-        if allowed is not None and not set(Composition(row[S.REDUCED_FORMULA]).get_el_amt_dict()) <= allowed:
+        if allowed is not None and not set(Composition(row[C.REDUCED_FORMULA]).get_el_amt_dict()) <= allowed:
             continue
         rows.append(row)
     if not rows:
@@ -325,14 +324,14 @@ def _doc_to_row(doc: Any) -> dict[str, Any] | None:
     sym = _get(doc, "symmetry")
     sg = _get(sym, "number") if sym is not None else None
     return {
-        S.MATERIAL_ID: str(mpid),
-        S.REDUCED_FORMULA: struct.composition.reduced_formula,
-        S.NSITES: len(struct),
-        S.SPACEGROUP_NUMBER: np.nan if sg is None else sg,
+        C.MATERIAL_ID: str(mpid),
+        C.REDUCED_FORMULA: struct.composition.reduced_formula,
+        C.NSITES: len(struct),
+        C.SPACEGROUP_NUMBER: np.nan if sg is None else sg,
         C.BAND_GAP: _float(_get(doc, "band_gap")),
-        S.FORMATION_ENERGY_PER_ATOM: _float(_get(doc, "formation_energy_per_atom")),
-        S.E_ABOVE_HULL: _float(_get(doc, "energy_above_hull")),
-        S.CIF: struct.to(fmt="cif"),
+        C.FORMATION_ENERGY_PER_ATOM: _float(_get(doc, "formation_energy_per_atom")),
+        C.E_ABOVE_HULL: _float(_get(doc, "energy_above_hull")),
+        C.CIF: struct.to(fmt="cif"),
     }
 
 

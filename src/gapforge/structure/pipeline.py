@@ -31,7 +31,6 @@ from tqdm.auto import tqdm
 from gapforge import columns as C
 from gapforge.errors import FormulaError, GapforgeError, InputError
 from gapforge.io import find_column, read_table, write_json, write_table
-from gapforge.structure import _columns as S
 from gapforge.structure.elmd import MODIFIED_PETTIFOR, as_composition
 from gapforge.structure.library import TemplateLibrary, load_library
 from gapforge.structure.parallel import Failure, run_relaxations
@@ -128,7 +127,7 @@ def build_structures(
         lib_path = library
         library = load_library(library, max_e_above_hull=settings.max_template_e_above_hull)
     elif settings.max_template_e_above_hull is not None:
-        ehull = library.table[S.E_ABOVE_HULL].to_numpy(dtype=float)
+        ehull = library.table[C.E_ABOVE_HULL].to_numpy(dtype=float)
         library = library.subset(~(ehull > settings.max_template_e_above_hull))
     lib_source = library.source if lib_path is None else str(Path(lib_path).resolve())
 
@@ -143,7 +142,7 @@ def build_structures(
     carry = cand_df.to_dict(orient="records")
     for i in tqdm(range(len(comps)), desc="substitute", disable=None, unit="candidate"):
         comp = comps[i]
-        base = {**carry[i], C.FORMULA: comp.reduced_formula, S.CANDIDATE_ROW: i + 1}
+        base = {**carry[i], C.FORMULA: comp.reduced_formula, C.CANDIDATE_ROW: i + 1}
         if i not in searchable:
             bad = [el for el in comp.get_el_amt_dict() if el not in MODIFIED_PETTIFOR]
             rows.append({**base, C.REASON: f"element {bad[0]} not on the modified Pettifor scale"})
@@ -154,12 +153,12 @@ def build_structures(
         for match in matches_for[i]:
             row = {
                 **base,
-                S.TEMPLATE_RANK: match.rank,
-                S.TEMPLATE_ID: match.material_id,
-                S.TEMPLATE_FORMULA: match.formula,
-                S.TEMPLATE_SPACEGROUP: library.table.loc[match.index, S.SPACEGROUP_NUMBER],
-                S.ELMD: match.elmd,
-                S.SAME_PROTOTYPE: match.same_anonymized_formula,
+                C.TEMPLATE_RANK: match.rank,
+                C.TEMPLATE_ID: match.material_id,
+                C.TEMPLATE_FORMULA: match.formula,
+                C.TEMPLATE_SPACEGROUP: library.table.loc[match.index, C.SPACEGROUP_NUMBER],
+                C.ELMD: match.elmd,
+                C.SAME_PROTOTYPE: match.same_anonymized_formula,
             }
             if not match.same_anonymized_formula:
                 row[C.REASON] = (f"no template with the anonymised formula {comp.anonymized_formula}; "
@@ -171,11 +170,11 @@ def build_structures(
                 rel = Path(CIF_DIR) / _cif_name(i + 1, comp.reduced_formula, match.rank, match.material_id)
                 write_cif(sub.structure, out_dir / rel)
                 row.update({
-                    S.SUBSTITUTION: sub.mapping_str,
-                    S.OXIDATION_CONSISTENT: sub.oxidation_consistent,
-                    S.VOLUME_SCALE: sub.volume_scale,
-                    S.NSITES: len(sub.structure),
-                    S.CIF_PATH: rel.as_posix(),
+                    C.SUBSTITUTION: sub.mapping_str,
+                    C.OXIDATION_CONSISTENT: sub.oxidation_consistent,
+                    C.VOLUME_SCALE: sub.volume_scale,
+                    C.NSITES: len(sub.structure),
+                    C.CIF_PATH: rel.as_posix(),
                 })
             except GapforgeError as exc:
                 row[C.REASON] = str(exc)
@@ -187,7 +186,7 @@ def build_structures(
     write_json({"library": lib_source, "n_library": len(library), "settings": asdict(settings)},
                out_dir / SETTINGS_FILE)
     write_table(table, table_path)
-    n_ok = int(table[S.CIF_PATH].notna().sum()) if S.CIF_PATH in table else 0
+    n_ok = int(table[C.CIF_PATH].notna().sum()) if C.CIF_PATH in table else 0
     log.info("structure stage: %d candidates, %d CIFs written to %s", len(comps), n_ok, out_dir / CIF_DIR)
     return table
 
@@ -226,7 +225,7 @@ def relax_structures(
     table = read_table(table_path)
     if table.empty:
         raise InputError(f"{STRUCTURES_FILE} has no rows", path=table_path)
-    for col in (C.FORMULA, S.CANDIDATE_ROW):
+    for col in (C.FORMULA, C.CANDIDATE_ROW):
         if col not in table.columns:
             raise InputError(f"{STRUCTURES_FILE} has no {col} column", path=table_path)
     table = _restore_types(table)
@@ -238,17 +237,17 @@ def relax_structures(
     structures, ok_idx = [], []
     for i in todo:
         try:
-            structures.append(read_cif(run_dir / str(table.loc[i, S.CIF_PATH])))
+            structures.append(read_cif(run_dir / str(table.loc[i, C.CIF_PATH])))
             ok_idx.append(i)
         except Exception as exc:
             table.loc[i, C.REASON] = f"cannot read CIF: {type(exc).__name__}: {exc}"
     results = run_relaxations(structures, settings, workers=workers, desc="relax")
 
-    for col in (S.RELAXED_CIF_PATH, C.REASON, S.CONVERGED):
+    for col in (C.RELAXED_CIF_PATH, C.REASON, C.CONVERGED):
         if col not in table.columns:
             table[col] = None
         table[col] = table[col].astype(object)
-    for col in (S.ENERGY_PER_ATOM, S.RELAX_STEPS, S.WALL_TIME_S, S.MAX_FORCE):
+    for col in (C.ENERGY_PER_ATOM, C.RELAX_STEPS, C.WALL_TIME_S, C.MAX_FORCE):
         table[col] = np.nan
     for i, res in zip(ok_idx, results, strict=True):
         if isinstance(res, Failure):
@@ -263,7 +262,7 @@ def relax_structures(
     write_table(best, out_path)
     n_done = sum(not isinstance(r, Failure) for r in results)
     log.info("relax stage: %d of %d structures relaxed; %d candidates, %d with negative formation energy",
-             n_done, len(ok_idx), len(best), int(best[S.NEGATIVE_FORMATION].fillna(False).astype(bool).sum()))
+             n_done, len(ok_idx), len(best), int(best[C.NEGATIVE_FORMATION].fillna(False).astype(bool).sum()))
     return best
 
 
@@ -273,17 +272,17 @@ def select_best(table: pd.DataFrame) -> pd.DataFrame:
     A candidate with no relaxed template keeps its first row and reason.
     """
     df = table.copy()
-    energy = pd.to_numeric(df.get(S.ENERGY_PER_ATOM), errors="coerce") if S.ENERGY_PER_ATOM in df else None
+    energy = pd.to_numeric(df.get(C.ENERGY_PER_ATOM), errors="coerce") if C.ENERGY_PER_ATOM in df else None
     df["_has_e"] = energy.notna() if energy is not None else False
-    df["_conv"] = df[S.CONVERGED].fillna(False).astype(bool) if S.CONVERGED in df else False
+    df["_conv"] = df[C.CONVERGED].fillna(False).astype(bool) if C.CONVERGED in df else False
     df["_e"] = energy.fillna(np.inf) if energy is not None else np.inf
-    df["_rank"] = pd.to_numeric(df.get(S.TEMPLATE_RANK, 0), errors="coerce").fillna(0)
-    df = df.sort_values([S.CANDIDATE_ROW, "_has_e", "_conv", "_e", "_rank"],
+    df["_rank"] = pd.to_numeric(df.get(C.TEMPLATE_RANK, 0), errors="coerce").fillna(0)
+    df = df.sort_values([C.CANDIDATE_ROW, "_has_e", "_conv", "_e", "_rank"],
                         ascending=[True, False, False, True, True], kind="stable")
-    counts = table.groupby(S.CANDIDATE_ROW)[S.ENERGY_PER_ATOM].count() if S.ENERGY_PER_ATOM in table else None
-    best = df.drop_duplicates(S.CANDIDATE_ROW, keep="first").drop(columns=["_has_e", "_conv", "_e", "_rank"])
+    counts = table.groupby(C.CANDIDATE_ROW)[C.ENERGY_PER_ATOM].count() if C.ENERGY_PER_ATOM in table else None
+    best = df.drop_duplicates(C.CANDIDATE_ROW, keep="first").drop(columns=["_has_e", "_conv", "_e", "_rank"])
     if counts is not None:
-        best[S.N_TEMPLATES_RELAXED] = best[S.CANDIDATE_ROW].map(counts).fillna(0).astype(int)
+        best[C.N_TEMPLATES_RELAXED] = best[C.CANDIDATE_ROW].map(counts).fillna(0).astype(int)
     return best.reset_index(drop=True)
 
 
@@ -296,10 +295,10 @@ def _cif_name(row: int, formula: str, rank: int, material_id: str) -> str:
 
 
 def _order_columns(table: pd.DataFrame, input_columns: pd.Index) -> pd.DataFrame:
-    first = [C.FORMULA, S.CANDIDATE_ROW]
+    first = [C.FORMULA, C.CANDIDATE_ROW]
     carried = [c for c in input_columns if c in table.columns and c not in first and c != C.REASON]
-    ours = [S.TEMPLATE_RANK, S.TEMPLATE_ID, S.TEMPLATE_FORMULA, S.TEMPLATE_SPACEGROUP, S.ELMD,
-            S.SAME_PROTOTYPE, S.SUBSTITUTION, S.OXIDATION_CONSISTENT, S.VOLUME_SCALE, S.NSITES, S.CIF_PATH,
+    ours = [C.TEMPLATE_RANK, C.TEMPLATE_ID, C.TEMPLATE_FORMULA, C.TEMPLATE_SPACEGROUP, C.ELMD,
+            C.SAME_PROTOTYPE, C.SUBSTITUTION, C.OXIDATION_CONSISTENT, C.VOLUME_SCALE, C.NSITES, C.CIF_PATH,
             C.REASON]
     for col in ours:
         if col not in table.columns:
@@ -308,12 +307,12 @@ def _order_columns(table: pd.DataFrame, input_columns: pd.Index) -> pd.DataFrame
 
 
 _NUMERIC_COLUMNS = (
-    S.CANDIDATE_ROW, S.TEMPLATE_RANK, S.TEMPLATE_SPACEGROUP, S.ELMD, S.VOLUME_SCALE, S.NSITES,
-    S.ENERGY_PER_ATOM, S.RELAX_STEPS, S.WALL_TIME_S, S.MAX_FORCE, S.FORMATION_ENERGY_PER_ATOM,
-    S.E_ABOVE_HULL, S.HULL_KNOWN_PHASES, S.N_TEMPLATES_RELAXED, C.BAND_GAP_MEAN, C.BAND_GAP_STD,
+    C.CANDIDATE_ROW, C.TEMPLATE_RANK, C.TEMPLATE_SPACEGROUP, C.ELMD, C.VOLUME_SCALE, C.NSITES,
+    C.ENERGY_PER_ATOM, C.RELAX_STEPS, C.WALL_TIME_S, C.MAX_FORCE, C.FORMATION_ENERGY_PER_ATOM,
+    C.E_ABOVE_HULL, C.HULL_KNOWN_PHASES, C.N_TEMPLATES_RELAXED, C.BAND_GAP_MEAN, C.BAND_GAP_STD,
 )
-_BOOL_COLUMNS = (S.SAME_PROTOTYPE, S.OXIDATION_CONSISTENT, S.CONVERGED, S.NEGATIVE_FORMATION)
-_TEXT_COLUMNS = (C.REASON, S.CIF_PATH, S.SUBSTITUTION, S.TEMPLATE_ID, S.TEMPLATE_FORMULA, S.RELAXED_CIF_PATH)
+_BOOL_COLUMNS = (C.SAME_PROTOTYPE, C.OXIDATION_CONSISTENT, C.CONVERGED, C.NEGATIVE_FORMATION)
+_TEXT_COLUMNS = (C.REASON, C.CIF_PATH, C.SUBSTITUTION, C.TEMPLATE_ID, C.TEMPLATE_FORMULA, C.RELAXED_CIF_PATH)
 
 
 def read_stage_table(path: str | Path) -> pd.DataFrame:
@@ -339,21 +338,21 @@ def _restore_types(table: pd.DataFrame) -> pd.DataFrame:
 
 
 def _has_cif(table: pd.DataFrame, i: int) -> bool:
-    cif = table.loc[i, S.CIF_PATH] if S.CIF_PATH in table.columns else None
+    cif = table.loc[i, C.CIF_PATH] if C.CIF_PATH in table.columns else None
     reason = table.loc[i, C.REASON] if C.REASON in table.columns else None
     return isinstance(cif, str) and bool(cif) and not (isinstance(reason, str) and reason)
 
 
 def _record_relaxation(table: pd.DataFrame, i: int, res: RelaxResult, run_dir: Path,
                        settings: RelaxSettings) -> None:
-    rel = Path(RELAXED_CIF_DIR) / Path(str(table.loc[i, S.CIF_PATH])).name
+    rel = Path(RELAXED_CIF_DIR) / Path(str(table.loc[i, C.CIF_PATH])).name
     write_cif(res.final_structure, run_dir / rel)
-    table.loc[i, S.RELAXED_CIF_PATH] = rel.as_posix()
-    table.loc[i, S.ENERGY_PER_ATOM] = res.energy_per_atom
-    table.loc[i, S.RELAX_STEPS] = res.steps
-    table.loc[i, S.CONVERGED] = res.converged
-    table.loc[i, S.WALL_TIME_S] = res.wall_time_s
-    table.loc[i, S.MAX_FORCE] = res.max_force
+    table.loc[i, C.RELAXED_CIF_PATH] = rel.as_posix()
+    table.loc[i, C.ENERGY_PER_ATOM] = res.energy_per_atom
+    table.loc[i, C.RELAX_STEPS] = res.steps
+    table.loc[i, C.CONVERGED] = res.converged
+    table.loc[i, C.WALL_TIME_S] = res.wall_time_s
+    table.loc[i, C.MAX_FORCE] = res.max_force
     if not res.converged:
         table.loc[i, C.REASON] = (f"not converged in {settings.max_steps} steps "
                                   f"(max force {res.max_force:.3f} eV/Å)")
@@ -379,13 +378,13 @@ def _hull_reference(
 
 def _add_stability(table: pd.DataFrame, refs: ElementalReferences,
                    hull: tuple[HullReference, str] | None) -> None:
-    for col in (S.FORMATION_ENERGY_PER_ATOM, S.E_ABOVE_HULL, S.HULL_KNOWN_PHASES, S.NEGATIVE_FORMATION):
-        table[col] = np.nan if col != S.NEGATIVE_FORMATION else None
-    table[S.NEGATIVE_FORMATION] = table[S.NEGATIVE_FORMATION].astype(object)
-    if S.ENERGY_PER_ATOM not in table.columns:
+    for col in (C.FORMATION_ENERGY_PER_ATOM, C.E_ABOVE_HULL, C.HULL_KNOWN_PHASES, C.NEGATIVE_FORMATION):
+        table[col] = np.nan if col != C.NEGATIVE_FORMATION else None
+    table[C.NEGATIVE_FORMATION] = table[C.NEGATIVE_FORMATION].astype(object)
+    if C.ENERGY_PER_ATOM not in table.columns:
         return
     for i in range(len(table)):
-        e = pd.to_numeric(table.loc[i, S.ENERGY_PER_ATOM], errors="coerce")
+        e = pd.to_numeric(table.loc[i, C.ENERGY_PER_ATOM], errors="coerce")
         if not np.isfinite(e):
             continue
         formula = str(table.loc[i, C.FORMULA])
@@ -394,9 +393,9 @@ def _add_stability(table: pd.DataFrame, refs: ElementalReferences,
         except GapforgeError as exc:
             table.loc[i, C.REASON] = str(exc)
             continue
-        table.loc[i, S.FORMATION_ENERGY_PER_ATOM] = ef
-        table.loc[i, S.NEGATIVE_FORMATION] = bool(ef < 0)
+        table.loc[i, C.FORMATION_ENERGY_PER_ATOM] = ef
+        table.loc[i, C.NEGATIVE_FORMATION] = bool(ef < 0)
         if hull is not None:
             ehull, n_known = hull[0].e_above_hull(formula, ef)
-            table.loc[i, S.E_ABOVE_HULL] = ehull
-            table.loc[i, S.HULL_KNOWN_PHASES] = n_known
+            table.loc[i, C.E_ABOVE_HULL] = ehull
+            table.loc[i, C.HULL_KNOWN_PHASES] = n_known

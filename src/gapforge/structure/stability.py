@@ -36,8 +36,8 @@ import numpy as np
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition, Element, Structure
 
+from gapforge import columns as C
 from gapforge.errors import FormulaError, InputError
-from gapforge.structure import _columns as S
 from gapforge.structure.elmd import as_composition
 from gapforge.structure.library import DATA_SUBDIR, ELEMENTAL_REFERENCES_FILE, TemplateLibrary, find_data_file
 
@@ -150,12 +150,12 @@ class HullReference:
 
     def __init__(self, library: TemplateLibrary, *, exclude_formulas: frozenset[str] = frozenset()) -> None:
         table = library.table
-        known = table[S.FORMATION_ENERGY_PER_ATOM].notna().to_numpy()
-        rows = table.loc[known, [S.REDUCED_FORMULA, S.FORMATION_ENERGY_PER_ATOM]]
+        known = table[C.FORMATION_ENERGY_PER_ATOM].notna().to_numpy()
+        rows = table.loc[known, [C.REDUCED_FORMULA, C.FORMATION_ENERGY_PER_ATOM]]
         # Lowest formation energy per formula (polymorphs).
-        rows = rows.groupby(S.REDUCED_FORMULA, as_index=False)[S.FORMATION_ENERGY_PER_ATOM].min()
-        self._formulas = rows[S.REDUCED_FORMULA].tolist()
-        self._eform = rows[S.FORMATION_ENERGY_PER_ATOM].to_numpy(dtype=float)
+        rows = rows.groupby(C.REDUCED_FORMULA, as_index=False)[C.FORMATION_ENERGY_PER_ATOM].min()
+        self._formulas = rows[C.REDUCED_FORMULA].tolist()
+        self._eform = rows[C.FORMATION_ENERGY_PER_ATOM].to_numpy(dtype=float)
         self._elements = [frozenset(Composition(f).get_el_amt_dict()) for f in self._formulas]
         self._exclude = exclude_formulas
 

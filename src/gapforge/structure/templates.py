@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 from pymatgen.core import Composition
 
-from gapforge.structure import _columns as S
+from gapforge import columns as C
 from gapforge.structure.elmd import as_composition, cumulative_matrix, elmd_matrix
 from gapforge.structure.library import TemplateLibrary
 
@@ -88,10 +88,10 @@ def search_templates(
     anon = np.array([c.anonymized_formula for c in comps], dtype=object)
     cum = cumulative_matrix(comps)
     lib_anon = library.anonymized
-    lib_formula = library.table[S.REDUCED_FORMULA].to_numpy(dtype=object)
-    lib_ids = library.table[S.MATERIAL_ID].to_numpy(dtype=object)
+    lib_formula = library.table[C.REDUCED_FORMULA].to_numpy(dtype=object)
+    lib_ids = library.table[C.MATERIAL_ID].to_numpy(dtype=object)
     # Ties are broken by lower energy above hull, then by id, so results are reproducible.
-    ehull = np.nan_to_num(library.table[S.E_ABOVE_HULL].to_numpy(dtype=float), nan=1.0)
+    ehull = np.nan_to_num(library.table[C.E_ABOVE_HULL].to_numpy(dtype=float), nan=1.0)
     results: list[list[TemplateMatch]] = [[] for _ in comps]
     need_fallback: list[int] = []
 

@@ -28,8 +28,8 @@ import pandas as pd
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Structure
 
+from gapforge import columns as C
 from gapforge.errors import GapforgeError
-from gapforge.structure import _columns as S
 from gapforge.structure.library import TemplateLibrary
 from gapforge.structure.parallel import Failure, run_relaxations
 from gapforge.structure.relax import RelaxResult, RelaxSettings
@@ -85,9 +85,9 @@ class ValidationResult:
 def sample_known(library: TemplateLibrary, settings: ValidationSettings) -> pd.DataFrame:
     """Known materials to rebuild: formation energy known, at most ``max_sites``, one per formula."""
     t = library.table
-    ok = t[S.FORMATION_ENERGY_PER_ATOM].notna() & (t[S.NSITES] <= settings.max_sites)
-    pool = t[ok].assign(_e=t[S.E_ABOVE_HULL].fillna(np.inf))
-    pool = pool.sort_values(["_e", S.MATERIAL_ID]).drop_duplicates(S.REDUCED_FORMULA).drop(columns="_e")
+    ok = t[C.FORMATION_ENERGY_PER_ATOM].notna() & (t[C.NSITES] <= settings.max_sites)
+    pool = t[ok].assign(_e=t[C.E_ABOVE_HULL].fillna(np.inf))
+    pool = pool.sort_values(["_e", C.MATERIAL_ID]).drop_duplicates(C.REDUCED_FORMULA).drop(columns="_e")
     n = min(settings.n_materials, len(pool))
     rng = np.random.default_rng(settings.seed)
     take = rng.choice(len(pool), size=n, replace=False)  # random order: any prefix is a random sample
@@ -133,8 +133,8 @@ def validate_rebuild(
 def _template_subset(library: TemplateLibrary, settings: ValidationSettings) -> TemplateLibrary:
     tmask = np.ones(len(library), dtype=bool)
     if settings.max_template_e_above_hull is not None:
-        tmask &= ~(library.table[S.E_ABOVE_HULL].to_numpy(dtype=float) > settings.max_template_e_above_hull)
-    tmask &= library.table[S.NSITES].to_numpy(dtype=float) <= settings.max_sites
+        tmask &= ~(library.table[C.E_ABOVE_HULL].to_numpy(dtype=float) > settings.max_template_e_above_hull)
+    tmask &= library.table[C.NSITES].to_numpy(dtype=float) <= settings.max_sites
     return library.subset(tmask)
 
 
@@ -147,7 +147,7 @@ def _validate_chunk(
     workers: int | None,
 ) -> list[dict[str, Any]]:
     search = SearchSettings(top_k=settings.top_k, fallback_nearest=False, exclude_same_formula=True)
-    formulas = targets[S.REDUCED_FORMULA].tolist()
+    formulas = targets[C.REDUCED_FORMULA].tolist()
     found = search_templates(formulas, templates, search)
 
     records: list[dict[str, Any]] = []
@@ -155,11 +155,11 @@ def _validate_chunk(
     modes: list[str] = []
     owner: list[tuple[int, str, int]] = []  # (material index, kind, template rank)
     for i, ((_, row), matches) in enumerate(zip(targets.iterrows(), found, strict=True)):
-        true = library.structure(int(np.flatnonzero(library.table[S.MATERIAL_ID] == row[S.MATERIAL_ID])[0]))
+        true = library.structure(int(np.flatnonzero(library.table[C.MATERIAL_ID] == row[C.MATERIAL_ID])[0]))
         rec: dict[str, Any] = {
-            S.MATERIAL_ID: row[S.MATERIAL_ID], "formula": row[S.REDUCED_FORMULA], S.NSITES: len(true),
-            S.SPACEGROUP_NUMBER: row[S.SPACEGROUP_NUMBER],
-            "e_form_mp": row[S.FORMATION_ENERGY_PER_ATOM], "_true": true, "_subs": {}, "_relaxed": {},
+            C.MATERIAL_ID: row[C.MATERIAL_ID], "formula": row[C.REDUCED_FORMULA], C.NSITES: len(true),
+            C.SPACEGROUP_NUMBER: row[C.SPACEGROUP_NUMBER],
+            "e_form_mp": row[C.FORMATION_ENERGY_PER_ATOM], "_true": true, "_subs": {}, "_relaxed": {},
             "reason": None,
         }
         if settings.static_truth:
@@ -170,7 +170,7 @@ def _validate_chunk(
             rec["reason"] = "no template with the same anonymised formula"
         for m in matches:
             try:
-                sub = substitute(row[S.REDUCED_FORMULA], templates.structure(m.index), settings.substitution)
+                sub = substitute(row[C.REDUCED_FORMULA], templates.structure(m.index), settings.substitution)
             except GapforgeError as exc:
                 rec["reason"] = str(exc)
                 continue
@@ -230,10 +230,10 @@ def _score(rec: dict[str, Any], matcher: StructureMatcher, refs: ElementalRefere
     best = ok[best_rank]
     m, sub = subs[best_rank]
     rec.update({
-        S.TEMPLATE_ID: m.material_id, S.TEMPLATE_FORMULA: m.formula, S.ELMD: m.elmd,
-        S.TEMPLATE_RANK: best_rank, S.SUBSTITUTION: sub.mapping_str,
-        S.ENERGY_PER_ATOM: best.energy_per_atom, S.RELAX_STEPS: best.steps, S.CONVERGED: best.converged,
-        S.WALL_TIME_S: best.wall_time_s, "nsites_relaxed": len(best.final_structure),
+        C.TEMPLATE_ID: m.material_id, C.TEMPLATE_FORMULA: m.formula, C.ELMD: m.elmd,
+        C.TEMPLATE_RANK: best_rank, C.SUBSTITUTION: sub.mapping_str,
+        C.ENERGY_PER_ATOM: best.energy_per_atom, C.RELAX_STEPS: best.steps, C.CONVERGED: best.converged,
+        C.WALL_TIME_S: best.wall_time_s, "nsites_relaxed": len(best.final_structure),
         "e_form_rebuilt": formation_energy_per_atom(formula, best.energy_per_atom, refs),
         "match": bool(_fit(matcher, best.final_structure, rec["_true"])),
         "relax_times_s": [r.wall_time_s for r in ok.values()],
@@ -276,7 +276,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
             out["e_form_mae_rebuilt_vs_mp_matched_only"] = float(
                 (table.loc[matched, "e_form_rebuilt"] - table.loc[matched, "e_form_mp"]).abs().mean())
         out["share_negative_e_form_rebuilt"] = float((table.loc[rebuilt, "e_form_rebuilt"] < 0).mean())
-        out["share_converged"] = float(table.loc[rebuilt, S.CONVERGED].astype(bool).mean())
+        out["share_converged"] = float(table.loc[rebuilt, C.CONVERGED].astype(bool).mean())
     truth = table["e_form_chgnet_true_structure"].notna() if "e_form_chgnet_true_structure" in table else None
     if truth is not None and truth.any():
         e_true = table.loc[truth, "e_form_chgnet_true_structure"]
