@@ -8,6 +8,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from gapforge.models.forest import ForestModel
+
 FILES = Path(__file__).parent / "files"
 GAPS = FILES / "gaps_small.csv"
 
@@ -21,9 +23,8 @@ def gap_table() -> pd.DataFrame:
 @pytest.fixture(scope="session")
 def forest_dir(tmp_path_factory, gap_table) -> Path:
     """A small random forest fitted on the hand-made table, saved as a model directory."""
-    forest = pytest.importorskip("gapforge.models.forest")
     directory = tmp_path_factory.mktemp("forest")
-    model = forest.ForestModel(n_estimators=20, n_jobs=1, random_state=0)
+    model = ForestModel(n_estimators=20, n_jobs=1, random_state=0)
     model.fit(gap_table["formula"].tolist(), gap_table["band_gap"].tolist())
     model.save(directory)
     return directory

@@ -27,7 +27,6 @@ def table() -> pd.DataFrame:
 
 
 def test_evaluate_sample_set_on_tiny_data(table):
-    pytest.importorskip("gapforge.models.forest")
     test = table.sample(n=15, random_state=0)
     pool = ["LiF", "NaF", "MgF2", "GaAs", "Si", "KCl", "CaF2"]
     oracle_candidates = {"LiF", "MgF2", "CaF2", "KF"}

@@ -211,7 +211,6 @@ def _tiny_forest_dir(tmp_path: Path) -> Path:
 
 
 def test_cli_screen_with_a_saved_forest(tmp_path):
-    pytest.importorskip("gapforge.models.forest")
     from gapforge.cli import app
 
     model_dir = _tiny_forest_dir(tmp_path)

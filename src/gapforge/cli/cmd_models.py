@@ -169,6 +169,23 @@ def train_forest(
     _report_training(result)
 
 
+def _echo_predictions(table: Any) -> None:
+    """Print a prediction table: formula, mean and std (eV, 3 decimals), and the reason of a failure."""
+    width = max(len(C.FORMULA), *(len(f) for f in table[C.FORMULA]))
+
+    def line(formula: str, mean: str, std: str, reason: str) -> str:
+        return f"{formula:<{width}}  {mean:>13}  {std:>12}" + (f"  {reason}" if reason else "")
+
+    typer.echo(line(C.FORMULA, C.BAND_GAP_MEAN, C.BAND_GAP_STD, C.REASON))
+    for formula, mean, std, reason in zip(
+        table[C.FORMULA], table[C.BAND_GAP_MEAN], table[C.BAND_GAP_STD], table[C.REASON], strict=True
+    ):
+        if reason:
+            typer.echo(line(formula, "nan", "nan", reason))
+        else:
+            typer.echo(line(formula, f"{mean:.3f}", f"{std:.3f}", ""))
+
+
 @app.command("predict")
 def predict(
     formulas: Annotated[
@@ -200,17 +217,7 @@ def predict(
         return
     if not formulas:
         raise typer.BadParameter("give one or more formulas, or --input FILE --output FILE")
-    table = predict_formulas(formulas, model, kind)
-    width = max(len(C.FORMULA), *(len(f) for f in table[C.FORMULA]))
-    typer.echo(f"{C.FORMULA:<{width}}  {C.BAND_GAP_MEAN:>13}  {C.BAND_GAP_STD:>12}  {C.REASON}")
-    for row in table.itertuples(index=False):
-        mean = getattr(row, C.BAND_GAP_MEAN)
-        std = getattr(row, C.BAND_GAP_STD)
-        reason = getattr(row, C.REASON)
-        if reason:
-            typer.echo(f"{getattr(row, C.FORMULA):<{width}}  {'nan':>13}  {'nan':>12}  {reason}")
-        else:
-            typer.echo(f"{getattr(row, C.FORMULA):<{width}}  {mean:>13.3f}  {std:>12.3f}")
+    _echo_predictions(predict_formulas(formulas, model, kind))
 
 
 @app.command("evaluate")
