@@ -74,6 +74,16 @@ def test_equals_smact_on_many_element_formulas(checker):
     assert checker.check_counts(counts).tolist() == _reference(formulas).tolist()
 
 
+def test_pauling_test_is_vectorised_beyond_max_vectorised_elements():
+    """With the Pauling test the vectorised path serves any element count (no slow fallback)."""
+    counts = _random_counts(150, seed=3, max_elements=8)
+    counts = counts[(counts > 0).sum(axis=1) >= 5]
+    formulas = ENC.counts_to_formulas(counts)
+    small = SmactChecker(ENC.elements, SmactConfig(max_vectorised_elements=2))
+    small._fallback = None  # any fallback call would raise TypeError
+    assert small.check_counts(counts).tolist() == _reference(formulas).tolist()
+
+
 def test_without_pauling_test_equals_smact():
     counts = _random_counts(600, seed=2, max_elements=4)
     formulas = ENC.counts_to_formulas(counts)
@@ -120,3 +130,43 @@ def test_equals_smact_on_materials_project_formulas(real_data_env, checker):
     reduced = batch.reduced[batch.valid].tolist()
     got = checker.check_counts(batch.counts[batch.valid])
     assert got.tolist() == _reference(reduced).tolist()
+
+
+# -- every SMACT helper is the same rule ------------------------------------------------
+SAME_RULE = ["NaCl", "Fe2O3", "CsPbI3", "NaCl2", "Fe", "H2O", "CuZn", "MgO", "Al2O3", "SrYF5", "LiF2"]
+
+
+@pytest.mark.parametrize("include_alloys", [True, False])
+def test_smact_helpers_agree(include_alloys):
+    from gapforge.models.latent_metrics import SmactSettings
+    from gapforge.models.latent_metrics import smact_valid as latent_smact_valid
+    from gapforge.screening.filters import smact_valid as filters_smact_valid
+
+    formulas = SAME_RULE
+    config = SmactConfig(include_alloys=include_alloys)
+    ref = _reference(formulas, include_alloys=include_alloys).tolist()
+    checker = SmactChecker(ENC.elements, config)
+    assert checker.check_formulas(formulas).tolist() == ref
+    assert filters_smact_valid(ENC.formulas_to_counts(formulas), ENC.elements, config).tolist() == ref
+    settings = SmactSettings(include_alloys=include_alloys)
+    assert settings.to_config() == config
+    assert latent_smact_valid(formulas, settings).tolist() == ref
+    # the expected answers, spelled out (CuZn is the alloy)
+    expected = [True, True, True, False, True, True, include_alloys, True, True, True, False]
+    assert ref == expected
+
+
+def test_smact_helpers_reject_unknown_elements():
+    from gapforge.models.latent_metrics import smact_valid as latent_smact_valid
+
+    # pymatgen reads "Xx" as a dummy species (smact_validity's single-element fast path says valid);
+    # gapforge's one rule says an unknown element is invalid, everywhere
+    assert SmactChecker(ENC.elements).check_formulas(["Xx", "Xx2O"]).tolist() == [False, False]
+    assert latent_smact_valid(["Xx", "Xx2O", None]).tolist() == [False, False, False]
+
+
+def test_latent_settings_only_icsd24():
+    from gapforge.models.latent_metrics import SmactSettings
+
+    with pytest.raises(ValueError, match="ICSD-24"):
+        SmactSettings(oxidation_states_set="smact14")

@@ -6,7 +6,8 @@ Measures (all rates are fractions in [0, 1]):
 * **decode validity** -- the decode is a parseable formula whose every
   element count is in ``1..L`` (it re-encodes with the model's vocabulary).
 * **SMACT validity** -- the decode is valid *and* passes
-  :func:`smact.screening.smact_validity` (charge neutrality with ICSD-24
+  :class:`gapforge.screening.validity.SmactChecker` (equal to
+  :func:`smact.screening.smact_validity`: charge neutrality with ICSD-24
   oxidation states and the Pauling electronegativity test; pure metals and
   alloys are *not* accepted automatically; compositions of more than
   ``max_elements`` = 6 elements count as invalid without the exponential check). Rates are over all points, so
@@ -33,6 +34,9 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from gapforge.encoding import FormulaEncoder
+from gapforge.errors import FormulaError
+from gapforge.formula import atomic_number, known_elements, parse_formula
+from gapforge.screening.validity import SmactChecker, SmactConfig
 
 if TYPE_CHECKING:
     from gapforge.models.autoencoder import CompositionAutoencoder
@@ -42,48 +46,73 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class SmactSettings:
-    """Pinned settings of :func:`smact.screening.smact_validity` (SMACT 4.0 changed its defaults)."""
+    """Pinned SMACT settings of the latent-space measures (SMACT 4.0 changed its defaults).
+
+    The check itself is :class:`gapforge.screening.validity.SmactChecker`, the
+    one SMACT rule of gapforge; these settings map onto its
+    :class:`~gapforge.screening.validity.SmactConfig` (:meth:`to_config`).
+    """
 
     use_pauling_test: bool = True
     include_alloys: bool = False
-    oxidation_states_set: str | None = None  # None = ICSD-24 filter below
+    oxidation_states_set: str | None = None  # None = ICSD-24 filter below (the only set supported)
     icsd_consensus: int = 3
     icsd_commonality: str = "low"
     #: compositions with more distinct elements count as not SMACT-valid without running SMACT,
     #: whose oxidation-state enumeration grows exponentially (a 9-element decode took 15 s)
     max_elements: int = 6
 
+    def __post_init__(self) -> None:
+        if self.oxidation_states_set is not None:
+            raise ValueError(
+                f"oxidation_states_set={self.oxidation_states_set!r} is not supported: "
+                "SMACT validity uses the ICSD-24 oxidation states (leave it None)"
+            )
+
+    def to_config(self) -> SmactConfig:
+        """The equivalent :class:`~gapforge.screening.validity.SmactConfig`."""
+        return SmactConfig(
+            consensus=self.icsd_consensus,
+            commonality=self.icsd_commonality,
+            use_pauling_test=self.use_pauling_test,
+            include_alloys=self.include_alloys,
+        )
+
 
 DEFAULT_SMACT = SmactSettings()
 
 
-@functools.lru_cache(maxsize=200_000)
-def _smact_one(formula: str, settings: SmactSettings) -> bool:
-    from pymatgen.core import Composition
-    from smact.screening import ICSD24FilterConfig, smact_validity
+@functools.cache
+def _checker(settings: SmactSettings) -> SmactChecker:
+    """One :class:`SmactChecker` per settings, over every element pymatgen knows."""
+    return SmactChecker(sorted(known_elements(), key=atomic_number), settings.to_config())
 
+
+def _n_elements(formula: str) -> int | None:
+    """Distinct elements of ``formula``; ``None`` if it does not parse."""
     try:
-        if len(Composition(formula)) > settings.max_elements:
-            return False
-        return bool(
-            smact_validity(
-                formula,
-                use_pauling_test=settings.use_pauling_test,
-                include_alloys=settings.include_alloys,
-                oxidation_states_set=settings.oxidation_states_set,
-                icsd_filter=ICSD24FilterConfig(
-                    consensus=settings.icsd_consensus, commonality=settings.icsd_commonality
-                ),
-            )
-        )
-    except (ValueError, KeyError, TypeError) as exc:  # elements SMACT has no data for
-        log.debug("smact_validity(%s) failed: %s", formula, exc)
-        return False
+        return len(parse_formula(formula))
+    except FormulaError:
+        return None
 
 
 def smact_valid(formulas: Iterable[str | None], settings: SmactSettings = DEFAULT_SMACT) -> np.ndarray:
-    """``(N,)`` bool: SMACT-valid formulas (``None`` -> False); results are cached per formula."""
-    return np.array([f is not None and _smact_one(f, settings) for f in formulas], dtype=bool)
+    """``(N,)`` bool: SMACT-valid formulas (``None``, unparsable or too many elements -> False).
+
+    Delegates to :meth:`gapforge.screening.validity.SmactChecker.check_formulas`.
+    """
+    formulas = list(formulas)
+    out = np.zeros(len(formulas), dtype=bool)
+    idx = []
+    for i, f in enumerate(formulas):
+        if f is None:
+            continue
+        k = _n_elements(f)
+        if k is not None and k <= settings.max_elements:
+            idx.append(i)
+    if idx:
+        out[idx] = _checker(settings).check_formulas([formulas[i] for i in idx])
+    return out
 
 
 def decode_valid(formulas: Sequence[str | None], encoder: FormulaEncoder) -> np.ndarray:
