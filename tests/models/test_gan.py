@@ -90,6 +90,50 @@ def test_sample_decoding_draws_rows_from_the_softmax():
         FormulaGAN(temperature=0.0)
 
 
+class FixedRows(torch.nn.Module):
+    """Logits that ignore z: Cl always 1, Na absent / 1 / 2 with the given probabilities."""
+
+    def __init__(self, na_probs: tuple[float, float, float]) -> None:
+        super().__init__()
+        e, k = ENC.n_elements, ENC.n_levels + 1
+        logits = torch.full((e, k), -30.0)
+        logits[:, 0] = 30.0
+        cl, na = ENC.elements.index("Cl"), ENC.elements.index("Na")
+        logits[cl, 0], logits[cl, 1] = -30.0, 30.0
+        logits[na, :] = -30.0
+        logits[na, :3] = torch.log(torch.tensor(na_probs))
+        self.lin = torch.nn.Linear(8, e * k)  # Linear last, so the fast class-major path is used
+        with torch.no_grad():
+            self.lin.weight.zero_()
+            self.lin.bias.copy_(logits.reshape(-1))
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.lin(z)
+
+
+@pytest.mark.parametrize("temperature", [1.0, 0.5])
+def test_sample_rule_frequencies_follow_the_tempered_softmax(temperature):
+    probs = np.array([0.2, 0.5, 0.3])  # Na absent (-> "Cl2", pymatgen's reduced formula), NaCl, Na2Cl
+    gen = torch.nn.Sequential(FixedRows(tuple(probs)).lin)
+    gan = _with_generator(gen)
+    gan.decode_rule, gan.temperature = "sample", temperature
+    res = gan.generate(40_000, seed=2, batch_size=7_000)
+    freq = res.table.set_index("formula")["n_generated"] / 40_000
+    expected = probs ** (1 / temperature) / (probs ** (1 / temperature)).sum()
+    got = np.array([freq.get("Cl2", 0.0), freq.get("NaCl", 0.0), freq.get("Na2Cl", 0.0)])
+    np.testing.assert_allclose(got, expected, atol=0.01)
+    assert set(freq.index) == {"Cl2", "NaCl", "Na2Cl"}
+
+
+def test_gumbel_training_is_seeded_and_learns_sharp_rows():
+    a = FormulaGAN(**TINY, epochs=3, seed=6, fake_samples="gumbel").fit(FORMULAS)
+    b = FormulaGAN(**TINY, epochs=3, seed=6, fake_samples="gumbel").fit(FORMULAS)
+    assert np.allclose(a.sample_probabilities(20), b.sample_probabilities(20))
+    assert a.get_params()["fake_samples"] == "gumbel"
+    with pytest.raises(InputError, match="fake_samples"):
+        FormulaGAN(fake_samples="hard")
+
+
 def test_generate_batch_size_does_not_change_the_set():
     gan = _with_generator(Picker(["LiF", "NaCl", "MgO", "SrYF5"], [-1.0, 0.0, 1.0]))
     a = gan.generate(3000, seed=1, batch_size=100)

@@ -24,6 +24,23 @@ def train_gan_cmd(
         typer.Option("--train-set", help="'smact-valid' (MATGAN's choice) or 'all' encodable MP formulas."),
     ] = "smact-valid",
     n_eval: Annotated[int, typer.Option("--n-eval", help="Samples drawn to measure quality.")] = 50_000,
+    fake_samples: Annotated[
+        str,
+        typer.Option(
+            "--fake-samples",
+            help="What the critic sees: 'gumbel' (one-hot draws, straight-through; default) or 'soft' "
+            "(softmax probabilities, MATGAN's).",
+        ),
+    ] = "gumbel",
+    decode: Annotated[
+        str | None,
+        typer.Option("--decode", help="Default decoding rule saved with the model (gumbel: sample; soft: strict)."),
+    ] = None,
+    temperature: Annotated[
+        float, typer.Option("--temperature", help="Softmax temperature of the sample rule.")
+    ] = 1.0,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Formulas per critic step.")] = 64,
+    lr: Annotated[float, typer.Option("--lr", help="Adam learning rate of both networks.")] = 3e-4,
     input_file: Annotated[
         Path | None,
         typer.Option(
@@ -45,6 +62,11 @@ def train_gan_cmd(
         train_set=train_set,
         n_eval=n_eval,
         overwrite=overwrite,
+        fake_samples=fake_samples,
+        decode_rule=decode or ("sample" if fake_samples == "gumbel" else "strict"),
+        temperature=temperature,
+        batch_size=batch_size,
+        lr=lr,
     )
     q = result.quality
     typer.echo(f"saved {result.directory}")

@@ -31,7 +31,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 import numpy as np
 import pandas as pd
@@ -49,6 +49,7 @@ CRITIC_FILE = "critic.pt"
 KIND = "gan"
 TRAIN_SETS = ("all", "smact-valid")
 DECODE_RULES = ("strict", "argmax", "sample")
+FAKE_SAMPLES = ("soft", "gumbel")
 
 
 def _torch():
@@ -171,6 +172,14 @@ class FormulaGAN:
             ``"sample"``: draw each row's class from its softmax (at
             ``temperature``), then decode the one-hot result.
         temperature: softmax temperature of the ``"sample"`` rule.
+        fake_samples: what the critic sees of the generator while training:
+            ``"soft"`` (the per-row softmax probabilities; MATGAN's choice) or
+            ``"gumbel"`` (a one-hot draw per row, straight-through Gumbel-softmax:
+            hard one-hot forward, softmax gradient backward). With ``soft`` the
+            critic can tell generated from real matrices by their softness alone
+            and the generator collapses onto a few sharp outputs; with ``gumbel``
+            it is trained on exactly what the ``"sample"`` decoding rule draws,
+            so diversity comes from the rows' distributions as well as from ``z``.
         seed: seed of weights, batches and noise.
         encoder: the formula codec (element vocabulary, count levels).
     """
@@ -186,6 +195,7 @@ class FormulaGAN:
     train_set: str = "smact-valid"
     decode_rule: str = "strict"
     temperature: float = 1.0
+    fake_samples: str = "soft"
     seed: int = 0
     encoder: FormulaEncoder = field(default_factory=FormulaEncoder)
 
@@ -200,6 +210,8 @@ class FormulaGAN:
             raise InputError(f"decode rule must be one of {', '.join(DECODE_RULES)}", value=self.decode_rule)
         if not self.temperature > 0:
             raise InputError("temperature must be > 0", value=self.temperature)
+        if self.fake_samples not in FAKE_SAMPLES:
+            raise InputError(f"fake_samples must be one of {', '.join(FAKE_SAMPLES)}", value=self.fake_samples)
 
     # -- parameters -------------------------------------------------------------------
     def get_params(self) -> dict:
@@ -216,6 +228,7 @@ class FormulaGAN:
             "train_set": self.train_set,
             "decode_rule": self.decode_rule,
             "temperature": self.temperature,
+            "fake_samples": self.fake_samples,
             "seed": self.seed,
         }
 
@@ -278,7 +291,7 @@ class FormulaGAN:
                 real = real_all[perm[b * bs : (b + 1) * bs]]
                 z = torch.randn(len(real), self.latent_dim)
                 with torch.no_grad():
-                    fake = self._probs(gen(z)).reshape(len(real), -1)
+                    fake = self._fake(gen(z)).reshape(len(real), -1)
                 c_real, c_fake = critic(real).mean(), critic(fake).mean()
                 gp = self._gradient_penalty(critic, real, fake)
                 loss_c = c_fake - c_real + self.gp_weight * gp
@@ -290,7 +303,7 @@ class FormulaGAN:
                 step += 1
                 if step % self.n_critic == 0:
                     z = torch.randn(bs, self.latent_dim)
-                    loss_g = -critic(self._probs(gen(z)).reshape(bs, -1)).mean()
+                    loss_g = -critic(self._fake(gen(z)).reshape(bs, -1)).mean()
                     opt_g.zero_grad()
                     loss_g.backward()
                     opt_g.step()
@@ -298,7 +311,7 @@ class FormulaGAN:
             epochs_done = epoch + 1
             gen.eval()
             with torch.no_grad():
-                probe = self._probs(gen(torch.randn(1024, self.latent_dim)))[..., 1:].numpy()
+                probe = self._fake(gen(torch.randn(1024, self.latent_dim)))[..., 1:].numpy()
             _, probe_ok = self.encoder.decode_counts(probe, rule="strict")
             history.append(
                 {
@@ -324,6 +337,13 @@ class FormulaGAN:
     def _probs(self, logits):
         e, k = self.encoder.n_elements, self._n_classes
         return _torch().softmax(logits.reshape(-1, e, k), dim=-1)
+
+    def _fake(self, logits):
+        """What the critic sees of generator logits: ``(N, E, K)`` soft probabilities or hard draws."""
+        if self.fake_samples == "gumbel":
+            e, k = self.encoder.n_elements, self._n_classes
+            return _torch().nn.functional.gumbel_softmax(logits.reshape(-1, e, k), tau=1.0, hard=True, dim=-1)
+        return self._probs(logits)
 
     @staticmethod
     def _gradient_penalty(critic, real, fake):
@@ -356,13 +376,23 @@ class FormulaGAN:
         torch = _torch()
         g = torch.Generator().manual_seed(seed)
         e, k = self.encoder.n_elements, self._n_classes
-        fast = _class_major(self.generator_, e, k) if self.decode_rule != "sample" else None
+        fast = _class_major(self.generator_, e, k)
         done = 0
         while done < n:
             m = min(batch_size, n - done)
             with torch.no_grad():
                 z = torch.randn(m, self.latent_dim, generator=g)
-                if fast is None or self.decode_rule == "sample":
+                if fast is not None and self.decode_rule == "sample":
+                    # Gumbel-max: argmax(logits / T + Gumbel noise) is a draw from softmax(logits / T)
+                    x = fast(z).reshape(m, k, e)
+                    if self.temperature != 1.0:
+                        x /= self.temperature
+                    u = torch.rand(x.shape, generator=g).clamp_(min=1e-12)
+                    x -= u.log_().neg_().log_()
+                    cls = x.argmax(dim=1).numpy()  # (m, E): 0 = absent, c = count c
+                    scores = counts_to_onehot(cls, self.encoder.n_levels)
+                    rule = "strict"
+                elif fast is None or self.decode_rule == "sample":
                     logits = self.generator_(z)
                     if self.decode_rule == "sample":
                         probs = torch.softmax(logits.reshape(-1, k) / self.temperature, dim=-1)
@@ -652,6 +682,7 @@ def train_gan(
     n_eval: int = 50_000,
     formulas: Sequence[str] | None = None,
     overwrite: bool = False,
+    **params: Any,
 ) -> TrainGanResult:
     """Train a :class:`FormulaGAN` on the Materials Project formulas and save it with its metrics.
 
@@ -665,6 +696,8 @@ def train_gan(
         formulas: training formulas (default: :func:`mp_training_formulas`); they
             are also the novelty reference.
         overwrite: replace an existing model directory.
+        **params: further :class:`FormulaGAN` parameters (``fake_samples``,
+            ``decode_rule``, ``temperature``, ``batch_size``, ``lr``, ...).
 
     Raises:
         InputError: ``out`` already holds a model and ``overwrite`` is false.
@@ -675,7 +708,7 @@ def train_gan(
     from gapforge.data import fingerprint
 
     known = list(formulas) if formulas is not None else mp_training_formulas()
-    model = FormulaGAN(epochs=epochs, seed=seed, train_set=train_set)
+    model = FormulaGAN(epochs=epochs, seed=seed, train_set=train_set, **params)
     model.fit(known, max_seconds=None if max_minutes is None else 60 * max_minutes)
     generated = model.generate(n_eval, seed=seed + 1)
     quality = generation_quality(
