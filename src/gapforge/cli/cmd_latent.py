@@ -44,6 +44,18 @@ def train_autoencoder_cmd(
         float | None, typer.Option("--latent-noise", help="Std of Gaussian noise on the code while training.")
     ] = None,
     latent_dim: Annotated[int, typer.Option("--latent-dim", help="Latent dimension.")] = 128,
+    hidden: Annotated[
+        int | None,
+        typer.Option("--hidden", help="Width of the set encoder and softmax decoder layers (softmax: 512)."),
+    ] = None,
+    lr_schedule: Annotated[
+        str | None,
+        typer.Option("--lr-schedule", help="constant or cosine (softmax default: cosine)."),
+    ] = None,
+    kl_warmup: Annotated[
+        int | None,
+        typer.Option("--kl-warmup", help="Epochs over which the KL weight ramps up (softmax default: 5)."),
+    ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Mini-batch size.")] = 128,
     max_formulas: Annotated[
         int | None, typer.Option("--max-formulas", help="Train on a random subsample of this many formulas.")
@@ -76,6 +88,14 @@ def train_autoencoder_cmd(
         params["beta"] = beta
     if latent_noise is not None:
         params["latent_noise"] = latent_noise
+    if hidden is not None:
+        params["hidden"] = hidden
+    if lr_schedule is not None:
+        if lr_schedule not in ("constant", "cosine"):
+            raise typer.BadParameter(f"unknown schedule {lr_schedule!r}", param_hint="--lr-schedule")
+        params["lr_schedule"] = lr_schedule
+    if kl_warmup is not None:
+        params["kl_warmup"] = kl_warmup
     command = "gapforge " + " ".join(shlex.quote(a) for a in sys.argv[1:]) if sys.argv else None
     result = train_autoencoder(
         out,

@@ -199,6 +199,10 @@ class CompositionAutoencoder:
         latent_noise: standard deviation of Gaussian noise added to the code
             while training (both architectures; 0 = none).
         epochs: training epochs.
+        lr_schedule: ``"constant"`` or ``"cosine"`` (the learning rate decays
+            from ``learning_rate`` to 1 % of it over the epochs, step by step).
+        kl_warmup: epochs over which the KL weight ramps linearly from 0 to
+            ``beta`` (0 = full weight from the start).
         batch_size: mini-batch size.
         learning_rate: Adam learning rate.
         seed: seed of weight initialisation, batch order and noise.
@@ -225,6 +229,8 @@ class CompositionAutoencoder:
         beta: float = 0.01,
         latent_noise: float = 0.0,
         epochs: int = 30,
+        lr_schedule: Literal["constant", "cosine"] = "constant",
+        kl_warmup: int = 0,
         batch_size: int = 128,
         learning_rate: float = 1e-3,
         seed: int = 0,
@@ -241,6 +247,8 @@ class CompositionAutoencoder:
         self.beta = beta
         self.latent_noise = latent_noise
         self.epochs = epochs
+        self.lr_schedule = lr_schedule
+        self.kl_warmup = kl_warmup
         self.batch_size = batch_size
         self.learning_rate = learning_rate
         self.seed = seed
@@ -261,6 +269,8 @@ class CompositionAutoencoder:
             "beta": float(self.beta),
             "latent_noise": float(self.latent_noise),
             "epochs": int(self.epochs),
+            "lr_schedule": self.lr_schedule,
+            "kl_warmup": int(self.kl_warmup),
             "batch_size": int(self.batch_size),
             "learning_rate": float(self.learning_rate),
             "seed": int(self.seed),
@@ -283,6 +293,10 @@ class CompositionAutoencoder:
             raise InputError("beta and latent_noise must be >= 0", value=(self.beta, self.latent_noise))
         if int(self.epochs) < 1 or int(self.batch_size) < 1:
             raise InputError("epochs and batch_size must be >= 1", value=(self.epochs, self.batch_size))
+        if self.lr_schedule not in ("constant", "cosine"):
+            raise InputError("unknown learning-rate schedule (use constant or cosine)", value=self.lr_schedule)
+        if int(self.kl_warmup) < 0:
+            raise InputError("kl_warmup must be >= 0", value=self.kl_warmup)
 
     @property
     def formula_encoder(self) -> FormulaEncoder:
@@ -369,6 +383,12 @@ class CompositionAutoencoder:
             x_all = torch.from_numpy(counts.astype(np.int64))
             n = len(x_all)
             bs = int(self.batch_size)
+            steps_per_epoch = -(-n // bs)
+            sched = None
+            if self.lr_schedule == "cosine":
+                sched = torch.optim.lr_scheduler.CosineAnnealingLR(
+                    opt, T_max=int(self.epochs) * steps_per_epoch, eta_min=0.01 * float(self.learning_rate)
+                )
             levels = int(self.n_levels)
             history: list[EpochRecord] = []
             bar = tqdm(range(int(self.epochs)), desc=f"autoencoder ({self.arch})", disable=None)
@@ -377,7 +397,10 @@ class CompositionAutoencoder:
                 t0 = time.perf_counter()
                 tot = rec_tot = kl_tot = 0.0
                 perm = torch.randperm(n, generator=gen)
-                for start in range(0, n, bs):
+                for step, start in enumerate(range(0, n, bs)):
+                    beta = float(self.beta)
+                    if int(self.kl_warmup) > 0:
+                        beta *= min(1.0, (epoch + step / steps_per_epoch) / int(self.kl_warmup))
                     idx = perm[start : start + bs]
                     c = x_all[idx]
                     x = _onehot(c, levels)
@@ -398,10 +421,12 @@ class CompositionAutoencoder:
                     kl = torch.zeros(())
                     if logvar is not None:
                         kl = -0.5 * torch.sum(1 + logvar - mu.pow(2) - logvar.exp()) / len(c)
-                    loss = rec + float(self.beta) * kl
+                    loss = rec + beta * kl
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
+                    if sched is not None:
+                        sched.step()
                     k = len(c)
                     tot += float(loss.detach()) * k
                     rec_tot += float(rec.detach()) * k
@@ -842,7 +867,7 @@ class TrainResult:
 #: Architecture defaults used by the training command when the caller does not override them.
 ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {"beta": 0.0, "latent_noise": 0.0},
-    "softmax": {"beta": 0.01, "latent_noise": 0.0},
+    "softmax": {"beta": 0.01, "latent_noise": 0.0, "hidden": 512, "lr_schedule": "cosine", "kl_warmup": 5},
 }
 
 
@@ -974,8 +999,9 @@ def write_model_card(directory: str | Path) -> Path:
         "## Architecture and training",
         "",
         f"- architecture `{p['arch']}`, encoder `{enc}`, hidden {p['hidden']}, channels {p['channels']}, "
-        f"KL weight beta {p['beta']}, latent noise {p['latent_noise']}",
-        f"- Adam lr {p['learning_rate']}, batch {p['batch_size']}, {p['epochs']} epochs, seed {p['seed']}, "
+        f"KL weight beta {p['beta']} (linear warm-up over {p.get('kl_warmup', 0)} epochs), "
+        f"latent noise {p['latent_noise']}",
+        f"- Adam lr {p['learning_rate']} ({p.get('lr_schedule', 'constant')} schedule), batch {p['batch_size']}, {p['epochs']} epochs, seed {p['seed']}, "
         f"{meta.get('torch_threads')} torch thread(s), {m.get('train_seconds')} s wall",
         f"- data: {meta.get('n_training_formulas')} distinct encodable formulas of "
         f"{', '.join(meta.get('data_sources') or [])} (fingerprint `{meta.get('training_fingerprint')}`), "
