@@ -253,9 +253,10 @@ def test_shipped_generator_quality(real_data_env):
     res = gan.generate(20_000, seed=123)
     known = mp_training_formulas()
     q = generation_quality(res, known_formulas=known, train_counts=ENC.encode(known).counts, encoder=ENC)
-    # regression guards for the shipped model (measured: 90.8 %, 39 %, 90 %, 85 %, r 0.95 at 20k samples)
-    assert q.decodable > 0.85
-    assert q.unique > 0.3
-    assert q.smact_valid > 0.85
-    assert q.novel > 0.8
-    assert q.element_freq_corr > 0.9
+    # regression guards for the shipped model (Gumbel GAN, sample rule; measured at 20k samples:
+    # decodable 96.4 %, unique 82.6 %, SMACT-valid 81.4 %, novel 90.8 %, element r 0.97)
+    assert q.decodable > 0.93
+    assert q.unique > 0.75
+    assert q.smact_valid > 0.77
+    assert q.novel > 0.85
+    assert q.element_freq_corr > 0.95

@@ -738,6 +738,18 @@ def write_model_card(directory: str | Path) -> Path:
         v = quality.get(key)
         return "n/a" if v is None else f"{100 * v:.1f} %"
 
+    if p.get("fake_samples", "soft") == "gumbel":
+        fake_text = "one-hot draws of each element row (straight-through Gumbel-softmax)"
+    else:
+        fake_text = "the softmax probabilities (MATGAN's choice)"
+    if p["decode_rule"] == "sample":
+        decode_text = (
+            f"each element row drawn from its softmax (temperature {p.get('temperature', 1.0)}; "
+            "Gumbel-max), as the critic saw it in training"
+        )
+    else:
+        decode_text = f'`FormulaEncoder.decode_counts(rule="{p["decode_rule"]}")` on the count probabilities'
+
     text = f"""# Formula generator (MATGAN-style WGAN-GP)
 
 Generates hypothetical inorganic compositions as one-hot formula matrices
@@ -748,13 +760,14 @@ Xin et al. (J. Phys. Chem. C 2021).
 - **Architecture**: generator MLP {p["latent_dim"]} -> {" -> ".join(map(str, p["generator_hidden"]))}
   -> softmax per element row over {{absent, 1..{m["encoder"]["n_levels"]}}}; critic MLP
   {" -> ".join(map(str, p["critic_hidden"]))} -> 1; WGAN-GP (lambda {p["gp_weight"]},
-  {p["n_critic"]} critic steps per generator step, Adam lr {p["lr"]}, betas (0.5, 0.9)).
+  {p["n_critic"]} critic steps per generator step, Adam lr {p["lr"]}, betas (0.5, 0.9)); the critic
+  sees {fake_text}.
 - **Training data**: {m.get("training_data", "?")}, distinct encodable formulas,
   `{p["train_set"]}` subset: {m.get("n_train_formulas", "?")} formulas
   (fingerprint `{m.get("data_fingerprint", "?")}`).
 - **Training**: {m.get("epochs_trained", "?")} epochs of batch {p["batch_size"]},
   seed {p["seed"]}, {m.get("train_seconds") or 0:.0f} s on one CPU thread.
-- **Decoding**: `FormulaEncoder.decode_counts(rule="{p["decode_rule"]}")` on the count columns.
+- **Decoding**: {decode_text}.
 
 ## Quality ({quality.get("n_samples", "?")} samples, seed {p["seed"]} + 1)
 
@@ -770,14 +783,14 @@ Xin et al. (J. Phys. Chem. C 2021).
 MATGAN's published figures (GAN trained on SMACT-screened ICSD, 2 M samples):
 novelty 92.53 %, chemically valid 84.5 %.
 
-`gapforge generate --decode sample [--temperature T]` draws each element row
-from its softmax instead: more distinct formulas, fewer SMACT-valid ones
-(million-sample figures for both rules: `benchmarks/results/bench_generate_screen.md`).
+`gapforge generate --decode strict|argmax|sample [--temperature T]` overrides the rule;
+million-sample figures: `benchmarks/results/bench_generate_screen.md`.
 
 ## Reproduce
 
     export GAPFORGE_DATA_PATH=/path/to/shared/data OMP_NUM_THREADS=1
-    gapforge train gan --out DIR --epochs {p["epochs"]} --seed {p["seed"]} --train-set {p["train_set"]}
+    gapforge train gan --out DIR --epochs {p["epochs"]} --seed {p["seed"]} --train-set {p["train_set"]} \\
+        --fake-samples {p.get("fake_samples", "soft")} --batch-size {p["batch_size"]} --lr {p["lr"]}
 
 Load with `gapforge.screening.generate.load_generator(DIR)` or use `gapforge generate --model DIR`.
 Weights are `torch.save(state_dict)` files read with `torch.load(weights_only=True)`.
