@@ -55,8 +55,10 @@ def _tiny(arch: str, **kw) -> CompositionAutoencoder:
     return CompositionAutoencoder(arch, **params)
 
 
-@pytest.fixture(scope="module", params=["softmax", "paper"])
+@pytest.fixture(scope="module", params=["softmax", "paper", "softmax-factored"])
 def fitted(request) -> CompositionAutoencoder:
+    if request.param == "softmax-factored":  # shared element x count factors (the shipped recipe)
+        return _tiny("softmax", factor_rank=4).fit(TINY)
     return _tiny(request.param).fit(TINY)
 
 
@@ -407,7 +409,7 @@ def test_shipped_default_model() -> None:
     assert ae.latent_dim == 128 and ae.latent_bounds.shape == (2, 128)
     known = ["LiF", "NaCl", "SrYF5", "MgAl2O4", "GaN", "BaTiO3", "Si"]
     assert ae.reconstruct(known) == known
-    assert ae.metadata_["metrics"]["heldout"]["exact"] > 0.9
+    assert ae.metadata_["metrics"]["heldout"]["exact"] > 0.98
 
 
 @pytest.mark.data

@@ -48,13 +48,20 @@ def train_autoencoder_cmd(
         int | None,
         typer.Option("--hidden", help="Width of the set encoder and softmax decoder layers (softmax: 512)."),
     ] = None,
+    factor_rank: Annotated[
+        int | None,
+        typer.Option(
+            "--factor-rank",
+            help="Rank of the shared element x count factors (softmax default 32; 0 = independent pairs).",
+        ),
+    ] = None,
     lr_schedule: Annotated[
         str | None,
         typer.Option("--lr-schedule", help="constant or cosine (softmax default: cosine)."),
     ] = None,
     kl_warmup: Annotated[
         int | None,
-        typer.Option("--kl-warmup", help="Epochs over which the KL weight ramps up (softmax default: 5)."),
+        typer.Option("--kl-warmup", help="Epochs over which the KL weight ramps up (default 0: full weight from the start)."),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Mini-batch size.")] = 128,
     max_formulas: Annotated[
@@ -90,6 +97,8 @@ def train_autoencoder_cmd(
         params["latent_noise"] = latent_noise
     if hidden is not None:
         params["hidden"] = hidden
+    if factor_rank is not None:
+        params["factor_rank"] = factor_rank
     if lr_schedule is not None:
         if lr_schedule not in ("constant", "cosine"):
             raise typer.BadParameter(f"unknown schedule {lr_schedule!r}", param_hint="--lr-schedule")

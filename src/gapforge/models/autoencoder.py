@@ -76,6 +76,7 @@ def _build_net(arch: str, n_elements: int, n_levels: int, params: dict[str, Any]
     variational = arch == "softmax" and float(params["beta"]) > 0
     encoder = params.get("encoder_type") or ("conv" if arch == "paper" else "set")
     hidden = int(params["hidden"])
+    factor_rank = int(params.get("factor_rank") or 0)
 
     class _Net(nn.Module):
         def __init__(self) -> None:
@@ -99,6 +100,11 @@ def _build_net(arch: str, n_elements: int, n_levels: int, params: dict[str, Any]
                 # layer on the flattened one-hot matrix, computed sparsely), then ReLU + dense.
                 self.tokens = nn.EmbeddingBag(n_elements * n_levels, hidden, mode="sum")
                 self.token_bias = nn.Parameter(torch.zeros(hidden))
+                if factor_rank:
+                    # (element, count) = element + count + pair: a rare pair such as (Sn, 8)
+                    # borrows what Sn and count 8 learned from every other formula
+                    self.element_tokens = nn.EmbeddingBag(n_elements, hidden, mode="sum")
+                    self.count_tokens = nn.EmbeddingBag(n_levels, hidden, mode="sum")
                 self.to_latent = nn.Sequential(nn.ReLU(), nn.Linear(hidden, out))
             else:
                 raise ValueError(f"unknown encoder type {encoder!r} (use conv or set)")
@@ -119,6 +125,11 @@ def _build_net(arch: str, n_elements: int, n_levels: int, params: dict[str, Any]
                     nn.ReLU(),
                     nn.Linear(hidden, n_elements * (n_levels + 1)),
                 )
+                if factor_rank:
+                    # low-rank element x count term added to the logits: the row of element e
+                    # scores count c by <a_e(h), b_c>, shared across elements
+                    self.element_factors = nn.Linear(hidden, n_elements * factor_rank)
+                    self.count_factors = nn.Parameter(0.1 * torch.randn(n_levels + 1, factor_rank))
 
         def encode(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
             """One-hot ``(N, E, L)`` float -> latent mean ``(N, D)`` and log-variance or None."""
@@ -128,7 +139,11 @@ def _build_net(arch: str, n_elements: int, n_levels: int, params: dict[str, Any]
                 rows, tokens = x.flatten(1).nonzero(as_tuple=True)
                 offsets = torch.zeros(len(x), dtype=torch.long)
                 offsets[1:] = torch.bincount(rows, minlength=len(x)).cumsum(0)[:-1]
-                h = self.to_latent(self.tokens(tokens, offsets) + self.token_bias)
+                emb = self.tokens(tokens, offsets) + self.token_bias
+                if factor_rank:
+                    emb = emb + self.element_tokens(tokens // n_levels, offsets)
+                    emb = emb + self.count_tokens(tokens % n_levels, offsets)
+                h = self.to_latent(emb)
             if self.variational:
                 mu, logvar = h.chunk(2, dim=1)
                 return mu, logvar.clamp(-12.0, 6.0)
@@ -139,7 +154,12 @@ def _build_net(arch: str, n_elements: int, n_levels: int, params: dict[str, Any]
             if arch == "paper":
                 h = self.deconv1(self.from_latent(z).view(-1, c2, h2))  # (N, c1, E)
                 return self.deconv2(h).transpose(1, 2)  # (N, E, L)
-            return self.head(z).view(-1, n_elements, n_levels + 1)
+            if not factor_rank:
+                return self.head(z).view(-1, n_elements, n_levels + 1)
+            h = self.head[:-1](z)
+            logits = self.head[-1](h).view(-1, n_elements, n_levels + 1)
+            a = self.element_factors(h).view(-1, n_elements, factor_rank)
+            return logits + a @ self.count_factors.T
 
     return _Net()
 
@@ -193,6 +213,11 @@ class CompositionAutoencoder:
         channels: output channels of the two encoder convolutions (mirrored by
             the paper decoder's transposed convolutions).
         hidden: width of the set encoder and of the softmax decoder's two hidden layers.
+        factor_rank: softmax/set only: add element + count embeddings to the
+            encoder's (element, count) tokens and a rank-``factor_rank``
+            element x count term to the decoder's logits, so rare pairs (an
+            element with count 7 or 8) share statistics with common ones
+            (0 = independent pairs, as before).
         beta: KL weight of the softmax architecture (0 = plain autoencoder).
             Per formula, the loss is the summed per-row cross-entropy plus
             ``beta`` times the summed KL divergence.
@@ -226,6 +251,7 @@ class CompositionAutoencoder:
         encoder_type: Literal["conv", "set"] | None = None,
         channels: tuple[int, int] = (16, 32),
         hidden: int = 256,
+        factor_rank: int = 0,
         beta: float = 0.01,
         latent_noise: float = 0.0,
         epochs: int = 30,
@@ -244,6 +270,7 @@ class CompositionAutoencoder:
         self.encoder_type = encoder_type
         self.channels = channels
         self.hidden = hidden
+        self.factor_rank = factor_rank
         self.beta = beta
         self.latent_noise = latent_noise
         self.epochs = epochs
@@ -266,6 +293,7 @@ class CompositionAutoencoder:
             "encoder_type": self.encoder_type,
             "channels": [int(c) for c in self.channels],
             "hidden": int(self.hidden),
+            "factor_rank": int(self.factor_rank),
             "beta": float(self.beta),
             "latent_noise": float(self.latent_noise),
             "epochs": int(self.epochs),
@@ -297,6 +325,8 @@ class CompositionAutoencoder:
             raise InputError("unknown learning-rate schedule (use constant or cosine)", value=self.lr_schedule)
         if int(self.kl_warmup) < 0:
             raise InputError("kl_warmup must be >= 0", value=self.kl_warmup)
+        if int(self.factor_rank) < 0:
+            raise InputError("factor_rank must be >= 0", value=self.factor_rank)
 
     @property
     def formula_encoder(self) -> FormulaEncoder:
@@ -867,7 +897,14 @@ class TrainResult:
 #: Architecture defaults used by the training command when the caller does not override them.
 ARCH_DEFAULTS: dict[str, dict[str, Any]] = {
     "paper": {"beta": 0.0, "latent_noise": 0.0},
-    "softmax": {"beta": 0.01, "latent_noise": 0.0, "hidden": 512, "lr_schedule": "cosine", "kl_warmup": 5},
+    "softmax": {
+        "beta": 0.01,
+        "latent_noise": 0.0,
+        "hidden": 512,
+        "factor_rank": 32,
+        "lr_schedule": "cosine",
+        "kl_warmup": 0,  # a warm-up measured worse: codes spread at beta ~ 0, then must contract
+    },
 }
 
 
@@ -998,7 +1035,8 @@ def write_model_card(directory: str | Path) -> Path:
         "",
         "## Architecture and training",
         "",
-        f"- architecture `{p['arch']}`, encoder `{enc}`, hidden {p['hidden']}, channels {p['channels']}, "
+        f"- architecture `{p['arch']}`, encoder `{enc}`, hidden {p['hidden']}, "
+        f"element x count factor rank {p.get('factor_rank', 0)}, channels {p['channels']}, "
         f"KL weight beta {p['beta']} (linear warm-up over {p.get('kl_warmup', 0)} epochs), "
         f"latent noise {p['latent_noise']}",
         f"- Adam lr {p['learning_rate']} ({p.get('lr_schedule', 'constant')} schedule), batch {p['batch_size']}, {p['epochs']} epochs, seed {p['seed']}, "
