@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from gapforge import columns as C
-from gapforge.encoding import FormulaEncoder, counts_to_onehot, n_atoms, n_elements_of
+from gapforge.encoding import FormulaEncoder, counts_to_onehot, n_atoms, n_elements_of, reduce_counts
 from gapforge.errors import InputError, ModelError
 from gapforge.io import atomic_path, write_json
 from gapforge.models.base import MODEL_CARD_FILE
@@ -383,15 +383,20 @@ class FormulaGAN:
             with torch.no_grad():
                 z = torch.randn(m, self.latent_dim, generator=g)
                 if fast is not None and self.decode_rule == "sample":
-                    # Gumbel-max: argmax(logits / T + Gumbel noise) is a draw from softmax(logits / T)
+                    # inverse-CDF draw per element row: one uniform per row instead of one
+                    # Gumbel variate per class; the drawn class is the count (0 = absent)
                     x = fast(z).reshape(m, k, e)
                     if self.temperature != 1.0:
                         x /= self.temperature
-                    u = torch.rand(x.shape, generator=g).clamp_(min=1e-12)
-                    x -= u.log_().neg_().log_()
-                    cls = x.argmax(dim=1).numpy()  # (m, E): 0 = absent, c = count c
-                    scores = counts_to_onehot(cls, self.encoder.n_levels)
-                    rule = "strict"
+                    x -= x.amax(dim=1, keepdim=True)
+                    x.exp_()
+                    cdf = x.cumsum_(dim=1)  # unnormalised; cdf[:, -1] is the row's total
+                    u = torch.rand((m, 1, e), generator=g) * cdf[:, -1:, :]
+                    cls = (cdf < u).sum(dim=1, dtype=torch.int16).clamp_(max=k - 1).numpy()  # (m, E)
+                    valid = (cls > 0).any(axis=1)
+                    yield reduce_counts(cls), valid
+                    done += m
+                    continue
                 elif fast is None or self.decode_rule == "sample":
                     logits = self.generator_(z)
                     if self.decode_rule == "sample":
