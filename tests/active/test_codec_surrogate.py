@@ -79,7 +79,8 @@ def test_exact_predictor_equals_the_gp_posterior_and_its_gradient():
     model = fit_surrogate(x, y, bounds).model
     model.posterior(torch.zeros(1, 4, dtype=torch.float64))  # GPyTorch needs a prediction before fantasies
     fantasy = model.condition_on_observations(
-        X=torch.tensor([[0.1, 0.2, 0.3, 0.4]], dtype=torch.float64), Y=torch.tensor([[1.5]], dtype=torch.float64)
+        X=torch.tensor([[0.1, 0.2, 0.3, 0.4]], dtype=torch.float64),
+        Y=torch.tensor([[1.5]], dtype=torch.float64),
     )
     for gp in (model, fantasy):
         xt = torch.as_tensor(rng.uniform(-2.5, 3.5, size=(7, 4)), dtype=torch.float64)

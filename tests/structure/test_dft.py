@@ -98,9 +98,20 @@ def test_gap_and_edges_insulator_and_metal():
 
 
 def test_idealize_recovers_the_primitive_cell_of_a_noisy_conventional_cell():
-    noisy = Structure(Lattice.from_parameters(5.64, 5.64001, 5.64, 90.0001, 90, 90), ["Na"] * 4 + ["Cl"] * 4,
-                      [[0, 0, 0], [0.5, 0.5, 0], [0.5, 0, 0.5], [0, 0.5, 0.5],
-                       [0.5, 0, 0], [0, 0.5, 0], [0, 0, 0.5], [0.5, 0.5, 0.5]])
+    noisy = Structure(
+        Lattice.from_parameters(5.64, 5.64001, 5.64, 90.0001, 90, 90),
+        ["Na"] * 4 + ["Cl"] * 4,
+        [
+            [0, 0, 0],
+            [0.5, 0.5, 0],
+            [0.5, 0, 0.5],
+            [0, 0.5, 0.5],
+            [0.5, 0, 0],
+            [0, 0.5, 0],
+            [0, 0, 0.5],
+            [0.5, 0.5, 0.5],
+        ],
+    )
     prim = dft.idealize(noisy, 1e-3)
     assert len(prim) == 2
     assert prim.lattice.angles == pytest.approx((60.0, 60.0, 60.0), abs=1e-9)
@@ -123,12 +134,14 @@ def test_collect_from_relaxed_table_uses_relaxed_cif_path_and_row_order(tmp_path
     run = tmp_path / "run"
     _write_cifs(run / "relaxed", ["x", "y"])
     _write_cifs(run / "cifs", ["x"])
-    table = pd.DataFrame({
-        "formula": ["NaCl", "KBr", "NaCl"],
-        "cif_path": ["cifs/x.cif", "cifs/missing.cif", "cifs/x.cif"],
-        "relaxed_cif_path": ["relaxed/y.cif", "", "relaxed/x.cif"],
-        "e_form": [-2.0, None, -1.9],
-    })
+    table = pd.DataFrame(
+        {
+            "formula": ["NaCl", "KBr", "NaCl"],
+            "cif_path": ["cifs/x.cif", "cifs/missing.cif", "cifs/x.cif"],
+            "relaxed_cif_path": ["relaxed/y.cif", "", "relaxed/x.cif"],
+            "e_form": [-2.0, None, -1.9],
+        }
+    )
     table.to_csv(run / "relaxed.csv", index=False)
     items = collect_structures(run)  # directory with relaxed.csv -> the table, in order
     assert [(i.name, i.input_row) for i in items] == [("y", 1), ("x", 3)]
@@ -206,10 +219,25 @@ def test_cached_results_need_no_gpaw(tmp_path, monkeypatch):
     item = collect_structures(tmp_path / "cifs")[0]
     fp = structure_fingerprint(item.structure)
     settings = DFTSettings(ecut=300)
-    fake = DFTResult(status="ok", converged=True, band_gap=5.0, energy=-7.0, energy_per_atom=-3.5,
-                     scf_iterations=12, kpts="4x4x4", wall_time_s=42.0, gpaw_version="test")
-    dft._cache_store(tmp_path / "out" / "cache", cache_key(fp, settings), item=item, fingerprint=fp,
-                     settings=settings, result=fake)
+    fake = DFTResult(
+        status="ok",
+        converged=True,
+        band_gap=5.0,
+        energy=-7.0,
+        energy_per_atom=-3.5,
+        scf_iterations=12,
+        kpts="4x4x4",
+        wall_time_s=42.0,
+        gpaw_version="test",
+    )
+    dft._cache_store(
+        tmp_path / "out" / "cache",
+        cache_key(fp, settings),
+        item=item,
+        fingerprint=fp,
+        settings=settings,
+        result=fake,
+    )
     table = run_dft(tmp_path / "cifs", tmp_path / "out", settings=settings)
     row = table.iloc[0]
     assert row[dft.DFT_BAND_GAP] == 5.0

@@ -16,8 +16,20 @@ from gapforge.structure.stability import (
     mp2020_correction_per_atom,
 )
 
-REFS = ElementalReferences({"Na": -1.3, "Cl": -1.8, "K": -1.1, "F": -1.9, "Mg": -1.6, "O": -4.9,
-                            "Ca": -2.0, "Sr": -1.7, "Ti": -7.8, "Br": -1.6})
+REFS = ElementalReferences(
+    {
+        "Na": -1.3,
+        "Cl": -1.8,
+        "K": -1.1,
+        "F": -1.9,
+        "Mg": -1.6,
+        "O": -4.9,
+        "Ca": -2.0,
+        "Sr": -1.7,
+        "Ti": -7.8,
+        "Br": -1.6,
+    }
+)
 
 
 def test_formation_energy_arithmetic():
@@ -30,8 +42,10 @@ def test_formation_energy_arithmetic():
 
 
 def test_reference_file_round_trip(tmp_path):
-    entries = {"O": {"energy": -39.6, "composition": {"O": 8.0}},
-               "Li": {"energy": -1.9, "composition": {"Li": 1}}}
+    entries = {
+        "O": {"energy": -39.6, "composition": {"O": 8.0}},
+        "Li": {"energy": -1.9, "composition": {"Li": 1}},
+    }
     path = tmp_path / "refs.json.gz"
     with gzip.open(path, "wt") as fh:
         json.dump(entries, fh)
@@ -60,8 +74,12 @@ def test_hull_against_known_phases(tiny_library_path):
     assert hull.e_above_hull("SrTiO3", -3.5)[0] == pytest.approx(0.0, abs=1e-9)
     assert np.isnan(hull.e_above_hull("NaCl", float("nan"))[0])
     # Leave-one-out for validation.
-    assert HullReference(load_library(tiny_library_path), exclude_formulas=frozenset({"NaCl"})).e_above_hull(
-        "NaCl", -2.0)[1] == 0
+    assert (
+        HullReference(load_library(tiny_library_path), exclude_formulas=frozenset({"NaCl"})).e_above_hull(
+            "NaCl", -2.0
+        )[1]
+        == 0
+    )
 
 
 def test_mp2020_correction_only_for_checking():

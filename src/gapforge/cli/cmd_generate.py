@@ -34,7 +34,9 @@ def train_gan_cmd(
     ] = "gumbel",
     decode: Annotated[
         str | None,
-        typer.Option("--decode", help="Default decoding rule saved with the model (gumbel: sample; soft: strict)."),
+        typer.Option(
+            "--decode", help="Default decoding rule saved with the model (gumbel: sample; soft: strict)."
+        ),
     ] = None,
     temperature: Annotated[
         float, typer.Option("--temperature", help="Softmax temperature of the sample rule.")

@@ -61,7 +61,10 @@ def train_autoencoder_cmd(
     ] = None,
     kl_warmup: Annotated[
         int | None,
-        typer.Option("--kl-warmup", help="Epochs over which the KL weight ramps up (default 0: full weight from the start)."),
+        typer.Option(
+            "--kl-warmup",
+            help="Epochs over which the KL weight ramps up (default 0: full weight from the start).",
+        ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Mini-batch size.")] = 128,
     max_formulas: Annotated[

@@ -33,8 +33,9 @@ def structure_cmd(
 
     if top_k < 1:
         raise typer.BadParameter("--top-k must be at least 1")
-    settings = StructureSettings(search=SearchSettings(top_k=top_k),
-                                 max_template_e_above_hull=max_template_e_above_hull)
+    settings = StructureSettings(
+        search=SearchSettings(top_k=top_k), max_template_e_above_hull=max_template_e_above_hull
+    )
     existed = (out / STRUCTURES_FILE).exists() and not overwrite
     table = build_structures(input, out, library=library, settings=settings, overwrite=overwrite)
     if existed:
@@ -42,8 +43,10 @@ def structure_cmd(
     has_cif = table[C.CIF_PATH].notna() & table[C.CIF_PATH].astype(str).str.len().gt(0)
     n_cand = table[C.CANDIDATE_ROW].nunique()
     with_cif = table.loc[has_cif, C.CANDIDATE_ROW].nunique()
-    typer.echo(f"{n_cand} candidates, {with_cif} with at least one substituted structure; "
-               f"{int(has_cif.sum())} CIFs -> {out / STRUCTURES_FILE}")
+    typer.echo(
+        f"{n_cand} candidates, {with_cif} with at least one substituted structure; "
+        f"{int(has_cif.sum())} CIFs -> {out / STRUCTURES_FILE}"
+    )
 
 
 @app.command("relax")
@@ -63,12 +66,24 @@ def relax_cmd(
     from gapforge.structure.relax import RelaxSettings
 
     existed = (input / RELAXED_FILE).exists() and not overwrite
-    best = relax_structures(input, settings=RelaxSettings(fmax=fmax, max_steps=steps), library=library,
-                            workers=workers or None, overwrite=overwrite)
+    best = relax_structures(
+        input,
+        settings=RelaxSettings(fmax=fmax, max_steps=steps),
+        library=library,
+        workers=workers or None,
+        overwrite=overwrite,
+    )
     if existed:
         typer.echo(f"{input / RELAXED_FILE} already exists; not redone (use --overwrite)")
-    cols = [C.FORMULA, C.TEMPLATE_FORMULA, C.ENERGY_PER_ATOM, C.FORMATION_ENERGY_PER_ATOM, C.E_ABOVE_HULL,
-            C.CONVERGED, C.REASON]
+    cols = [
+        C.FORMULA,
+        C.TEMPLATE_FORMULA,
+        C.ENERGY_PER_ATOM,
+        C.FORMATION_ENERGY_PER_ATOM,
+        C.E_ABOVE_HULL,
+        C.CONVERGED,
+        C.REASON,
+    ]
     shown = best[[c for c in cols if c in best.columns]]
     typer.echo(shown.to_string(index=False, na_rep="", float_format=lambda x: f"{x:.3f}"))
     neg = best[C.NEGATIVE_FORMATION].astype(str).str.lower().eq("true").sum()

@@ -322,7 +322,9 @@ class CompositionAutoencoder:
         if int(self.epochs) < 1 or int(self.batch_size) < 1:
             raise InputError("epochs and batch_size must be >= 1", value=(self.epochs, self.batch_size))
         if self.lr_schedule not in ("constant", "cosine"):
-            raise InputError("unknown learning-rate schedule (use constant or cosine)", value=self.lr_schedule)
+            raise InputError(
+                "unknown learning-rate schedule (use constant or cosine)", value=self.lr_schedule
+            )
         if int(self.kl_warmup) < 0:
             raise InputError("kl_warmup must be >= 0", value=self.kl_warmup)
         if int(self.factor_rank) < 0:
@@ -1039,7 +1041,8 @@ def write_model_card(directory: str | Path) -> Path:
         f"element x count factor rank {p.get('factor_rank', 0)}, channels {p['channels']}, "
         f"KL weight beta {p['beta']} (linear warm-up over {p.get('kl_warmup', 0)} epochs), "
         f"latent noise {p['latent_noise']}",
-        f"- Adam lr {p['learning_rate']} ({p.get('lr_schedule', 'constant')} schedule), batch {p['batch_size']}, {p['epochs']} epochs, seed {p['seed']}, "
+        f"- Adam lr {p['learning_rate']} ({p.get('lr_schedule', 'constant')} schedule), "
+        f"batch {p['batch_size']}, {p['epochs']} epochs, seed {p['seed']}, "
         f"{meta.get('torch_threads')} torch thread(s), {m.get('train_seconds')} s wall",
         f"- data: {meta.get('n_training_formulas')} distinct encodable formulas of "
         f"{', '.join(meta.get('data_sources') or [])} (fingerprint `{meta.get('training_fingerprint')}`), "

@@ -211,7 +211,9 @@ class FormulaGAN:
         if not self.temperature > 0:
             raise InputError("temperature must be > 0", value=self.temperature)
         if self.fake_samples not in FAKE_SAMPLES:
-            raise InputError(f"fake_samples must be one of {', '.join(FAKE_SAMPLES)}", value=self.fake_samples)
+            raise InputError(
+                f"fake_samples must be one of {', '.join(FAKE_SAMPLES)}", value=self.fake_samples
+            )
 
     # -- parameters -------------------------------------------------------------------
     def get_params(self) -> dict:

@@ -85,9 +85,28 @@ SETTINGS = "settings"  # JSON of DFTSettings
 GPAW_VERSION = "gpaw_version"
 
 RESULT_COLUMNS: tuple[str, ...] = (
-    NAME, C.FORMULA, INPUT_ROW, CIF_PATH, NSITES, DFT_BAND_GAP, DFT_BAND_GAP_SCF, DFT_VBM, DFT_CBM,
-    DFT_ENERGY, DFT_ENERGY_PER_ATOM, CONVERGED, STATUS, MESSAGE, WALL_TIME_S, CPU_TIME_S, SCF_ITERATIONS,
-    KPTS, CACHED, FINGERPRINT, GPAW_VERSION, SETTINGS,
+    NAME,
+    C.FORMULA,
+    INPUT_ROW,
+    CIF_PATH,
+    NSITES,
+    DFT_BAND_GAP,
+    DFT_BAND_GAP_SCF,
+    DFT_VBM,
+    DFT_CBM,
+    DFT_ENERGY,
+    DFT_ENERGY_PER_ATOM,
+    CONVERGED,
+    STATUS,
+    MESSAGE,
+    WALL_TIME_S,
+    CPU_TIME_S,
+    SCF_ITERATIONS,
+    KPTS,
+    CACHED,
+    FINGERPRINT,
+    GPAW_VERSION,
+    SETTINGS,
 )
 
 # Values of the status column.
@@ -287,10 +306,23 @@ def _cache_load(cache_dir: Path, key: str) -> DFTResult | None:
         return None
 
 
-def _cache_store(cache_dir: Path, key: str, *, item: StructureInput, fingerprint: str,
-                 settings: DFTSettings, result: DFTResult) -> None:
-    payload = {"key": key, "fingerprint": fingerprint, "formula": item.formula, "name": item.name,
-               "settings": settings.physics(), "result": result.to_dict()}
+def _cache_store(
+    cache_dir: Path,
+    key: str,
+    *,
+    item: StructureInput,
+    fingerprint: str,
+    settings: DFTSettings,
+    result: DFTResult,
+) -> None:
+    payload = {
+        "key": key,
+        "fingerprint": fingerprint,
+        "formula": item.formula,
+        "name": item.name,
+        "settings": settings.physics(),
+        "result": result.to_dict(),
+    }
     write_json(payload, cache_dir / f"{key}.json")
 
 
@@ -377,8 +409,9 @@ def _read_cif(path: Path, *, table_path: Path | None = None, row: int | None = N
 # ----------------------------------------------------------------------------- one structure (needs GPAW)
 
 
-def compute_band_gap(structure: Structure, settings: DFTSettings = DFTSettings(), *,
-                     txt: str | Path | None = None) -> DFTResult:
+def compute_band_gap(
+    structure: Structure, settings: DFTSettings = DFTSettings(), *, txt: str | Path | None = None
+) -> DFTResult:
     """Run GPAW on one structure in this process (no time budget) and return its gap.
 
     Args:
@@ -416,10 +449,16 @@ def compute_band_gap(structure: Structure, settings: DFTSettings = DFTSettings()
     try:
         energy = float(atoms.get_potential_energy())
     except KohnShamConvergenceError as exc:
-        return DFTResult(status=STATUS_NOT_CONVERGED, converged=False, scf_iterations=settings.maxiter,
-                         wall_time_s=time.perf_counter() - start, cpu_time_s=time.process_time() - cpu_start,
-                         nsites_computed=len(atoms), message=f"SCF not converged: {_first_line(exc)}",
-                         gpaw_version=gpaw_version)
+        return DFTResult(
+            status=STATUS_NOT_CONVERGED,
+            converged=False,
+            scf_iterations=settings.maxiter,
+            wall_time_s=time.perf_counter() - start,
+            cpu_time_s=time.process_time() - cpu_start,
+            nsites_computed=len(atoms),
+            message=f"SCF not converged: {_first_line(exc)}",
+            gpaw_version=gpaw_version,
+        )
     kpts = "x".join(str(n) for n in _grid_size(atoms, settings.kpt_density))
     efermi = float(calc.get_fermi_level())
     eig_scf = _eigenvalues(calc)
@@ -431,7 +470,9 @@ def compute_band_gap(structure: Structure, settings: DFTSettings = DFTSettings()
             path = atoms.cell.bandpath(npoints=settings.band_path_points)
             bs_txt = None if txt is None else str(Path(txt).with_suffix(".bandpath.txt"))
             bs_calc = calc.fixed_density(
-                kpts=path, symmetry="off", txt=bs_txt,
+                kpts=path,
+                symmetry="off",
+                txt=bs_txt,
                 convergence={"bands": f"CBM+{settings.conv_bands_above_cbm:g}"},
             )
             eig_path = _eigenvalues(bs_calc)
@@ -472,12 +513,17 @@ def idealize(structure: Structure, symprec: float | None) -> Structure:
     try:
         primitive = SpacegroupAnalyzer(structure, symprec=symprec).get_primitive_standard_structure()
     except Exception as exc:  # spglib gives up on some distorted cells
-        log.warning("%s: no symmetrised cell (%s); computing the cell as given",
-                    structure.composition.reduced_formula, _first_line(exc))
+        log.warning(
+            "%s: no symmetrised cell (%s); computing the cell as given",
+            structure.composition.reduced_formula,
+            _first_line(exc),
+        )
         return structure
     if not math.isclose(primitive.volume / len(primitive), structure.volume / len(structure), rel_tol=1e-3):
-        log.warning("%s: symmetrised cell changes the volume per atom; computing the cell as given",
-                    structure.composition.reduced_formula)
+        log.warning(
+            "%s: symmetrised cell changes the volume per atom; computing the cell as given",
+            structure.composition.reduced_formula,
+        )
         return structure
     return primitive
 
@@ -537,9 +583,14 @@ class _Running:
     result_path: Path
 
 
-def _run_children(items: Sequence[tuple[int, StructureInput]], settings: DFTSettings, work_dir: Path,
-                  log_dir: Path, workers: int,
-                  on_result: Callable[[int, DFTResult], None] | None = None) -> dict[int, DFTResult]:
+def _run_children(
+    items: Sequence[tuple[int, StructureInput]],
+    settings: DFTSettings,
+    work_dir: Path,
+    log_dir: Path,
+    workers: int,
+    on_result: Callable[[int, DFTResult], None] | None = None,
+) -> dict[int, DFTResult]:
     """Run each structure in a spawned child, ``workers`` at a time, killing overruns.
 
     ``on_result(index, result)`` is called as each structure ends (to cache it at once).
@@ -554,8 +605,11 @@ def _run_children(items: Sequence[tuple[int, StructureInput]], settings: DFTSett
             result_path = work_dir / f"{index}.json"
             txt = log_dir / f"{_safe(item.name)}.txt"
             log.info("DFT %s (%s, %d atoms) started", item.name, item.formula, len(item.structure))
-            proc = ctx.Process(target=_child, args=(item.structure.as_dict(), asdict(settings), str(txt),
-                                                   str(result_path)), daemon=True)
+            proc = ctx.Process(
+                target=_child,
+                args=(item.structure.as_dict(), asdict(settings), str(txt), str(result_path)),
+                daemon=True,
+            )
             proc.start()
             running.append(_Running(index, proc, time.perf_counter(), result_path))
         time.sleep(0.05)
@@ -570,8 +624,11 @@ def _run_children(items: Sequence[tuple[int, StructureInput]], settings: DFTSett
                     run.process.kill()
                     run.process.join()
                 results[run.index] = DFTResult(
-                    status=STATUS_TIMEOUT, converged=False, wall_time_s=elapsed,
-                    message=f"time budget of {settings.time_budget:g} s exceeded")
+                    status=STATUS_TIMEOUT,
+                    converged=False,
+                    wall_time_s=elapsed,
+                    message=f"time budget of {settings.time_budget:g} s exceeded",
+                )
             else:
                 run.process.join()
                 results[run.index] = _read_child_result(run, elapsed)
@@ -592,10 +649,18 @@ def _read_child_result(run: _Running, elapsed: float) -> DFTResult:
         try:
             return DFTResult.from_dict(json.loads(run.result_path.read_text()))
         except (ValueError, TypeError) as exc:
-            return DFTResult(status=STATUS_ERROR, converged=False, wall_time_s=elapsed,
-                             message=f"unreadable worker result: {exc}")
-    return DFTResult(status=STATUS_ERROR, converged=False, wall_time_s=elapsed,
-                     message=f"worker died (exit code {run.process.exitcode})")
+            return DFTResult(
+                status=STATUS_ERROR,
+                converged=False,
+                wall_time_s=elapsed,
+                message=f"unreadable worker result: {exc}",
+            )
+    return DFTResult(
+        status=STATUS_ERROR,
+        converged=False,
+        wall_time_s=elapsed,
+        message=f"worker died (exit code {run.process.exitcode})",
+    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -674,8 +739,14 @@ def run_dft(
 
         def store(i: int, result: DFTResult) -> None:  # cache each result as soon as it exists
             if result.status in _CACHEABLE:
-                _cache_store(cache, keys[i], item=items[i], fingerprint=fingerprints[i], settings=settings,
-                             result=result)
+                _cache_store(
+                    cache,
+                    keys[i],
+                    item=items[i],
+                    fingerprint=fingerprints[i],
+                    settings=settings,
+                    result=result,
+                )
 
         try:
             results.update(_run_children(todo, settings, work_dir, log_dir, workers, on_result=store))
@@ -689,44 +760,53 @@ def run_dft(
                 results[i] = results[first_of_key[key]]
 
     table = _results_table(items, fingerprints, results, cached, settings)
-    write_json({"settings": asdict(settings), "input": str(input_path), "top": top,
-                "cache_dir": str(cache)}, out / SETTINGS_FILE)
+    write_json(
+        {"settings": asdict(settings), "input": str(input_path), "top": top, "cache_dir": str(cache)},
+        out / SETTINGS_FILE,
+    )
     write_table(table, out / RESULTS_FILE)
     n_ok = int((table[STATUS] == STATUS_OK).sum())
     log.info("DFT stage: %d of %d structures finished; table %s", n_ok, len(table), out / RESULTS_FILE)
     return table
 
 
-def _results_table(items: Sequence[StructureInput], fingerprints: Sequence[str],
-                   results: dict[int, DFTResult], cached: set[int], settings: DFTSettings) -> pd.DataFrame:
+def _results_table(
+    items: Sequence[StructureInput],
+    fingerprints: Sequence[str],
+    results: dict[int, DFTResult],
+    cached: set[int],
+    settings: DFTSettings,
+) -> pd.DataFrame:
     rows = []
     settings_json = settings.to_json()
     for i, item in enumerate(items):
         res = results[i]
-        rows.append({
-            NAME: item.name,
-            C.FORMULA: item.formula,
-            INPUT_ROW: item.input_row,
-            CIF_PATH: str(item.cif_path),
-            NSITES: len(item.structure),
-            DFT_BAND_GAP: res.band_gap,
-            DFT_BAND_GAP_SCF: res.band_gap_scf,
-            DFT_VBM: res.vbm,
-            DFT_CBM: res.cbm,
-            DFT_ENERGY: res.energy_per_atom * len(item.structure),
-            DFT_ENERGY_PER_ATOM: res.energy_per_atom,
-            CONVERGED: bool(res.converged),
-            STATUS: res.status,
-            MESSAGE: res.message,
-            WALL_TIME_S: round(float(res.wall_time_s), 2),
-            CPU_TIME_S: round(float(res.cpu_time_s), 2),
-            SCF_ITERATIONS: res.scf_iterations,
-            KPTS: res.kpts,
-            CACHED: i in cached,
-            FINGERPRINT: fingerprints[i],
-            GPAW_VERSION: res.gpaw_version,
-            SETTINGS: settings_json,
-        })
+        rows.append(
+            {
+                NAME: item.name,
+                C.FORMULA: item.formula,
+                INPUT_ROW: item.input_row,
+                CIF_PATH: str(item.cif_path),
+                NSITES: len(item.structure),
+                DFT_BAND_GAP: res.band_gap,
+                DFT_BAND_GAP_SCF: res.band_gap_scf,
+                DFT_VBM: res.vbm,
+                DFT_CBM: res.cbm,
+                DFT_ENERGY: res.energy_per_atom * len(item.structure),
+                DFT_ENERGY_PER_ATOM: res.energy_per_atom,
+                CONVERGED: bool(res.converged),
+                STATUS: res.status,
+                MESSAGE: res.message,
+                WALL_TIME_S: round(float(res.wall_time_s), 2),
+                CPU_TIME_S: round(float(res.cpu_time_s), 2),
+                SCF_ITERATIONS: res.scf_iterations,
+                KPTS: res.kpts,
+                CACHED: i in cached,
+                FINGERPRINT: fingerprints[i],
+                GPAW_VERSION: res.gpaw_version,
+                SETTINGS: settings_json,
+            }
+        )
     table = pd.DataFrame(rows, columns=list(RESULT_COLUMNS))
     table[INPUT_ROW] = table[INPUT_ROW].astype("Int64")
     table[SCF_ITERATIONS] = table[SCF_ITERATIONS].astype("Int64")
@@ -737,8 +817,9 @@ def format_results(table: pd.DataFrame) -> str:
     """A short human-readable table of the main columns (for the CLI)."""
     cols = [NAME, C.FORMULA, DFT_BAND_GAP, DFT_ENERGY_PER_ATOM, CONVERGED, STATUS, WALL_TIME_S, KPTS, CACHED]
     view = table[[c for c in cols if c in table.columns]].copy()
-    with pd.option_context("display.max_rows", None, "display.width", 200,
-                           "display.float_format", lambda x: f"{x:.3f}"):
+    with pd.option_context(
+        "display.max_rows", None, "display.width", 200, "display.float_format", lambda x: f"{x:.3f}"
+    ):
         return view.to_string(index=False)
 
 

@@ -104,7 +104,9 @@ class TemplateLibrary:
                     self._structures[index] = Structure.from_str(str(cif), fmt="cif")
             except Exception as exc:
                 raise InputError(
-                    "cannot parse template CIF", path=self.source, row=index + 1,
+                    "cannot parse template CIF",
+                    path=self.source,
+                    row=index + 1,
                     value=self.table.loc[index, C.MATERIAL_ID],
                 ) from exc
         return self._structures[index]
@@ -188,8 +190,12 @@ def normalise_library_table(raw: pd.DataFrame, *, path: str | Path | None = None
     cifs = raw[cif_col].astype(str)
     empty = np.flatnonzero(cifs.str.strip().str.len() == 0)
     if len(empty):
-        raise InputError("empty CIF in template library", path=path, row=int(empty[0]) + 1,
-                         value=out[C.MATERIAL_ID].iloc[empty[0]])
+        raise InputError(
+            "empty CIF in template library",
+            path=path,
+            row=int(empty[0]) + 1,
+            value=out[C.MATERIAL_ID].iloc[empty[0]],
+        )
     out[C.CIF] = cifs.to_numpy()
     if out[C.NSITES].isna().any():
         # Count sites from the CIF only where the table does not say.
@@ -197,8 +203,12 @@ def normalise_library_table(raw: pd.DataFrame, *, path: str | Path | None = None
             try:
                 out.loc[i, C.NSITES] = len(Structure.from_str(out.loc[i, C.CIF], fmt="cif"))
             except Exception as exc:
-                raise InputError("cannot parse CIF in template library", path=path, row=int(i) + 1,
-                                 value=out.loc[i, C.MATERIAL_ID]) from exc
+                raise InputError(
+                    "cannot parse CIF in template library",
+                    path=path,
+                    row=int(i) + 1,
+                    value=out.loc[i, C.MATERIAL_ID],
+                ) from exc
     return out
 
 
@@ -273,8 +283,9 @@ def build_library_from_mp(
         try:
             from mp_api.client import MPRester
         except ImportError as exc:
-            raise DependencyError("building a library from the Materials Project needs mp-api "
-                                  "(pip install 'gapforge[mp]')") from exc
+            raise DependencyError(
+                "building a library from the Materials Project needs mp-api (pip install 'gapforge[mp]')"
+            ) from exc
         with MPRester(api_key, use_document_model=False, mute_progress_bars=True) as mpr:
             return build_library_from_mp(path, query=query, rester=mpr)
 

@@ -131,8 +131,9 @@ def build_structures(
         library = library.subset(~(ehull > settings.max_template_e_above_hull))
     lib_source = library.source if lib_path is None else str(Path(lib_path).resolve())
 
-    searchable = [i for i, c in enumerate(comps)
-                  if all(el in MODIFIED_PETTIFOR for el in c.get_el_amt_dict())]
+    searchable = [
+        i for i, c in enumerate(comps) if all(el in MODIFIED_PETTIFOR for el in c.get_el_amt_dict())
+    ]
     matches_for: dict[int, list[Any]] = {i: [] for i in range(len(comps))}
     found = search_templates([comps[i] for i in searchable], library, settings.search)
     for i, m in zip(searchable, found, strict=True):
@@ -161,21 +162,25 @@ def build_structures(
                 C.SAME_PROTOTYPE: match.same_anonymized_formula,
             }
             if not match.same_anonymized_formula:
-                row[C.REASON] = (f"no template with the anonymised formula {comp.anonymized_formula}; "
-                                 f"nearest {match.formula} has a different stoichiometry")
+                row[C.REASON] = (
+                    f"no template with the anonymised formula {comp.anonymized_formula}; "
+                    f"nearest {match.formula} has a different stoichiometry"
+                )
                 rows.append(row)
                 continue
             try:
                 sub = substitute(comp, library.structure(match.index), settings.substitution)
                 rel = Path(CIF_DIR) / _cif_name(i + 1, comp.reduced_formula, match.rank, match.material_id)
                 write_cif(sub.structure, out_dir / rel)
-                row.update({
-                    C.SUBSTITUTION: sub.mapping_str,
-                    C.OXIDATION_CONSISTENT: sub.oxidation_consistent,
-                    C.VOLUME_SCALE: sub.volume_scale,
-                    C.NSITES: len(sub.structure),
-                    C.CIF_PATH: rel.as_posix(),
-                })
+                row.update(
+                    {
+                        C.SUBSTITUTION: sub.mapping_str,
+                        C.OXIDATION_CONSISTENT: sub.oxidation_consistent,
+                        C.VOLUME_SCALE: sub.volume_scale,
+                        C.NSITES: len(sub.structure),
+                        C.CIF_PATH: rel.as_posix(),
+                    }
+                )
             except GapforgeError as exc:
                 row[C.REASON] = str(exc)
             except Exception as exc:  # pymatgen failing on one template must not stop the rest
@@ -183,8 +188,10 @@ def build_structures(
             rows.append(row)
 
     table = _order_columns(pd.DataFrame(rows), cand_df.columns)
-    write_json({"library": lib_source, "n_library": len(library), "settings": asdict(settings)},
-               out_dir / SETTINGS_FILE)
+    write_json(
+        {"library": lib_source, "n_library": len(library), "settings": asdict(settings)},
+        out_dir / SETTINGS_FILE,
+    )
     write_table(table, table_path)
     n_ok = int(table[C.CIF_PATH].notna().sum()) if C.CIF_PATH in table else 0
     log.info("structure stage: %d candidates, %d CIFs written to %s", len(comps), n_ok, out_dir / CIF_DIR)
@@ -229,8 +236,9 @@ def relax_structures(
         if col not in table.columns:
             raise InputError(f"{STRUCTURES_FILE} has no {col} column", path=table_path)
     table = _restore_types(table)
-    refs = (references if isinstance(references, ElementalReferences)
-            else load_elemental_references(references))
+    refs = (
+        references if isinstance(references, ElementalReferences) else load_elemental_references(references)
+    )
     hull = _hull_reference(run_dir, library)
 
     todo = [i for i in range(len(table)) if _has_cif(table, i)]
@@ -255,14 +263,25 @@ def relax_structures(
             continue
         _record_relaxation(table, i, res, run_dir, settings)
     _add_stability(table, refs, hull)
-    write_json({"settings": asdict(settings), "references": refs.source,
-                "hull_library": None if hull is None else hull[1]}, run_dir / RELAX_SETTINGS_FILE)
+    write_json(
+        {
+            "settings": asdict(settings),
+            "references": refs.source,
+            "hull_library": None if hull is None else hull[1],
+        },
+        run_dir / RELAX_SETTINGS_FILE,
+    )
     write_table(table, run_dir / RELAXED_ALL_FILE)
     best = select_best(table)
     write_table(best, out_path)
     n_done = sum(not isinstance(r, Failure) for r in results)
-    log.info("relax stage: %d of %d structures relaxed; %d candidates, %d with negative formation energy",
-             n_done, len(ok_idx), len(best), int(best[C.NEGATIVE_FORMATION].fillna(False).astype(bool).sum()))
+    log.info(
+        "relax stage: %d of %d structures relaxed; %d candidates, %d with negative formation energy",
+        n_done,
+        len(ok_idx),
+        len(best),
+        int(best[C.NEGATIVE_FORMATION].fillna(False).astype(bool).sum()),
+    )
     return best
 
 
@@ -277,8 +296,11 @@ def select_best(table: pd.DataFrame) -> pd.DataFrame:
     df["_conv"] = df[C.CONVERGED].fillna(False).astype(bool) if C.CONVERGED in df else False
     df["_e"] = energy.fillna(np.inf) if energy is not None else np.inf
     df["_rank"] = pd.to_numeric(df.get(C.TEMPLATE_RANK, 0), errors="coerce").fillna(0)
-    df = df.sort_values([C.CANDIDATE_ROW, "_has_e", "_conv", "_e", "_rank"],
-                        ascending=[True, False, False, True, True], kind="stable")
+    df = df.sort_values(
+        [C.CANDIDATE_ROW, "_has_e", "_conv", "_e", "_rank"],
+        ascending=[True, False, False, True, True],
+        kind="stable",
+    )
     counts = table.groupby(C.CANDIDATE_ROW)[C.ENERGY_PER_ATOM].count() if C.ENERGY_PER_ATOM in table else None
     best = df.drop_duplicates(C.CANDIDATE_ROW, keep="first").drop(columns=["_has_e", "_conv", "_e", "_rank"])
     if counts is not None:
@@ -297,9 +319,20 @@ def _cif_name(row: int, formula: str, rank: int, material_id: str) -> str:
 def _order_columns(table: pd.DataFrame, input_columns: pd.Index) -> pd.DataFrame:
     first = [C.FORMULA, C.CANDIDATE_ROW]
     carried = [c for c in input_columns if c in table.columns and c not in first and c != C.REASON]
-    ours = [C.TEMPLATE_RANK, C.TEMPLATE_ID, C.TEMPLATE_FORMULA, C.TEMPLATE_SPACEGROUP, C.ELMD,
-            C.SAME_PROTOTYPE, C.SUBSTITUTION, C.OXIDATION_CONSISTENT, C.VOLUME_SCALE, C.NSITES, C.CIF_PATH,
-            C.REASON]
+    ours = [
+        C.TEMPLATE_RANK,
+        C.TEMPLATE_ID,
+        C.TEMPLATE_FORMULA,
+        C.TEMPLATE_SPACEGROUP,
+        C.ELMD,
+        C.SAME_PROTOTYPE,
+        C.SUBSTITUTION,
+        C.OXIDATION_CONSISTENT,
+        C.VOLUME_SCALE,
+        C.NSITES,
+        C.CIF_PATH,
+        C.REASON,
+    ]
     for col in ours:
         if col not in table.columns:
             table[col] = None
@@ -307,9 +340,22 @@ def _order_columns(table: pd.DataFrame, input_columns: pd.Index) -> pd.DataFrame
 
 
 _NUMERIC_COLUMNS = (
-    C.CANDIDATE_ROW, C.TEMPLATE_RANK, C.TEMPLATE_SPACEGROUP, C.ELMD, C.VOLUME_SCALE, C.NSITES,
-    C.ENERGY_PER_ATOM, C.RELAX_STEPS, C.WALL_TIME_S, C.MAX_FORCE, C.FORMATION_ENERGY_PER_ATOM,
-    C.E_ABOVE_HULL, C.HULL_KNOWN_PHASES, C.N_TEMPLATES_RELAXED, C.BAND_GAP_MEAN, C.BAND_GAP_STD,
+    C.CANDIDATE_ROW,
+    C.TEMPLATE_RANK,
+    C.TEMPLATE_SPACEGROUP,
+    C.ELMD,
+    C.VOLUME_SCALE,
+    C.NSITES,
+    C.ENERGY_PER_ATOM,
+    C.RELAX_STEPS,
+    C.WALL_TIME_S,
+    C.MAX_FORCE,
+    C.FORMATION_ENERGY_PER_ATOM,
+    C.E_ABOVE_HULL,
+    C.HULL_KNOWN_PHASES,
+    C.N_TEMPLATES_RELAXED,
+    C.BAND_GAP_MEAN,
+    C.BAND_GAP_STD,
 )
 _BOOL_COLUMNS = (C.SAME_PROTOTYPE, C.OXIDATION_CONSISTENT, C.CONVERGED, C.NEGATIVE_FORMATION)
 _TEXT_COLUMNS = (C.REASON, C.CIF_PATH, C.SUBSTITUTION, C.TEMPLATE_ID, C.TEMPLATE_FORMULA, C.RELAXED_CIF_PATH)
@@ -328,9 +374,11 @@ def _restore_types(table: pd.DataFrame) -> pd.DataFrame:
             table[col] = pd.to_numeric(table[col].replace("", np.nan), errors="coerce")
     for col in _BOOL_COLUMNS:
         if col in table.columns:
-            table[col] = table[col].map(
-                lambda v: v if isinstance(v, bool) else {"True": True, "False": False}.get(str(v))
-            ).astype(object)
+            table[col] = (
+                table[col]
+                .map(lambda v: v if isinstance(v, bool) else {"True": True, "False": False}.get(str(v)))
+                .astype(object)
+            )
     for col in _TEXT_COLUMNS:
         if col in table.columns:
             table[col] = table[col].astype(object).where(table[col].astype(str).str.len() > 0, None)
@@ -343,8 +391,9 @@ def _has_cif(table: pd.DataFrame, i: int) -> bool:
     return isinstance(cif, str) and bool(cif) and not (isinstance(reason, str) and reason)
 
 
-def _record_relaxation(table: pd.DataFrame, i: int, res: RelaxResult, run_dir: Path,
-                       settings: RelaxSettings) -> None:
+def _record_relaxation(
+    table: pd.DataFrame, i: int, res: RelaxResult, run_dir: Path, settings: RelaxSettings
+) -> None:
     rel = Path(RELAXED_CIF_DIR) / Path(str(table.loc[i, C.CIF_PATH])).name
     write_cif(res.final_structure, run_dir / rel)
     table.loc[i, C.RELAXED_CIF_PATH] = rel.as_posix()
@@ -354,8 +403,9 @@ def _record_relaxation(table: pd.DataFrame, i: int, res: RelaxResult, run_dir: P
     table.loc[i, C.WALL_TIME_S] = res.wall_time_s
     table.loc[i, C.MAX_FORCE] = res.max_force
     if not res.converged:
-        table.loc[i, C.REASON] = (f"not converged in {settings.max_steps} steps "
-                                  f"(max force {res.max_force:.3f} eV/Å)")
+        table.loc[i, C.REASON] = (
+            f"not converged in {settings.max_steps} steps (max force {res.max_force:.3f} eV/Å)"
+        )
 
 
 def _hull_reference(
@@ -376,8 +426,9 @@ def _hull_reference(
     return HullReference(lib), str(lib.source)
 
 
-def _add_stability(table: pd.DataFrame, refs: ElementalReferences,
-                   hull: tuple[HullReference, str] | None) -> None:
+def _add_stability(
+    table: pd.DataFrame, refs: ElementalReferences, hull: tuple[HullReference, str] | None
+) -> None:
     for col in (C.FORMATION_ENERGY_PER_ATOM, C.E_ABOVE_HULL, C.HULL_KNOWN_PHASES, C.NEGATIVE_FORMATION):
         table[col] = np.nan if col != C.NEGATIVE_FORMATION else None
     table[C.NEGATIVE_FORMATION] = table[C.NEGATIVE_FORMATION].astype(object)

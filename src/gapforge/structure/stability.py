@@ -126,8 +126,12 @@ def mp2020_correction_per_atom(structure: Structure | Composition | str) -> floa
         if anion in symbols:
             hubbards = {el: u for el, u in compat.u_settings[anion].items() if el in symbols}
             break
-    params = {"run_type": "GGA+U" if hubbards else "GGA", "is_hubbard": bool(hubbards),
-              "hubbards": hubbards, "potcar_spec": []}
+    params = {
+        "run_type": "GGA+U" if hubbards else "GGA",
+        "is_hubbard": bool(hubbards),
+        "hubbards": hubbards,
+        "potcar_spec": [],
+    }
     entry = ComputedEntry(comp, 0.0, parameters=params)
     try:
         with warnings.catch_warnings():  # "failed to guess oxidation states" for intermetallics

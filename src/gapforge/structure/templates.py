@@ -103,8 +103,9 @@ def search_templates(
             continue
         dist = elmd_matrix(cum[cand_idx], library.cumulative[lib_idx])
         for row, ci in enumerate(cand_idx):
-            matches = _top_k(dist[row], lib_idx, ci, reduced, lib_formula, lib_ids, ehull, settings,
-                             same=True)
+            matches = _top_k(
+                dist[row], lib_idx, ci, reduced, lib_formula, lib_ids, ehull, settings, same=True
+            )
             if matches:
                 results[ci] = matches
             else:
@@ -115,10 +116,12 @@ def search_templates(
         all_idx = np.arange(len(library))
         dist = elmd_matrix(cum[need], library.cumulative)
         for row, ci in enumerate(need):
-            results[ci] = _top_k(dist[row], all_idx, ci, reduced, lib_formula, lib_ids, ehull, settings,
-                                 same=False)
-    log.debug("template search: %d formulas, %d without a same-pattern template", len(comps),
-              len(need_fallback))
+            results[ci] = _top_k(
+                dist[row], all_idx, ci, reduced, lib_formula, lib_ids, ehull, settings, same=False
+            )
+    log.debug(
+        "template search: %d formulas, %d without a same-pattern template", len(comps), len(need_fallback)
+    )
     return results
 
 
@@ -149,6 +152,14 @@ def _top_k(
     matches = []
     for rank, j in enumerate(pool[order], start=1):
         li = int(idx[j])
-        matches.append(TemplateMatch(index=li, material_id=str(lib_ids[li]), formula=str(lib_formula[li]),
-                                     elmd=float(d[j]), rank=rank, same_anonymized_formula=same))
+        matches.append(
+            TemplateMatch(
+                index=li,
+                material_id=str(lib_ids[li]),
+                formula=str(lib_formula[li]),
+                elmd=float(d[j]),
+                rank=rank,
+                same_anonymized_formula=same,
+            )
+        )
     return matches

@@ -121,8 +121,11 @@ def validate_rebuild(
     templates = _template_subset(library, settings)
     result = ValidationResult(table=pd.DataFrame(), summary={})
     for lo in range(0, len(targets), chunk_size):
-        records.extend(_validate_chunk(library, templates, targets.iloc[lo:lo + chunk_size], references,
-                                       settings, workers))
+        records.extend(
+            _validate_chunk(
+                library, templates, targets.iloc[lo : lo + chunk_size], references, settings, workers
+            )
+        )
         result = _result(records, settings, library, templates, start)
         log.info("validation: %d of %d materials done", len(records), len(targets))
         if checkpoint is not None:
@@ -157,9 +160,14 @@ def _validate_chunk(
     for i, ((_, row), matches) in enumerate(zip(targets.iterrows(), found, strict=True)):
         true = library.structure(int(np.flatnonzero(library.table[C.MATERIAL_ID] == row[C.MATERIAL_ID])[0]))
         rec: dict[str, Any] = {
-            C.MATERIAL_ID: row[C.MATERIAL_ID], "formula": row[C.REDUCED_FORMULA], C.NSITES: len(true),
+            C.MATERIAL_ID: row[C.MATERIAL_ID],
+            "formula": row[C.REDUCED_FORMULA],
+            C.NSITES: len(true),
             C.SPACEGROUP_NUMBER: row[C.SPACEGROUP_NUMBER],
-            "e_form_mp": row[C.FORMATION_ENERGY_PER_ATOM], "_true": true, "_subs": {}, "_relaxed": {},
+            "e_form_mp": row[C.FORMATION_ENERGY_PER_ATOM],
+            "_true": true,
+            "_subs": {},
+            "_relaxed": {},
             "reason": None,
         }
         if settings.static_truth:
@@ -195,8 +203,13 @@ def _validate_chunk(
     return [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
 
 
-def _result(records: list[dict[str, Any]], settings: ValidationSettings, library: TemplateLibrary,
-            templates: TemplateLibrary, start: float) -> ValidationResult:
+def _result(
+    records: list[dict[str, Any]],
+    settings: ValidationSettings,
+    library: TemplateLibrary,
+    templates: TemplateLibrary,
+    start: float,
+) -> ValidationResult:
     table = pd.DataFrame(records)
     summary = summarise(table)
     summary["n_materials_planned"] = settings.n_materials
@@ -229,16 +242,24 @@ def _score(rec: dict[str, Any], matcher: StructureMatcher, refs: ElementalRefere
     best_rank = min(ok, key=lambda k: (not ok[k].converged, ok[k].energy_per_atom, k))
     best = ok[best_rank]
     m, sub = subs[best_rank]
-    rec.update({
-        C.TEMPLATE_ID: m.material_id, C.TEMPLATE_FORMULA: m.formula, C.ELMD: m.elmd,
-        C.TEMPLATE_RANK: best_rank, C.SUBSTITUTION: sub.mapping_str,
-        C.ENERGY_PER_ATOM: best.energy_per_atom, C.RELAX_STEPS: best.steps, C.CONVERGED: best.converged,
-        C.WALL_TIME_S: best.wall_time_s, "nsites_relaxed": len(best.final_structure),
-        "e_form_rebuilt": formation_energy_per_atom(formula, best.energy_per_atom, refs),
-        "match": bool(_fit(matcher, best.final_structure, rec["_true"])),
-        "relax_times_s": [r.wall_time_s for r in ok.values()],
-        "relax_nsites": [len(r.final_structure) for r in ok.values()],
-    })
+    rec.update(
+        {
+            C.TEMPLATE_ID: m.material_id,
+            C.TEMPLATE_FORMULA: m.formula,
+            C.ELMD: m.elmd,
+            C.TEMPLATE_RANK: best_rank,
+            C.SUBSTITUTION: sub.mapping_str,
+            C.ENERGY_PER_ATOM: best.energy_per_atom,
+            C.RELAX_STEPS: best.steps,
+            C.CONVERGED: best.converged,
+            C.WALL_TIME_S: best.wall_time_s,
+            "nsites_relaxed": len(best.final_structure),
+            "e_form_rebuilt": formation_energy_per_atom(formula, best.energy_per_atom, refs),
+            "match": bool(_fit(matcher, best.final_structure, rec["_true"])),
+            "relax_times_s": [r.wall_time_s for r in ok.values()],
+            "relax_nsites": [len(r.final_structure) for r in ok.values()],
+        }
+    )
     rec["match_any_topk"] = any(_fit(matcher, r.final_structure, rec["_true"]) for r in ok.values())
     if not best.converged and rec["reason"] is None:
         rec["reason"] = f"not converged (max force {best.max_force:.3f} eV/Å)"
@@ -274,18 +295,21 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
         matched = rebuilt & table["match"].astype(bool)
         if matched.any():
             out["e_form_mae_rebuilt_vs_mp_matched_only"] = float(
-                (table.loc[matched, "e_form_rebuilt"] - table.loc[matched, "e_form_mp"]).abs().mean())
+                (table.loc[matched, "e_form_rebuilt"] - table.loc[matched, "e_form_mp"]).abs().mean()
+            )
         out["share_negative_e_form_rebuilt"] = float((table.loc[rebuilt, "e_form_rebuilt"] < 0).mean())
         out["share_converged"] = float(table.loc[rebuilt, C.CONVERGED].astype(bool).mean())
     truth = table["e_form_chgnet_true_structure"].notna() if "e_form_chgnet_true_structure" in table else None
     if truth is not None and truth.any():
         e_true = table.loc[truth, "e_form_chgnet_true_structure"]
         out["e_form_mae_chgnet_on_mp_structure"] = float(
-            (e_true - table.loc[truth, "e_form_mp"]).abs().mean())
+            (e_true - table.loc[truth, "e_form_mp"]).abs().mean()
+        )
         # The same with MP2020 corrections added on top (tests the energy-scale choice).
         corr = table.loc[truth, "mp2020_correction_per_atom"].fillna(0.0)
         out["e_form_mae_chgnet_on_mp_structure_plus_mp2020"] = float(
-            (e_true + corr - table.loc[truth, "e_form_mp"]).abs().mean())
+            (e_true + corr - table.loc[truth, "e_form_mp"]).abs().mean()
+        )
         out["share_negative_e_form_mp"] = float((table["e_form_mp"] < 0).mean())
     out["relax_seconds_by_nsites"] = relax_time_by_sites(table)
     return out
@@ -307,7 +331,13 @@ def relax_time_by_sites(table: pd.DataFrame, bins: tuple[int, ...] = (1, 4, 8, 1
     for lo, hi in itertools.pairwise(bins):
         sel = df[(df.n >= lo) & (df.n <= hi)] if lo == bins[0] else df[(df.n > lo) & (df.n <= hi)]
         if len(sel):
-            out.append({"nsites": f"{lo if lo == bins[0] else lo + 1}-{hi}", "n_structures": len(sel),
-                        "mean_s": float(sel.t.mean()), "median_s": float(sel.t.median()),
-                        "max_s": float(sel.t.max())})
+            out.append(
+                {
+                    "nsites": f"{lo if lo == bins[0] else lo + 1}-{hi}",
+                    "n_structures": len(sel),
+                    "mean_s": float(sel.t.mean()),
+                    "median_s": float(sel.t.median()),
+                    "max_s": float(sel.t.max()),
+                }
+            )
     return out
