@@ -141,8 +141,9 @@ def markdown(rows: list[dict], samples: int, seed: int) -> str:
     lines += [f"- {r['label']}: `{r['train_command']}`" for r in rows]
     lines += [
         "",
-        "Training ran on a 2-core machine shared with other jobs (load average ~10), so the wall-clock "
-        "training times overstate the CPU time.",
+        "Training times are wall-clock on a 2-core machine, never alone on it: the paper reference "
+        "and softmax v1 trained at load average ~10, the newer models beside one or two other jobs, "
+        "so they overstate the CPU time.",
         "",
     ]
     return "\n".join(lines)
