@@ -39,7 +39,7 @@ from gapforge.data import load_dataset, split_dataset
 from gapforge.encoding import FormulaEncoder
 from gapforge.io import write_json, write_text
 from gapforge.models.forest import ForestModel
-from gapforge.models.registry import evaluate_on, load_model
+from gapforge.models.registry import evaluate_on, fit_on_split, load_model
 
 log = logging.getLogger("bench_models")
 RESULTS = Path(__file__).parent / "results"
@@ -269,15 +269,7 @@ def main() -> None:
                 split = split_dataset(data, (0.6, 0.2, 0.2), seed)
                 model = make_model(name, seed, args)
                 t = time.perf_counter()
-                if name == "roost":
-                    model.fit(
-                        split.train[C.FORMULA].tolist(),
-                        split.train[C.BAND_GAP].to_numpy(),
-                        val_formulas=split.val[C.FORMULA].tolist(),
-                        val_band_gaps=split.val[C.BAND_GAP].to_numpy(),
-                    )
-                else:
-                    model.fit(split.train[C.FORMULA].tolist(), split.train[C.BAND_GAP].to_numpy())
+                fit_on_split(model, split)
                 dt = time.perf_counter() - t
                 metrics = score(model, {"validation": split.val, "test": split.test, "test-500": t500})
                 runs.append({"seed": seed, "train_seconds": round(dt, 1), "metrics": metrics})

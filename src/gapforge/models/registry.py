@@ -211,6 +211,18 @@ def make_model(kind: str, seed: int = 0, **params: Any) -> BandGapModel:
     raise ModelError(f"unknown model kind {kind!r} (use oracle or forest)")
 
 
+def fit_on_split(model: Any, split: Any) -> Any:
+    """Fit ``model`` on ``split.train``; Roost also gets ``split.val`` for early stopping."""
+    if model.kind == "roost" and len(split.val):
+        return model.fit(
+            split.train[C.FORMULA].tolist(),
+            split.train[C.BAND_GAP].to_numpy(),
+            val_formulas=split.val[C.FORMULA].tolist(),
+            val_band_gaps=split.val[C.BAND_GAP].to_numpy(),
+        )
+    return model.fit(split.train[C.FORMULA].tolist(), split.train[C.BAND_GAP].to_numpy())
+
+
 def train_model(
     kind: str,
     data: str | Path,
@@ -256,15 +268,7 @@ def train_model(
     model = make_model(kind, seed, **(params or {}))
     log.info("training %s on %d formulas (val %d, test %d)", kind, *split.sizes().values())
     t0 = time.perf_counter()
-    if model.kind == "roost" and len(split.val):
-        model.fit(
-            split.train[C.FORMULA].tolist(),
-            split.train[C.BAND_GAP].to_numpy(),
-            val_formulas=split.val[C.FORMULA].tolist(),
-            val_band_gaps=split.val[C.BAND_GAP].to_numpy(),
-        )
-    else:
-        model.fit(split.train[C.FORMULA].tolist(), split.train[C.BAND_GAP].to_numpy())
+    fit_on_split(model, split)
     seconds = time.perf_counter() - t0
     metrics: dict[str, dict[str, Any]] = {}
     for part, table in (("validation", split.val), ("test", split.test), *held.items()):
