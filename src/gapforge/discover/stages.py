@@ -489,9 +489,12 @@ def stage_relax(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
         run_dir / L.STRUCTURE_DIR, settings=settings, workers=cfg.structure.workers, overwrite=True
     )
     ehull = pd.to_numeric(best.get(L.E_ABOVE_HULL, pd.Series(dtype=float)), errors="coerce")
+    e_form = pd.to_numeric(best.get(L.FORMATION_ENERGY, pd.Series(dtype=float)), errors="coerce")
     return {
         "n_candidates": len(best),
-        "n_relaxed": int(ehull.notna().sum()),
+        # a relaxed structure always has a formation energy; e_above_hull is NaN when the
+        # library knows no phase of its chemical system, so it cannot count relaxations
+        "n_relaxed": int(e_form.notna().sum()),
         "n_on_hull": int((ehull <= 1e-6).sum()),
         "n_within_0.1": int((ehull <= 0.1).sum()),
     }
