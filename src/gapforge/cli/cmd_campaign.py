@@ -139,6 +139,14 @@ def table1_cmd(
         str, typer.Option("--pool", help="Screening pool: 'gan' (generator) or 'mp' (stand-in: MP formulas).")
     ] = "gan",
     pool_size: Annotated[int, typer.Option("--pool-size", help="Formulas in the screening pool.")] = 200_000,
+    screening: Annotated[
+        str,
+        typer.Option(
+            "--screening",
+            help="Screening model of every row: forest (random forest), hgb (gradient boosting) "
+            "or roost (one-member Roost, the paper's choice; slower).",
+        ),
+    ] = "forest",
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
     workers: WorkersOpt = 1,
@@ -156,6 +164,7 @@ def table1_cmd(
         codec=codec,
         pool=pool,
         pool_size=pool_size,
+        screening=screening,
         seed=seed,
     )
     result = reproduce_table1(settings, out, overwrite=overwrite)
