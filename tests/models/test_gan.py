@@ -70,8 +70,10 @@ def test_generate_decodes_and_deduplicates():
     assert abs(s.n_decodable - int((z0 > -0.5).sum())) < 150  # batches draw their own noise
 
 
-def test_fast_decoding_path_equals_plain_softmax():
+@pytest.mark.parametrize("rule", ["strict", "argmax", "sample"])
+def test_fast_decoding_path_equals_plain_softmax(rule):
     model = FormulaGAN(**TINY, epochs=1, seed=4).fit(FORMULAS)
+    model.decode_rule = rule
     fast = model.sample_counts(3000, seed=8)
     model.generator_ = torch.nn.Sequential(
         *model.generator_, torch.nn.Identity()

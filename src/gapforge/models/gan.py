@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from gapforge import columns as C
-from gapforge.encoding import FormulaEncoder, counts_to_onehot, n_atoms, n_elements_of, reduce_counts
+from gapforge.encoding import FormulaEncoder, n_atoms, n_elements_of, reduce_counts
 from gapforge.errors import InputError, ModelError
 from gapforge.io import atomic_path, write_json
 from gapforge.models.base import MODEL_CARD_FILE
@@ -384,10 +384,14 @@ class FormulaGAN:
             m = min(batch_size, n - done)
             with torch.no_grad():
                 z = torch.randn(m, self.latent_dim, generator=g)
-                if fast is not None and self.decode_rule == "sample":
-                    # inverse-CDF draw per element row: one uniform per row instead of one
-                    # Gumbel variate per class; the drawn class is the count (0 = absent)
+                # class-major logits (m, K, E): the drawn or scored class of a row is its count
+                if fast is not None:
                     x = fast(z).reshape(m, k, e)
+                else:
+                    x = self.generator_(z).reshape(m, e, k).permute(0, 2, 1).contiguous()
+                if self.decode_rule == "sample":
+                    # inverse-CDF draw per element row: one uniform per row instead of one
+                    # Gumbel variate per class
                     if self.temperature != 1.0:
                         x /= self.temperature
                     x -= x.amax(dim=1, keepdim=True)
@@ -399,24 +403,11 @@ class FormulaGAN:
                     yield reduce_counts(cls), valid
                     done += m
                     continue
-                elif fast is None or self.decode_rule == "sample":
-                    logits = self.generator_(z)
-                    if self.decode_rule == "sample":
-                        probs = torch.softmax(logits.reshape(-1, k) / self.temperature, dim=-1)
-                        cls = torch.multinomial(probs, 1, generator=g).reshape(m, e).numpy()
-                        scores = counts_to_onehot(cls, self.encoder.n_levels)
-                        rule = "strict"
-                    else:
-                        scores = self._probs(logits)[..., 1:].numpy()
-                        rule = self.decode_rule
-                else:
-                    x = fast(z).reshape(m, k, e)
-                    x -= x.amax(dim=1, keepdim=True)
-                    x.exp_()
-                    x /= x.sum(dim=1, keepdim=True)
-                    scores = x[:, 1:, :].permute(0, 2, 1).numpy()  # (m, E, L) strided view
-                    rule = self.decode_rule
-            yield self.encoder.decode_counts(scores, rule=rule)
+                x -= x.amax(dim=1, keepdim=True)
+                x.exp_()
+                x /= x.sum(dim=1, keepdim=True)
+                scores = x[:, 1:, :].permute(0, 2, 1).numpy()  # (m, E, L) strided view
+            yield self.encoder.decode_counts(scores, rule=self.decode_rule)
             done += m
 
     def sample_counts(self, n: int, *, seed: int | None = None, batch_size: int = 16_384):
