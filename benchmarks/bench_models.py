@@ -147,7 +147,7 @@ def markdown(report: dict[str, Any]) -> str:
         "# Band-gap models: accuracy and speed",
         "",
         f"Data: mp-bandgap minus test-500 ({report['n_rows']} rows), split 60/20/20 per seed; "
-        f"test-500 = the paper's test set, never trained on. Seeds: {report['seeds']}. "
+        "test-500 = the paper's test set, never trained on; one split per seed (column seeds). "
         f"Machine: {report['machine']} ({report['cpu_count']} cores shared with other jobs; "
         "load average per row below). Times are wall-clock.",
         "",
@@ -204,6 +204,45 @@ def markdown(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def merge_report(
+    path: Path,
+    report: dict[str, Any],
+    name: str,
+    runs: list[dict[str, Any]] | None,
+    notes: dict[str, list[str]],
+    merge: bool,
+) -> dict[str, Any]:
+    """The report to write: this run's results, merged into the file on disk when ``merge``.
+
+    The file is re-read at every write, so separate invocations (one seed each,
+    even running side by side) add up instead of overwriting each other. A
+    model's runs are merged by seed (this run's seed replaces an older run of
+    the same seed); a model re-measured here drops the notes older runs wrote
+    about it.
+    """
+    out = json.loads(json.dumps(report))
+    if merge and path.is_file():
+        old = json.loads(path.read_text())
+        out["models"] = old.get("models", {})  # this invocation's other models are already in it
+        out["throughput"] = {**old.get("throughput", {}), **out["throughput"]}
+        out["notes"] = list(old.get("notes", []))
+        out.setdefault("featurizer", old.get("featurizer"))
+        if report["command"] not in str(old.get("command")):
+            out["command"] = f"{old.get('command')} ; {report['command']}"
+        else:
+            out["command"] = old.get("command")
+    if runs is not None:
+        seeds = {r["seed"] for r in runs}
+        kept = [r for r in out["models"].get(name, []) if merge and r.get("seed") not in seeds]
+        out["models"][name] = sorted(kept + runs, key=lambda r: (r.get("seed") is None, r.get("seed")))
+        report["models"][name] = runs  # the in-process record (used when not merging)
+    for model, texts in notes.items():
+        out["notes"] = [n for n in out["notes"] if not n.lower().startswith(model)] + texts
+    if out.get("featurizer") is None:
+        out.pop("featurizer", None)
+    return out
+
+
 def throughput_n(name: str, args: argparse.Namespace) -> int:
     return {"roost": args.n_throughput_roost, "hgb": args.n_throughput_hgb}.get(name, args.n_throughput)
 
@@ -257,18 +296,19 @@ def main() -> None:
         "notes": [],
         "command": "python benchmarks/bench_models.py " + " ".join(sys.argv[1:]),
     }
-    previous = args.out / "bench_models.json"
-    if args.merge and previous.is_file():
-        old = json.loads(previous.read_text())
-        report["models"] = old.get("models", {})
-        report["throughput"] = old.get("throughput", {})
-        report["notes"] = old.get("notes", [])
-        report["command"] = f"{old.get('command')} ; {report['command']}"
     if args.featurizer_check:
         sample = data[C.FORMULA].sample(min(args.featurizer_check, len(data)), random_state=0).tolist()
         report["featurizer"] = featurizer_check(sample)
         log.info("featurizer check: %s", report["featurizer"])
     last: dict[str, Any] = {}
+    new_notes: dict[str, list[str]] = {}
+
+    def save(name: str, runs: list[dict[str, Any]] | None) -> None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        merged = merge_report(args.out / "bench_models.json", report, name, runs, new_notes, args.merge)
+        write_json(merged, args.out / "bench_models.json")
+        write_text(markdown(merged), args.out / "bench_models.md")
+
     for name in args.models:
         runs = []
         if args.throughput_only:
@@ -278,11 +318,9 @@ def main() -> None:
             last[name] = load_model("default", kind="oracle" if name == "roost" else "forest")
             report["throughput"][name] = throughput(last[name], throughput_n(name, args), seed=123)
             log.info("%s throughput: %s", name, report["throughput"][name])
-            write_json(report, args.out / "bench_models.json")
-            write_text(markdown(report), args.out / "bench_models.md")
+            save(name, None)
             continue
-        # a rerun of a model replaces what earlier runs noted about it
-        report["notes"] = [n for n in report["notes"] if not n.lower().startswith(name)]
+        notes = new_notes.setdefault(name, [])
         if name == "roost" and args.roost_shipped:
             model = load_model("default", kind="oracle")
             meta = model.metadata_
@@ -293,7 +331,7 @@ def main() -> None:
                     "metrics": {**meta.get("metrics", {}), "test-500": score(model, {"t": t500})["t"]},
                 }
             )
-            report["notes"].append(
+            notes.append(
                 "roost row: the shipped oracle (gapforge train oracle, 80/10/10 split of mp-bandgap "
                 f"minus test-500, seed {meta.get('seed')}, {model.n_members} members x <= {model.epochs} "
                 "epochs), not retrained per seed."
@@ -313,12 +351,16 @@ def main() -> None:
                 )
                 log.info("%s seed %d: %.0f s, %s", name, seed, dt, metrics["test"])
                 last[name] = model
-        report["models"][name] = runs
+                save(name, runs)  # after every seed: a long Roost run keeps what it finished
+            if name == "roost":
+                notes.append(
+                    f"roost rows: {args.roost_members} members x <= {args.roost_epochs} epochs per seed "
+                    f"(patience {args.roost_patience}, cosine learning rate, 1 torch thread), "
+                    "early-stopped on the 20 % validation part."
+                )
         report["throughput"][name] = throughput(last[name], throughput_n(name, args), seed=123)
         log.info("%s throughput: %s", name, report["throughput"][name])
-        args.out.mkdir(parents=True, exist_ok=True)
-        write_json(report, args.out / "bench_models.json")
-        write_text(markdown(report), args.out / "bench_models.md")
+        save(name, runs)
 
 
 if __name__ == "__main__":
