@@ -38,10 +38,14 @@ from gapforge.models.latent_metrics import DEFAULT_SMACT, evaluate_autoencoder
 RESULTS = Path(__file__).parent / "results"
 
 
-def bench_one(label: str, path: str, samples: int, seed: int, rule: str | None = None) -> dict:
+def bench_one(
+    label: str, path: str, samples: int, seed: int, rule: str | None = None, refine: bool = True
+) -> dict:
     ae = CompositionAutoencoder.load(path)
     if rule:
         ae.decode_rule = rule
+    if not refine:
+        ae.refine_steps = 0
     heldout = ae.heldout_formulas()
     t0 = time.perf_counter()
     ev = evaluate_autoencoder(ae, heldout, n_samples=samples, seed=seed)
@@ -59,7 +63,9 @@ def bench_one(label: str, path: str, samples: int, seed: int, rule: str | None =
             ae.decode(ae.sample(samples, method=method, seed=seed + off))
             forced[method] = ae.last_forced_ / samples
     meta = ae.metadata_
+    refined = getattr(ae, "last_refined_", None) if ae.arch == "softmax" and ae.refine_steps else None
     return {
+        "refined_heldout": refined,  # (codes that decoded wrongly, of those fixed by refinement)
         "forced_single_element": forced,
         "label": label,
         "model_dir": str(path),
@@ -117,6 +123,15 @@ def markdown(rows: list[dict], samples: int, seed: int) -> str:
                 f"of uniform and {pct(f['gaussian'])} of Gaussian points; those decode to their single "
                 "most probable element (the constrained maximum), so they count as valid.",
             ]
+    for r in rows:
+        if r.get("refined_heldout"):
+            n_bad, n_fixed = r["refined_heldout"]
+            lines += [
+                "",
+                f"{r['label']}: {n_bad} held-out codes from the encoder decoded wrongly; refinement "
+                f"(<= {r['params'].get('refine_steps')} Adam steps on the code, step "
+                f"{r['params'].get('refine_lr')}, inside the latent bounds) fixed {n_fixed} of them.",
+            ]
     base = rows[0]["evaluation"].get("heldout_smact_baseline") if rows else None
     if base is not None:
         lines += [
@@ -155,7 +170,13 @@ def main() -> None:
         "--model",
         action="append",
         required=True,
-        help="LABEL=DIR or LABEL=DIR:RULE (paper decode rule; repeat)",
+        help="LABEL=DIR[:OPTION...] (repeat); options: strict or argmax (paper decode rule), "
+        "norefine (softmax: the encoder's one-pass codes, no code refinement)",
+    )
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="Keep the rows of the existing results (models no longer on disk), replacing same labels.",
     )
     ap.add_argument("--samples", type=int, default=5000)
     ap.add_argument("--seed", type=int, default=0)
@@ -166,11 +187,18 @@ def main() -> None:
     rows = []
     for spec in args.model:
         label, _, path = spec.partition("=")
-        path, _, rule = path.partition(":")
-        if not path:
-            ap.error(f"--model takes LABEL=DIR, got {spec!r}")
+        path, *options = path.split(":")
+        bad = set(options) - {"strict", "argmax", "norefine"}
+        if not path or bad:
+            ap.error(f"--model takes LABEL=DIR[:strict|argmax|norefine], got {spec!r}")
+        rule = next((o for o in options if o in ("strict", "argmax")), None)
         print(f"evaluating {label} ({path}) ...", flush=True)
-        rows.append(bench_one(label, path, args.samples, args.seed, rule or None))
+        rows.append(bench_one(label, path, args.samples, args.seed, rule, refine="norefine" not in options))
+    previous = args.out / f"{args.name}.json"
+    if args.merge and previous.is_file():
+        new = {r["label"]: r for r in rows}
+        old = json.loads(previous.read_text()).get("models", [])
+        rows = [new.pop(r["label"], r) for r in old] + list(new.values())
     report = {
         "benchmark": "composition autoencoder",
         "samples_per_method": args.samples,

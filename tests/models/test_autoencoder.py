@@ -118,6 +118,28 @@ def test_sampling_inside_bounds_and_gaussian_moments(fitted: CompositionAutoenco
         fitted.sample(3, method="sobol")  # type: ignore[arg-type]
 
 
+def test_code_refinement_fixes_wrong_codes_and_leaves_right_ones() -> None:
+    # 40 epochs: the encoder alone gets 13 of 32 wrong; refinement fixes 10 of those
+    ae = _tiny("softmax", epochs=40, refine_steps=0).fit(TINY)
+    counts = ae.formula_encoder.formulas_to_counts(TINY)
+    z0 = ae._encode_counts(counts)
+    wrong = (ae.decode_counts(z0)[0] != counts).any(axis=1)
+    assert 0 < wrong.sum() < len(TINY)
+    ae.refine_steps = 200
+    z1 = ae._encode_counts(counts)
+    n_bad, n_fixed = ae.last_refined_
+    assert n_bad == wrong.sum() and n_fixed > 0
+    fixed = ~(ae.decode_counts(z1)[0] != counts).any(axis=1)
+    assert fixed.sum() == len(TINY) - n_bad + n_fixed  # every fixed code now decodes exactly
+    np.testing.assert_array_equal(z1[~wrong], z0[~wrong])  # right codes do not move
+    lo, hi = ae.latent_bounds
+    moved = (z1 != z0).any(axis=1)
+    assert moved.sum() == n_fixed
+    assert ((z1[moved] >= lo - 1e-6) & (z1[moved] <= hi + 1e-6)).all()  # inside the search box
+    with pytest.raises(InputError, match="refine_steps"):
+        _tiny("softmax", refine_steps=-1).fit(TINY)
+
+
 def test_fit_is_deterministic_for_a_seed() -> None:
     a = _tiny("softmax", epochs=5).fit(TINY[:10])
     b = _tiny("softmax", epochs=5).fit(TINY[:10])

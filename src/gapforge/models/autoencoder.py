@@ -239,6 +239,13 @@ class CompositionAutoencoder:
             or an all-zero matrix is invalid) or ``"argmax"`` (most probable
             level per row, present if >= 0.5). Ignored by ``softmax``.
         threads: torch intra-op threads while fitting/encoding (None = leave torch's setting).
+        refine_steps: softmax only: when the encoder's code of a formula does
+            not decode back to it, take up to this many Adam steps on that code
+            (decoder cross-entropy of the formula, step size ``refine_lr``) and
+            keep the first code that decodes exactly (semi-amortised inference;
+            0 = the encoder's code as is). Codes that already decode correctly,
+            and formulas no step fixes, keep the encoder's code.
+        refine_lr: Adam step size of the refinement, in latent units.
     """
 
     kind = KIND
@@ -264,6 +271,8 @@ class CompositionAutoencoder:
         n_levels: int = 8,
         decode_rule: Literal["strict", "argmax"] = "strict",
         threads: int | None = None,
+        refine_steps: int = 100,
+        refine_lr: float = 0.05,
     ) -> None:
         self.arch = arch
         self.latent_dim = latent_dim
@@ -283,6 +292,8 @@ class CompositionAutoencoder:
         self.n_levels = n_levels
         self.decode_rule = decode_rule
         self.threads = threads
+        self.refine_steps = refine_steps
+        self.refine_lr = refine_lr
 
     # -- parameters ------------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -306,6 +317,8 @@ class CompositionAutoencoder:
             "n_levels": int(self.n_levels),
             "decode_rule": self.decode_rule,
             "threads": self.threads,
+            "refine_steps": int(self.refine_steps),
+            "refine_lr": float(self.refine_lr),
         }
 
     def _check_params(self) -> None:
@@ -329,6 +342,10 @@ class CompositionAutoencoder:
             raise InputError("kl_warmup must be >= 0", value=self.kl_warmup)
         if int(self.factor_rank) < 0:
             raise InputError("factor_rank must be >= 0", value=self.factor_rank)
+        if int(self.refine_steps) < 0 or not float(self.refine_lr) > 0:
+            raise InputError(
+                "refine_steps must be >= 0 and refine_lr > 0", value=(self.refine_steps, self.refine_lr)
+            )
 
     @property
     def formula_encoder(self) -> FormulaEncoder:
@@ -466,7 +483,9 @@ class CompositionAutoencoder:
                 val_exact = None
                 if val_counts is not None:
                     val_exact = float(
-                        np.mean(np.all(self._reconstruct_counts(val_counts) == val_counts, axis=1))
+                        np.mean(
+                            np.all(self._reconstruct_counts(val_counts, refine=False) == val_counts, axis=1)
+                        )
                     )
                 rec_ = EpochRecord(
                     epoch + 1, tot / n, rec_tot / n, kl_tot / n, round(time.perf_counter() - t0, 3), val_exact
@@ -483,8 +502,8 @@ class CompositionAutoencoder:
                     "" if val_exact is None else f" held-out exact {val_exact:.4f}",
                 )
             self.history_ = history
-            z = self._encode_counts(counts)
-            self._set_latent_stats(z)
+            # the search box is the range of the encoder's own codes; refinement stays inside it
+            self._set_latent_stats(self._encode_counts(counts, refine=False))
         finally:
             torch.set_num_threads(threads_before)
         return self
@@ -497,7 +516,9 @@ class CompositionAutoencoder:
         )
 
     # -- encoding --------------------------------------------------------------------------
-    def _encode_counts(self, counts: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    def _encode_counts(
+        self, counts: np.ndarray, batch_size: int = 4096, *, refine: bool = True
+    ) -> np.ndarray:
         import torch
 
         net = self.net_
@@ -508,6 +529,69 @@ class CompositionAutoencoder:
                 c = torch.from_numpy(np.asarray(counts[s : s + batch_size], dtype=np.int64))
                 mu, _ = net.encode(_onehot(c, int(self.n_levels)))
                 out[s : s + len(c)] = mu.numpy()
+        if refine and self.arch != "paper" and int(self.refine_steps) > 0 and len(counts):
+            out = self._refine_codes(np.asarray(counts, dtype=np.int64), out)
+        return out
+
+    def _refine_codes(self, counts: np.ndarray, z: np.ndarray) -> np.ndarray:
+        """Fix codes that do not decode to their formula by gradient steps on the code alone.
+
+        Only rows whose argmax decode differs from ``counts`` move; each keeps
+        the first code whose decode is exact, or its encoder code if none is.
+        Codes are kept inside the latent bounds (the search box) once those
+        are known. The decoder's weights are not touched.
+        """
+        import torch
+        import torch.nn.functional as F
+
+        dec, _ = self.decode_counts(z)
+        bad = np.flatnonzero((dec.astype(np.int64) != counts).any(axis=1))
+        self.last_refined_ = (len(bad), 0)
+        if not len(bad):
+            return z
+        net = self.net_
+        k = int(self.n_levels) + 1
+        target = torch.from_numpy(counts[bad])
+        code = torch.tensor(z[bad], requires_grad=True)
+        result = z[bad].copy()
+        done = np.zeros(len(bad), dtype=bool)
+        opt = torch.optim.Adam([code], lr=float(self.refine_lr))
+        lo = hi = None
+        if getattr(self, "latent_bounds_", None) is not None:  # stay inside the search box
+            lo, hi = (torch.from_numpy(np.asarray(b, dtype=np.float32)) for b in self.latent_bounds_)
+        params = [p.requires_grad for p in net.parameters()]
+        for p in net.parameters():
+            p.requires_grad_(False)
+        try:
+            for _ in range(int(self.refine_steps)):
+                logits = net.decode(code)
+                exact = (logits.argmax(dim=-1) == target).all(dim=-1).numpy()
+                new = exact & ~done
+                if new.any():
+                    result[new] = code.detach().numpy()[new]
+                    done |= new
+                if done.all():
+                    break
+                loss = F.cross_entropy(logits.reshape(-1, k), target.reshape(-1), reduction="sum")
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                if lo is not None:
+                    with torch.no_grad():
+                        code.clamp_(lo, hi)
+            else:
+                with torch.no_grad():
+                    exact = (net.decode(code).argmax(dim=-1) == target).all(dim=-1).numpy()
+                new = exact & ~done
+                result[new] = code.detach().numpy()[new]
+                done |= new
+        finally:
+            for p, flag in zip(net.parameters(), params, strict=True):
+                p.requires_grad_(flag)
+        out = z.copy()
+        out[bad] = result
+        self.last_refined_ = (len(bad), int(done.sum()))
+        log.debug("refined %d of %d codes that decoded wrongly", int(done.sum()), len(bad))
         return out
 
     def encode_batch(self, formulas: Sequence[str]) -> LatentEncoding:
@@ -637,8 +721,8 @@ class CompositionAutoencoder:
                 out[i] = f
         return out
 
-    def _reconstruct_counts(self, counts: np.ndarray) -> np.ndarray:
-        z = self._encode_counts(counts)
+    def _reconstruct_counts(self, counts: np.ndarray, *, refine: bool = True) -> np.ndarray:
+        z = self._encode_counts(counts, refine=refine)
         dec, valid = self.decode_counts(z)
         dec = dec.astype(np.int64)
         dec[~valid] = -1
@@ -992,7 +1076,7 @@ def train_autoencoder(
         with torch.no_grad():
             for p in model.net_.parameters():
                 p.copy_(p.half().float())
-        model._set_latent_stats(model._encode_counts(encoder.formulas_to_counts(train)))
+        model._set_latent_stats(model._encode_counts(encoder.formulas_to_counts(train), refine=False))
     meta = {
         "seed": seed,
         "holdout": holdout,
@@ -1048,6 +1132,15 @@ def write_model_card(directory: str | Path) -> Path:
         f"{', '.join(meta.get('data_sources') or [])} (fingerprint `{meta.get('training_fingerprint')}`), "
         f"{meta.get('n_heldout')} more held out ({meta.get('holdout')}, chosen by the seed)",
         f"- weights stored as {meta.get('precision')}",
+        *(
+            [
+                f"- encoding: the encoder's code, then, for a formula whose code does not decode back "
+                f"to it, up to {p.get('refine_steps', 100)} Adam steps (step {p.get('refine_lr', 0.05)}) "
+                "on the code alone, inside the latent bounds (`refine_steps=0` turns this off)"
+            ]
+            if p["arch"] == "softmax" and p.get("refine_steps", 100)
+            else []
+        ),
         f"- command: `{meta.get('command')}`",
         "",
         "## Measures (recorded at training time)",
