@@ -91,6 +91,26 @@ def test_encode_arguments_and_files(model_dir: Path, tmp_path: Path) -> None:
     assert isinstance(strict.exception, FormulaError) and "Li9F" in str(strict.exception)
     both = runner.invoke(app, ["latent", "encode", "--model", str(model_dir), "LiF", "--input", str(src)])
     assert both.exit_code != 0
+    one_pass = tmp_path / "z1.npy"
+    res = runner.invoke(
+        app,
+        [
+            "latent",
+            "encode",
+            "--model",
+            str(model_dir),
+            *FORMULAS,
+            "--refine-steps",
+            "0",
+            "--output",
+            str(one_pass),
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    ae.refine_steps = 0
+    np.testing.assert_allclose(np.load(one_pass), ae.encode(FORMULAS), rtol=1e-5)
+    neg = runner.invoke(app, ["latent", "encode", "--model", str(model_dir), "LiF", "--refine-steps", "-1"])
+    assert neg.exit_code != 0
 
 
 def test_encode_then_decode_round_trip(model_dir: Path, tmp_path: Path) -> None:

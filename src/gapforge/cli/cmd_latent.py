@@ -164,6 +164,15 @@ def latent_encode(
             "--strict/--lenient", help="Fail on a formula that cannot be encoded (default: NaN row)."
         ),
     ] = False,
+    refine_steps: Annotated[
+        int | None,
+        typer.Option(
+            "--refine-steps",
+            help="Gradient steps that fix a code not decoding back to its formula "
+            "(default: the model's, 100; 0 = the encoder's one-pass code).",
+            min=0,
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
     workers: WorkersOpt = 1,
 ) -> None:
@@ -178,6 +187,8 @@ def latent_encode(
     if output is not None:
         _check_output(output, overwrite)
     ae = CompositionAutoencoder.load(model)
+    if refine_steps is not None:
+        ae.refine_steps = refine_steps
     if strict:
         ae.encode(items)  # raises on the first formula that cannot be encoded
     table = encode_table(ae, items)
