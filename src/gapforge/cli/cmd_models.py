@@ -57,6 +57,33 @@ def _report_training(result: Any) -> None:
         )
 
 
+def _train(
+    kind: str,
+    data: str,
+    out: Path,
+    seed: int,
+    holdout: Any,
+    split: str,
+    overwrite: bool,
+    params: dict[str, Any],
+) -> None:
+    """Fit, score and save one band-gap model (``train_model``), recording the command line."""
+    from gapforge.models.registry import train_model
+
+    result = train_model(
+        kind,
+        data,
+        out,
+        seed=seed,
+        holdout=holdout,
+        fractions=_fractions(split),
+        overwrite=overwrite,
+        params=params,
+        command=shlex.join(["gapforge", *sys.argv[1:]]),
+    )
+    _report_training(result)
+
+
 @train_app.command("oracle")
 def train_oracle(
     data: DataOpt = "mp-bandgap",
@@ -81,8 +108,6 @@ def train_oracle(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train a Roost ensemble (aviary) band-gap oracle and save it to --out."""
-    from gapforge.models.registry import train_model
-
     params = {
         "epochs": epochs,
         "n_members": members,
@@ -91,18 +116,7 @@ def train_oracle(
         "learning_rate": learning_rate,
         "threads": threads,
     }
-    result = train_model(
-        "oracle",
-        data,
-        out,
-        seed=seed,
-        holdout=_holdout(data, holdout, no_holdout),
-        fractions=_fractions(split),
-        overwrite=overwrite,
-        params=params,
-        command=shlex.join(["gapforge", *sys.argv[1:]]),
-    )
-    _report_training(result)
+    _train("oracle", data, out, seed, _holdout(data, holdout, no_holdout), split, overwrite, params)
 
 
 #: Per-estimator defaults of ``gapforge train forest`` (the shipped forest uses "rf": boosting is
@@ -147,8 +161,6 @@ def train_forest(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train a random-forest (or gradient-boosting) model on Magpie descriptors and save it to --out."""
-    from gapforge.models.registry import train_model
-
     if estimator not in FOREST_DEFAULTS:
         raise typer.BadParameter(f"unknown estimator {estimator!r} (use hgb or rf)", param_hint="--estimator")
     given = {
@@ -162,18 +174,7 @@ def train_forest(
     params.update({k: v for k, v in given.items() if v is not None})
     if params.get("max_leaf_nodes") == 0:
         params["max_leaf_nodes"] = None
-    result = train_model(
-        "forest",
-        data,
-        out,
-        seed=seed,
-        holdout=_holdout(data, holdout, no_holdout),
-        fractions=_fractions(split),
-        overwrite=overwrite,
-        params=params,
-        command=shlex.join(["gapforge", *sys.argv[1:]]),
-    )
-    _report_training(result)
+    _train("forest", data, out, seed, _holdout(data, holdout, no_holdout), split, overwrite, params)
 
 
 def _echo_predictions(table: Any) -> None:
