@@ -224,6 +224,9 @@ def merge_report(
     if merge and path.is_file():
         old = json.loads(path.read_text())
         out["models"] = old.get("models", {})  # this invocation's other models are already in it
+        for old_runs in out["models"].values():  # runs from before per-run loads: the file's load
+            for r in old_runs:
+                r.setdefault("load_average", old.get("load_average", []))
         out["throughput"] = {**old.get("throughput", {}), **out["throughput"]}
         out["notes"] = list(old.get("notes", []))
         out.setdefault("featurizer", old.get("featurizer"))
