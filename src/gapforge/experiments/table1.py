@@ -210,10 +210,22 @@ def _screening_model(kind: str, seed: int, n_estimators: int, n_train: int):
     return ForestModel(n_estimators=n_estimators, n_jobs=1, random_state=seed)
 
 
+def _identity(model: Any) -> str:
+    """`` (weights sha256 PREFIX, trained DATE)`` of a saved model, so tables name the exact oracle."""
+    meta = getattr(model, "metadata_", None) or {}
+    parts = []
+    if meta.get("weights_sha256"):
+        parts.append(f"weights sha256 {str(meta['weights_sha256'])[:12]}")
+    if meta.get("trained_at"):
+        parts.append(f"trained {meta['trained_at']}")
+    return f" ({', '.join(parts)})" if parts else ""
+
+
 def _load_oracle(settings: Table1Settings, out: Path) -> tuple[ModelOracle, str]:
     if settings.oracle != "train":
         try:
-            return ModelOracle.load(settings.oracle, kind="oracle"), f"model {settings.oracle}"
+            oracle = ModelOracle.load(settings.oracle, kind="oracle")
+            return oracle, f"model {settings.oracle}{_identity(oracle.model)}"
         except ModelError as exc:
             if settings.oracle != "default":
                 raise
