@@ -38,18 +38,12 @@ from gapforge import columns as C
 from gapforge.data import load_dataset, split_dataset
 from gapforge.encoding import FormulaEncoder
 from gapforge.io import write_json, write_text
-from gapforge.models.forest import ForestModel
+from gapforge.models.forest import ESTIMATOR_DEFAULTS, ForestModel
 from gapforge.models.registry import evaluate_on, fit_on_split, load_model
 
 log = logging.getLogger("bench_models")
 RESULTS = Path(__file__).parent / "results"
 PAPER_EXP1 = {"r2_holdout": 0.735, "r2_test": 0.850, "mae_eV": 0.505, "rmse_eV": 0.826}
-FOREST_PARAMS = {
-    "hgb": {"estimator": "hgb", "n_estimators": 500, "learning_rate": 0.1, "max_leaf_nodes": 63,
-            "min_samples_leaf": 20, "max_features": 1.0},
-    "rf": {"estimator": "rf", "n_estimators": 60, "max_leaf_nodes": 1000, "min_samples_leaf": 3,
-           "max_features": 0.33},
-}  # fmt: skip
 
 
 def random_counts(n: int, seed: int, encoder: FormulaEncoder) -> np.ndarray:
@@ -65,8 +59,8 @@ def random_counts(n: int, seed: int, encoder: FormulaEncoder) -> np.ndarray:
 
 
 def make_model(name: str, seed: int, args: argparse.Namespace) -> Any:
-    if name in FOREST_PARAMS:
-        return ForestModel(random_state=seed, **FOREST_PARAMS[name])
+    if name in ESTIMATOR_DEFAULTS:
+        return ForestModel(estimator=name, random_state=seed, **ESTIMATOR_DEFAULTS[name])
     from gapforge.models.roost import RoostEnsemble
 
     return RoostEnsemble(
@@ -238,7 +232,6 @@ def merge_report(
         seeds = {r["seed"] for r in runs}
         kept = [r for r in out["models"].get(name, []) if merge and r.get("seed") not in seeds]
         out["models"][name] = sorted(kept + runs, key=lambda r: (r.get("seed") is None, r.get("seed")))
-        report["models"][name] = runs  # the in-process record (used when not merging)
     for model, texts in notes.items():
         out["notes"] = [n for n in out["notes"] if not n.lower().startswith(model)] + texts
     if out.get("featurizer") is None:
@@ -307,6 +300,8 @@ def main() -> None:
     new_notes: dict[str, list[str]] = {}
 
     def save(name: str, runs: list[dict[str, Any]] | None) -> None:
+        if runs is not None:
+            report["models"][name] = runs  # the in-process record (used when not merging)
         args.out.mkdir(parents=True, exist_ok=True)
         merged = merge_report(args.out / "bench_models.json", report, name, runs, new_notes, args.merge)
         write_json(merged, args.out / "bench_models.json")

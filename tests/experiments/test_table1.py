@@ -153,7 +153,7 @@ def test_table_names_the_exact_oracle(tmp_path):
 
     from gapforge.models.base import resolve_model_dir
 
-    oracle, name = table1._load_oracle(Table1Settings(oracle="default"), tmp_path)
+    _, name = table1._load_oracle(Table1Settings(oracle="default"), tmp_path)
     card = json.loads((resolve_model_dir("default", "oracle") / "model.json").read_text())
     sha = card["metadata"]["weights_sha256"][:12]
     assert name == f"model default (weights sha256 {sha}, trained {card['metadata']['trained_at']})"

@@ -119,20 +119,6 @@ def train_oracle(
     _train("oracle", data, out, seed, _holdout(data, holdout, no_holdout), split, overwrite, params)
 
 
-#: Per-estimator defaults of ``gapforge train forest`` (the shipped forest uses "rf": boosting is
-#: more accurate but ~10x slower to predict, too slow for screening a million formulas).
-FOREST_DEFAULTS: dict[str, dict[str, Any]] = {
-    "hgb": {
-        "n_estimators": 500,
-        "learning_rate": 0.1,
-        "max_leaf_nodes": 63,
-        "min_samples_leaf": 20,
-        "max_features": 1.0,
-    },
-    "rf": {"n_estimators": 60, "max_leaf_nodes": 1000, "min_samples_leaf": 3, "max_features": 0.33},
-}
-
-
 @train_app.command("forest")
 def train_forest(
     data: DataOpt = "mp-bandgap",
@@ -161,7 +147,9 @@ def train_forest(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train a random-forest (or gradient-boosting) model on Magpie descriptors and save it to --out."""
-    if estimator not in FOREST_DEFAULTS:
+    from gapforge.models.forest import ESTIMATOR_DEFAULTS
+
+    if estimator not in ESTIMATOR_DEFAULTS:
         raise typer.BadParameter(f"unknown estimator {estimator!r} (use hgb or rf)", param_hint="--estimator")
     given = {
         "n_estimators": n_estimators,
@@ -170,7 +158,7 @@ def train_forest(
         "max_features": max_features,
         "max_leaf_nodes": max_leaf_nodes,
     }
-    params: dict[str, Any] = {"estimator": estimator, **FOREST_DEFAULTS[estimator]}
+    params: dict[str, Any] = {"estimator": estimator, **ESTIMATOR_DEFAULTS[estimator]}
     params.update({k: v for k, v in given.items() if v is not None})
     if params.get("max_leaf_nodes") == 0:
         params["max_leaf_nodes"] = None

@@ -195,18 +195,11 @@ def _screening_model(kind: str, seed: int, n_estimators: int, n_train: int):
         return RoostEnsemble(
             n_members=1, epochs=epochs, patience=max(6, epochs // 8), batch_size=batch, seed=seed, threads=1
         )
-    from gapforge.models.forest import ForestModel
+    from gapforge.models.forest import ESTIMATOR_DEFAULTS, ForestModel
 
     if kind == "hgb":
-        return ForestModel(
-            estimator="hgb",
-            n_estimators=300,
-            max_leaf_nodes=63,
-            min_samples_leaf=20,
-            max_features=1.0,
-            n_jobs=1,
-            random_state=seed,
-        )
+        params = {**ESTIMATOR_DEFAULTS["hgb"], "n_estimators": 300}  # small sets: fewer iterations
+        return ForestModel(estimator="hgb", n_jobs=1, random_state=seed, **params)
     return ForestModel(n_estimators=n_estimators, n_jobs=1, random_state=seed)
 
 

@@ -563,14 +563,13 @@ class CompositionAutoencoder:
         for p in net.parameters():
             p.requires_grad_(False)
         try:
-            for _ in range(int(self.refine_steps)):
+            for step in range(int(self.refine_steps) + 1):  # check, then step; the last pass only checks
                 logits = net.decode(code)
-                exact = (logits.argmax(dim=-1) == target).all(dim=-1).numpy()
-                new = exact & ~done
+                new = (logits.argmax(dim=-1) == target).all(dim=-1).numpy() & ~done
                 if new.any():
                     result[new] = code.detach().numpy()[new]
                     done |= new
-                if done.all():
+                if done.all() or step == int(self.refine_steps):
                     break
                 loss = F.cross_entropy(logits.reshape(-1, k), target.reshape(-1), reduction="sum")
                 opt.zero_grad()
@@ -579,12 +578,6 @@ class CompositionAutoencoder:
                 if lo is not None:
                     with torch.no_grad():
                         code.clamp_(lo, hi)
-            else:
-                with torch.no_grad():
-                    exact = (net.decode(code).argmax(dim=-1) == target).all(dim=-1).numpy()
-                new = exact & ~done
-                result[new] = code.detach().numpy()[new]
-                done |= new
         finally:
             for p, flag in zip(net.parameters(), params, strict=True):
                 p.requires_grad_(flag)
