@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from gapforge.active.codec import LatentCodec, LinearCodec
-from gapforge.active.surrogate import ExactPredictor, SurrogateSettings, fit_surrogate
+from gapforge.active.surrogate import ExactPredictor, SurrogateSettings, fit_subset_indices, fit_surrogate
 from gapforge.errors import InputError, ModelError
 
 
@@ -66,6 +66,41 @@ def test_gp_subset_fit_conditions_on_all_points_and_reuses_hyperparameters():
     torch.testing.assert_close(again.model.posterior(xt).mean, fit.model.posterior(xt).mean)
     with pytest.raises(ValueError, match="at least 2"):
         fit_surrogate(x[:1], y[:1], bounds)
+
+
+def test_fit_subset_keeps_the_best_points_and_moves_little_as_labels_arrive():
+    rng = np.random.default_rng(3)
+    y = rng.normal(size=1000)
+    sub = fit_subset_indices(y, 300, seed=7)
+    assert len(sub) == 300 and np.all(np.diff(sub) > 0)
+    assert set(np.argsort(-y)[:30]) <= set(sub.tolist())  # the best tenth always takes part
+    # 20 new labels (none of them among the best): at most 20 points swap in
+    y_more = np.concatenate([y, np.full(20, y.min() - 1)])
+    sub_more = fit_subset_indices(y_more, 300, seed=7)
+    assert len(set(sub.tolist()) - set(sub_more.tolist())) <= 20
+    # another seed draws another subset; small sets are used whole
+    assert len(set(sub.tolist()) ^ set(fit_subset_indices(y, 300, seed=8).tolist())) > 100
+    np.testing.assert_array_equal(fit_subset_indices(y[:200], 300, seed=7), np.arange(200))
+
+
+def test_warm_refit_uses_the_short_iteration_budget(monkeypatch):
+    import gapforge.active.surrogate as sur
+
+    seen = []
+    real = sur.fit_gpytorch_mll
+
+    def spy(mll, optimizer_kwargs):
+        seen.append(optimizer_kwargs["options"]["maxiter"])
+        return real(mll, optimizer_kwargs=optimizer_kwargs)
+
+    monkeypatch.setattr(sur, "fit_gpytorch_mll", spy)
+    rng = np.random.default_rng(4)
+    x = rng.uniform(size=(40, 2))
+    bounds = np.array([[0.0, 0.0], [1.0, 1.0]])
+    settings = SurrogateSettings(maxiter=50, warm_maxiter=5)
+    cold = fit_surrogate(x, x.sum(axis=1), bounds, settings)
+    fit_surrogate(x, x.sum(axis=1), bounds, settings, warm_start=cold.hyperparameters)
+    assert seen == [50, 5]
 
 
 def test_exact_predictor_equals_the_gp_posterior_and_its_gradient():

@@ -336,7 +336,7 @@ class Campaign:
                 self._sur,
                 warm_start=self.state.hyper,
                 fit_hyperparameters=refit,
-                seed=seed,
+                seed=self.config.seed,  # one subset key stream for the whole campaign
             )
             model = fit.model
             self.state.hyper = fit.hyperparameters

@@ -9,6 +9,7 @@ Example (``campaign.yaml``)::
     codec: {kind: autoencoder, model: default}   # or {kind: linear, latent_dim: 16, fit_on: mp-bandgap}
     oracle: {kind: table, path: labels.csv}      # or {kind: model, model: default} / {kind: external}
     initial: {dataset: init-300}
+    surrogate: {fit_subset: 300, maxiter: 75, warm_maxiter: 20, refit_every: 1}   # the defaults
 
 Every value is checked when the file is read; a bad one stops with one line
 naming the file, the field and the value.
@@ -83,14 +84,15 @@ class SurrogateConfig(_Strict):
     Between refits the GP is only conditioned on the new data with the last hyper-parameters.
     """
 
-    fit_subset: int = Field(300, ge=0)
-    warm_start: bool = True
-    maxiter: int = Field(75, ge=1)
+    fit_subset: int = Field(SurrogateSettings.fit_subset, ge=0)
+    warm_start: bool = SurrogateSettings.warm_start
+    maxiter: int = Field(SurrogateSettings.maxiter, ge=1)
+    warm_maxiter: int = Field(SurrogateSettings.warm_maxiter, ge=1)
     refit_every: int = Field(1, ge=1)
 
     def to_settings(self) -> SurrogateSettings:
         """The :class:`SurrogateSettings` it describes."""
-        return SurrogateSettings(fit_subset=self.fit_subset, warm_start=self.warm_start, maxiter=self.maxiter)
+        return SurrogateSettings(**self.model_dump(exclude={"refit_every"}))
 
 
 class CodecConfig(_Strict):

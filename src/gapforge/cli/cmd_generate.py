@@ -32,6 +32,14 @@ def train_gan_cmd(
             "(softmax probabilities, MATGAN's).",
         ),
     ] = "gumbel",
+    critic_features: Annotated[
+        str,
+        typer.Option(
+            "--critic-features",
+            help="'stats': the critic also sees each matrix's element-count and count histograms; "
+            "'matrix': the flattened matrix only.",
+        ),
+    ] = "matrix",
     decode: Annotated[
         str | None,
         typer.Option(
@@ -65,6 +73,7 @@ def train_gan_cmd(
         n_eval=n_eval,
         overwrite=overwrite,
         fake_samples=fake_samples,
+        critic_features=critic_features,
         decode_rule=decode or ("sample" if fake_samples == "gumbel" else "strict"),
         temperature=temperature,
         batch_size=batch_size,

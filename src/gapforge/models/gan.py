@@ -50,6 +50,7 @@ KIND = "gan"
 TRAIN_SETS = ("all", "smact-valid")
 DECODE_RULES = ("strict", "argmax", "sample")
 FAKE_SAMPLES = ("soft", "gumbel")
+CRITIC_FEATURES = ("matrix", "stats")
 
 
 def _torch():
@@ -100,6 +101,38 @@ def _build_critic(n_in: int, hidden: Sequence[int]):
         width = h
     layers.append(nn.Linear(width, 1))
     return nn.Sequential(*layers)
+
+
+def _stats_critic(n_elements: int, n_classes: int, hidden: Sequence[int]):
+    """A critic that also sees each matrix's composition statistics.
+
+    Beside the flattened ``(E, K)`` matrix it gets the number of elements
+    present as soft one-hot bumps ``max(0, 1 - |n - j|)`` for ``j = 0..K-1``
+    (plus one for "more"), and how many elements take each count ``1..L``.
+    A plain MLP critic can in principle compute these, but in practice it let
+    the generator emit 12 % single-element and 3.5 % empty formulas (training
+    data: 0.06 % and none); handing it the statistics makes such a mismatch
+    cheap to detect. Every feature is piecewise linear in the matrix, so the
+    straight-through gradients still reach the generator.
+    """
+    torch = _torch()
+    nn = torch.nn
+
+    class StatsCritic(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.register_buffer("levels", torch.arange(n_classes, dtype=torch.float32), persistent=False)
+            self.net = _build_critic(n_elements * n_classes + 2 * n_classes, hidden)
+
+        def forward(self, x):
+            m = x.reshape(len(x), n_elements, n_classes)
+            n_present = (1 - m[:, :, 0]).sum(dim=1, keepdim=True)
+            bumps = torch.relu(1 - (n_present - self.levels).abs())
+            more = torch.clamp(n_present - (n_classes - 1), 0, 1)
+            count_hist = m[:, :, 1:].sum(dim=1)
+            return self.net(torch.cat([x.reshape(len(x), -1), bumps, more, count_hist], dim=1))
+
+    return StatsCritic()
 
 
 @dataclass(frozen=True)
@@ -196,6 +229,7 @@ class FormulaGAN:
     decode_rule: str = "strict"
     temperature: float = 1.0
     fake_samples: str = "soft"
+    critic_features: str = "matrix"
     seed: int = 0
     encoder: FormulaEncoder = field(default_factory=FormulaEncoder)
 
@@ -214,6 +248,10 @@ class FormulaGAN:
             raise InputError(
                 f"fake_samples must be one of {', '.join(FAKE_SAMPLES)}", value=self.fake_samples
             )
+        if self.critic_features not in CRITIC_FEATURES:
+            raise InputError(
+                f"critic_features must be one of {', '.join(CRITIC_FEATURES)}", value=self.critic_features
+            )
 
     # -- parameters -------------------------------------------------------------------
     def get_params(self) -> dict:
@@ -231,6 +269,7 @@ class FormulaGAN:
             "decode_rule": self.decode_rule,
             "temperature": self.temperature,
             "fake_samples": self.fake_samples,
+            "critic_features": self.critic_features,
             "seed": self.seed,
         }
 
@@ -274,7 +313,7 @@ class FormulaGAN:
             np.eye(k, dtype=np.float32)[counts.astype(np.int64)].reshape(len(counts), e * k)
         )
         gen = _build_generator(self.latent_dim, self.generator_hidden, e * k)
-        critic = _build_critic(e * k, self.critic_hidden)
+        critic = self._new_critic()
         opt_g = torch.optim.Adam(gen.parameters(), lr=self.lr, betas=(0.5, 0.9))
         opt_c = torch.optim.Adam(critic.parameters(), lr=self.lr, betas=(0.5, 0.9))
         history: list[dict] = []
@@ -335,6 +374,12 @@ class FormulaGAN:
         self.epochs_trained_ = epochs_done
         self.train_seconds_ = time.perf_counter() - start
         return self
+
+    def _new_critic(self):
+        e, k = self.encoder.n_elements, self._n_classes
+        if self.critic_features == "stats":
+            return _stats_critic(e, k, self.critic_hidden)
+        return _build_critic(e * k, self.critic_hidden)
 
     def _probs(self, logits):
         e, k = self.encoder.n_elements, self._n_classes
@@ -555,7 +600,7 @@ class FormulaGAN:
         model.metadata_ = card.get("metadata", {})
         critic_path = directory / CRITIC_FILE
         if critic_path.is_file():  # optional: only needed to judge samples or continue training
-            critic = _build_critic(e * k, model.critic_hidden)
+            critic = model._new_critic()
             try:
                 critic.load_state_dict(torch.load(critic_path, weights_only=True, map_location="cpu"))
                 model.critic_ = critic
