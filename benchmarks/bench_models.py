@@ -58,6 +58,17 @@ def random_counts(n: int, seed: int, encoder: FormulaEncoder) -> np.ndarray:
     return counts
 
 
+#: aviary's own Roost widths (3 attention heads, 256-wide gate/message networks, 1024/512
+#: trunk), against gapforge's narrower default (1 head, 64, 256/128) that the oracle ships with
+ROOST_WIDE = {
+    "elem_heads": 3,
+    "cry_heads": 3,
+    "hidden": 256,
+    "trunk_hidden": (1024, 512),
+    "out_hidden": (256, 128, 64),
+}
+
+
 def make_model(name: str, seed: int, args: argparse.Namespace) -> Any:
     if name in ESTIMATOR_DEFAULTS:
         return ForestModel(estimator=name, random_state=seed, **ESTIMATOR_DEFAULTS[name])
@@ -69,6 +80,7 @@ def make_model(name: str, seed: int, args: argparse.Namespace) -> Any:
         patience=args.roost_patience,
         seed=seed,
         threads=1,
+        **(ROOST_WIDE if name == "roost-wide" else {}),
     )
 
 
@@ -233,20 +245,24 @@ def merge_report(
         kept = [r for r in out["models"].get(name, []) if merge and r.get("seed") not in seeds]
         out["models"][name] = sorted(kept + runs, key=lambda r: (r.get("seed") is None, r.get("seed")))
     for model, texts in notes.items():
-        out["notes"] = [n for n in out["notes"] if not n.lower().startswith(model)] + texts
+        out["notes"] = [n for n in out["notes"] if not n.lower().startswith(model + " ")] + texts
     if out.get("featurizer") is None:
         out.pop("featurizer", None)
     return out
 
 
 def throughput_n(name: str, args: argparse.Namespace) -> int:
-    return {"roost": args.n_throughput_roost, "hgb": args.n_throughput_hgb}.get(name, args.n_throughput)
+    if name.startswith("roost"):
+        return args.n_throughput_roost
+    return {"hgb": args.n_throughput_hgb}.get(name, args.n_throughput)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--models", nargs="+", default=["hgb", "rf", "roost"], choices=["hgb", "rf", "roost"])
+    ap.add_argument(
+        "--models", nargs="+", default=["hgb", "rf", "roost"], choices=["hgb", "rf", "roost", "roost-wide"]
+    )
     ap.add_argument("--roost-epochs", type=int, default=7)
     ap.add_argument("--roost-members", type=int, default=3)
     ap.add_argument("--roost-patience", type=int, default=6, help="Roost early-stopping patience.")
@@ -350,9 +366,11 @@ def main() -> None:
                 log.info("%s seed %d: %.0f s, %s", name, seed, dt, metrics["test"])
                 last[name] = model
                 save(name, runs)  # after every seed: a long Roost run keeps what it finished
-            if name == "roost":
+            if name.startswith("roost"):
+                widths = ", aviary's widths " + str(ROOST_WIDE) if name == "roost-wide" else ""
                 notes.append(
-                    f"roost rows: {args.roost_members} members x <= {args.roost_epochs} epochs per seed "
+                    f"{name} rows{widths}: {args.roost_members} members x <= {args.roost_epochs} "
+                    "epochs per seed "
                     f"(patience {args.roost_patience}, cosine learning rate, 1 torch thread), "
                     "early-stopped on the 20 % validation part."
                 )

@@ -48,8 +48,8 @@ WEIGHTS_FILE = "generator.pt"
 CRITIC_FILE = "critic.pt"
 KIND = "gan"
 TRAIN_SETS = ("all", "smact-valid")
-DECODE_RULES = ("strict", "argmax", "sample")
-FAKE_SAMPLES = ("soft", "gumbel")
+DECODE_RULES = ("strict", "argmax", "sample", "mode")
+FAKE_SAMPLES = ("soft", "gumbel", "mode")
 CRITIC_FEATURES = ("matrix", "stats")
 
 
@@ -203,7 +203,8 @@ class FormulaGAN:
         decode_rule: ``"strict"`` or ``"argmax"`` (passed to
             ``FormulaEncoder.decode_counts`` with the count probabilities), or
             ``"sample"``: draw each row's class from its softmax (at
-            ``temperature``), then decode the one-hot result.
+            ``temperature``), then decode the one-hot result; ``"mode"``: each
+            row's most likely class (absent or a count), deterministic given ``z``.
         temperature: softmax temperature of the ``"sample"`` rule.
         fake_samples: what the critic sees of the generator while training:
             ``"soft"`` (the per-row softmax probabilities; MATGAN's choice) or
@@ -212,7 +213,20 @@ class FormulaGAN:
             critic can tell generated from real matrices by their softness alone
             and the generator collapses onto a few sharp outputs; with ``gumbel``
             it is trained on exactly what the ``"sample"`` decoding rule draws,
-            so diversity comes from the rows' distributions as well as from ``z``.
+            so diversity comes from the rows' distributions as well as from ``z``;
+            ``"mode"`` (straight-through one-hot of each row's most likely class,
+            decoded with the ``"mode"`` rule): no per-row noise at all, so every
+            bit of diversity, and every correlation between elements, has to
+            come from ``z``.
+        critic_features: ``"matrix"`` (the critic sees the flattened matrix) or
+            ``"stats"`` (also the element-count and count histograms; see
+            :func:`_stats_critic`).
+        entropy_weight: weight of the mean per-row entropy added to the
+            generator's loss. Without it the generator can stay diffuse: every
+            row keeps some probability of being present, so the formula is set
+            by the per-row draws more than by ``z`` and spurious extra elements
+            appear; the penalty pushes rows to be decided and the diversity
+            into ``z``.
         seed: seed of weights, batches and noise.
         encoder: the formula codec (element vocabulary, count levels).
     """
@@ -230,6 +244,7 @@ class FormulaGAN:
     temperature: float = 1.0
     fake_samples: str = "soft"
     critic_features: str = "matrix"
+    entropy_weight: float = 0.0
     seed: int = 0
     encoder: FormulaEncoder = field(default_factory=FormulaEncoder)
 
@@ -248,6 +263,8 @@ class FormulaGAN:
             raise InputError(
                 f"fake_samples must be one of {', '.join(FAKE_SAMPLES)}", value=self.fake_samples
             )
+        if not self.entropy_weight >= 0:
+            raise InputError("entropy_weight must be >= 0", value=self.entropy_weight)
         if self.critic_features not in CRITIC_FEATURES:
             raise InputError(
                 f"critic_features must be one of {', '.join(CRITIC_FEATURES)}", value=self.critic_features
@@ -270,6 +287,7 @@ class FormulaGAN:
             "temperature": self.temperature,
             "fake_samples": self.fake_samples,
             "critic_features": self.critic_features,
+            "entropy_weight": self.entropy_weight,
             "seed": self.seed,
         }
 
@@ -344,7 +362,10 @@ class FormulaGAN:
                 step += 1
                 if step % self.n_critic == 0:
                     z = torch.randn(bs, self.latent_dim)
-                    loss_g = -critic(self._fake(gen(z)).reshape(bs, -1)).mean()
+                    logits = gen(z)
+                    loss_g = -critic(self._fake(logits).reshape(bs, -1)).mean()
+                    if self.entropy_weight:
+                        loss_g = loss_g + self.entropy_weight * self._row_entropy(logits)
                     opt_g.zero_grad()
                     loss_g.backward()
                     opt_g.step()
@@ -381,6 +402,12 @@ class FormulaGAN:
             return _stats_critic(e, k, self.critic_hidden)
         return _build_critic(e * k, self.critic_hidden)
 
+    def _row_entropy(self, logits):
+        """Mean entropy (nats) of the element rows' class distributions."""
+        e, k = self.encoder.n_elements, self._n_classes
+        logp = _torch().log_softmax(logits.reshape(-1, e, k), dim=-1)
+        return -(logp.exp() * logp).sum(dim=-1).mean()
+
     def _probs(self, logits):
         e, k = self.encoder.n_elements, self._n_classes
         return _torch().softmax(logits.reshape(-1, e, k), dim=-1)
@@ -390,7 +417,11 @@ class FormulaGAN:
         if self.fake_samples == "gumbel":
             e, k = self.encoder.n_elements, self._n_classes
             return _torch().nn.functional.gumbel_softmax(logits.reshape(-1, e, k), tau=1.0, hard=True, dim=-1)
-        return self._probs(logits)
+        probs = self._probs(logits)
+        if self.fake_samples == "mode":  # straight-through one-hot of each row's most likely class
+            hard = _torch().nn.functional.one_hot(probs.argmax(dim=-1), probs.shape[-1]).to(probs.dtype)
+            return hard + probs - probs.detach()
+        return probs
 
     @staticmethod
     def _gradient_penalty(critic, real, fake):
@@ -446,6 +477,11 @@ class FormulaGAN:
                     cls = (cdf < u).sum(dim=1, dtype=torch.int16).clamp_(max=k - 1).numpy()  # (m, E)
                     valid = (cls > 0).any(axis=1)
                     yield reduce_counts(cls), valid
+                    done += m
+                    continue
+                if self.decode_rule == "mode":  # each row's most likely class, as the critic saw it
+                    cls = x.argmax(dim=1).to(torch.int16).numpy()  # (m, E)
+                    yield reduce_counts(cls), (cls > 0).any(axis=1)
                     done += m
                     continue
                 x -= x.amax(dim=1, keepdim=True)
