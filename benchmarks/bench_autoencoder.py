@@ -36,6 +36,7 @@ from gapforge.models.autoencoder import CompositionAutoencoder
 from gapforge.models.latent_metrics import DEFAULT_SMACT, evaluate_autoencoder
 
 RESULTS = Path(__file__).parent / "results"
+OPTIONS = ("strict", "argmax", "norefine")
 
 
 def bench_one(
@@ -186,10 +187,15 @@ def main() -> None:
     torch.set_num_threads(1)
     rows = []
     for spec in args.model:
-        label, _, path = spec.partition("=")
-        path, *options = path.split(":")
-        bad = set(options) - {"strict", "argmax", "norefine"}
-        if not path or bad:
+        # the label is free text (it may hold '=' or ':'): the directory follows the last '=',
+        # and only known option words after it are options
+        label, _, path = spec.rpartition("=")
+        options: list[str] = []
+        while ":" in path and path.rsplit(":", 1)[1] in OPTIONS:
+            path, option = path.rsplit(":", 1)
+            options.insert(0, option)
+        bad = {o for o in path.split(":")[1:] if o and not Path(path).exists()}
+        if not label or not path or bad:
             ap.error(f"--model takes LABEL=DIR[:strict|argmax|norefine], got {spec!r}")
         rule = next((o for o in options if o in ("strict", "argmax")), None)
         print(f"evaluating {label} ({path}) ...", flush=True)
