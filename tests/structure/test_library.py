@@ -34,8 +34,13 @@ def test_filters(tiny_library_path):
 
 def test_other_column_names_and_formats(tmp_path, tiny_library_path):
     df = pd.read_csv(tiny_library_path, keep_default_na=False, na_values=[])
-    df = df.rename(columns={"reduced_formula": "pretty_formula", "e_above_hull": "energy_above_hull",
-                            "spacegroup_number": "spacegroup.number"}).drop(columns="nsites")
+    df = df.rename(
+        columns={
+            "reduced_formula": "pretty_formula",
+            "e_above_hull": "energy_above_hull",
+            "spacegroup_number": "spacegroup.number",
+        }
+    ).drop(columns="nsites")
     path = tmp_path / "lib.parquet"
     df.to_parquet(path)
     lib = load_library(path)
@@ -100,8 +105,9 @@ class _RecordedRester:
 def test_build_library_from_recorded_mp_responses(files, tmp_path):
     docs = json.loads((files / "mp_summary_response.json").read_text())
     rester = _RecordedRester(docs)
-    lib = build_library_from_mp(tmp_path / "mp_lib.csv", query=MPQuery(max_sites=10, max_e_above_hull=0.05),
-                                rester=rester)
+    lib = build_library_from_mp(
+        tmp_path / "mp_lib.csv", query=MPQuery(max_sites=10, max_e_above_hull=0.05), rester=rester
+    )
     call = rester.materials.summary.calls[0]
     assert call["num_sites"] == (1, 10)
     assert call["energy_above_hull"] == (0.0, 0.05)
@@ -123,8 +129,9 @@ def test_build_library_from_mp_document_models_and_element_filter(files):
             self.__dict__.update(d)
             self.symmetry = type("Sym", (), d["symmetry"])()
 
-    lib = build_library_from_mp(query=MPQuery(elements=("Na", "Cl", "Mg", "O")),
-                                rester=_RecordedRester([Doc(d) for d in docs]))
+    lib = build_library_from_mp(
+        query=MPQuery(elements=("Na", "Cl", "Mg", "O")), rester=_RecordedRester([Doc(d) for d in docs])
+    )
     assert lib.table.reduced_formula.tolist() == ["NaCl", "MgO"]
 
 

@@ -109,8 +109,14 @@ def _fake_relax(energies):
         if "Ba" in formula:
             raise RelaxationError("cell volume changed by a factor 9.00 (blow-up)")
         e = energies.get((formula, len(structure), round(structure.volume, 3)), energies.get(formula, -3.0))
-        return RelaxResult(final_structure=structure, energy_per_atom=e, steps=3,
-                           converged=formula != "SrF2", wall_time_s=0.01, max_force=0.01)
+        return RelaxResult(
+            final_structure=structure,
+            energy_per_atom=e,
+            steps=3,
+            converged=formula != "SrF2",
+            wall_time_s=0.01,
+            max_force=0.01,
+        )
 
     return fake
 
@@ -160,16 +166,29 @@ def test_cli_structure_and_relax(tmp_path, files, tiny_library_path, monkeypatch
 
     runner = CliRunner()
     out = tmp_path / "run"
-    res = runner.invoke(app, ["structure", "--input", str(files / "candidates.csv"), "--library",
-                              str(tiny_library_path), "--out", str(out), "--top-k", "2"])
+    res = runner.invoke(
+        app,
+        [
+            "structure",
+            "--input",
+            str(files / "candidates.csv"),
+            "--library",
+            str(tiny_library_path),
+            "--out",
+            str(out),
+            "--top-k",
+            "2",
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert "5 candidates, 3 with at least one substituted structure" in res.output
     monkeypatch.setattr(parallel, "relax_structure", _fake_relax({}))
     monkeypatch.setenv("GAPFORGE_DATA_PATH", str(files))  # no MP references here ...
     res = runner.invoke(app, ["relax", "--input", str(out), "--workers", "1"])
     assert res.exit_code != 0 and "not found" in str(res.exception)  # ... so a one-line error
-    bad = runner.invoke(app, ["structure", "--input", str(tmp_path / "missing.csv"), "--out", str(out),
-                              "--overwrite"])
+    bad = runner.invoke(
+        app, ["structure", "--input", str(tmp_path / "missing.csv"), "--out", str(out), "--overwrite"]
+    )
     assert isinstance(bad.exception, InputError) and "file not found" in str(bad.exception)
 
 
@@ -177,8 +196,9 @@ def test_cli_structure_and_relax(tmp_path, files, tiny_library_path, monkeypatch
 
 
 def rock_salt(a, b, lat):
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(lat), [a, b],
-                                     [[0, 0, 0], [0.5, 0.5, 0.5]]).get_primitive_structure()
+    return Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(lat), [a, b], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    ).get_primitive_structure()
 
 
 @pytest.mark.slow
@@ -186,16 +206,21 @@ def rock_salt(a, b, lat):
 def test_end_to_end_with_chgnet(tmp_path, files, tiny_library_path, data_path):
     """Rock salt, fluorite and perovskite from formula to relaxed crystal with CHGNet."""
     out = tmp_path / "run"
-    build_structures(files / "candidates.csv", out, library=tiny_library_path,
-                     settings=StructureSettings(search=SearchSettings(top_k=1)))
+    build_structures(
+        files / "candidates.csv",
+        out,
+        library=tiny_library_path,
+        settings=StructureSettings(search=SearchSettings(top_k=1)),
+    )
     best = relax_structures(out, settings=RelaxSettings(fmax=0.05, max_steps=150), workers=1)
     row = best.set_index("formula")
     matcher = StructureMatcher()
     truths = {
         "KBr": rock_salt("K", "Br", 6.6),
         "SrF2": Structure.from_spacegroup("Fm-3m", Lattice.cubic(5.8), ["Sr", "F"], [[0, 0, 0], [0.25] * 3]),
-        "BaZrO3": Structure.from_spacegroup("Pm-3m", Lattice.cubic(4.19), ["Ba", "Zr", "O"],
-                                            [[0, 0, 0], [0.5] * 3, [0.5, 0.5, 0]]),
+        "BaZrO3": Structure.from_spacegroup(
+            "Pm-3m", Lattice.cubic(4.19), ["Ba", "Zr", "O"], [[0, 0, 0], [0.5] * 3, [0.5, 0.5, 0]]
+        ),
     }
     # Experimental cubic lattice constants (Å): KBr 6.60, SrF2 5.80, BaZrO3 4.19.
     for formula, truth in truths.items():
@@ -235,8 +260,9 @@ def test_relax_structure_limits_and_blow_up_checks():
 def test_parallel_workers_and_failures_in_worker_processes():
     good = rock_salt("Na", "Cl", 5.69)
     isolated = Structure(Lattice.cubic(30.0), ["Na"], [[0, 0, 0]])  # no neighbours within CHGNet's cutoff
-    res = parallel.run_relaxations([good, good, isolated], RelaxSettings(max_steps=5), workers=2,
-                                   modes=["static", "relax", "static"])
+    res = parallel.run_relaxations(
+        [good, good, isolated], RelaxSettings(max_steps=5), workers=2, modes=["static", "relax", "static"]
+    )
     assert isinstance(res[0], float) and res[0] < -3
     assert isinstance(res[1], RelaxResult)
     assert isinstance(res[2], (parallel.Failure, float))  # recorded, never raised

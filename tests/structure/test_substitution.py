@@ -15,13 +15,15 @@ from gapforge.structure.substitution import (
 
 
 def rock_salt(a, b, lat):
-    return Structure.from_spacegroup("Fm-3m", Lattice.cubic(lat), [a, b],
-                                     [[0, 0, 0], [0.5, 0.5, 0.5]]).get_primitive_structure()
+    return Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(lat), [a, b], [[0, 0, 0], [0.5, 0.5, 0.5]]
+    ).get_primitive_structure()
 
 
 def perovskite(a, b, x, lat):
-    return Structure.from_spacegroup("Pm-3m", Lattice.cubic(lat), [a, b, x],
-                                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]])
+    return Structure.from_spacegroup(
+        "Pm-3m", Lattice.cubic(lat), [a, b, x], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]]
+    )
 
 
 def test_mapping_keeps_cations_and_anions_apart():
@@ -76,8 +78,9 @@ def test_oxidation_states_on_template_are_ignored():
 
 def test_require_oxidation_consistent():
     # Fluorite CaF2 in the anti-fluorite Li2O: the two F must sit on the Li (cation) sites.
-    antifluorite = Structure.from_spacegroup("Fm-3m", Lattice.cubic(4.62), ["O", "Li"],
-                                             [[0, 0, 0], [0.25] * 3]).get_primitive_structure()
+    antifluorite = Structure.from_spacegroup(
+        "Fm-3m", Lattice.cubic(4.62), ["O", "Li"], [[0, 0, 0], [0.25] * 3]
+    ).get_primitive_structure()
     mapping, ok = element_mapping("CaF2", "Li2O")
     assert mapping == {"Li": "F", "O": "Ca"} and ok is False
     assert substitute("CaF2", antifluorite).oxidation_consistent is False

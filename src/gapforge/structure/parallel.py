@@ -110,10 +110,13 @@ def run_relaxations(
                 bar.update()
             return results
         ctx = multiprocessing.get_context("spawn")
-        with ProcessPoolExecutor(max_workers=min(workers, n), mp_context=ctx, initializer=_init_worker,
-                                 initargs=(settings,)) as pool:
-            futures = {pool.submit(_worker_task, s, m): i
-                       for i, (s, m) in enumerate(zip(structures, modes, strict=True))}
+        with ProcessPoolExecutor(
+            max_workers=min(workers, n), mp_context=ctx, initializer=_init_worker, initargs=(settings,)
+        ) as pool:
+            futures = {
+                pool.submit(_worker_task, s, m): i
+                for i, (s, m) in enumerate(zip(structures, modes, strict=True))
+            }
             for fut in as_completed(futures):
                 i = futures[fut]
                 try:

@@ -134,8 +134,9 @@ def _set_threads(settings: RelaxSettings) -> None:
             torch.set_num_threads(settings.num_threads)
 
 
-def relax_structure(structure: Structure, settings: RelaxSettings = RelaxSettings(), *,
-                    model: Any = None) -> RelaxResult:
+def relax_structure(
+    structure: Structure, settings: RelaxSettings = RelaxSettings(), *, model: Any = None
+) -> RelaxResult:
     """Relax ``structure`` with CHGNet.
 
     Args:
@@ -184,12 +185,20 @@ def relax_structure(structure: Structure, settings: RelaxSettings = RelaxSetting
     final = AseAtomsAdaptor.get_structure(atoms)
     _check_sane(final, energy, v0, settings)
     max_force = float(np.linalg.norm(forces, axis=1).max()) if n else 0.0
-    return RelaxResult(final_structure=final, energy_per_atom=energy, steps=int(optimizer.nsteps),
-                       converged=converged, wall_time_s=wall, max_force=max_force, trajectory=trajectory)
+    return RelaxResult(
+        final_structure=final,
+        energy_per_atom=energy,
+        steps=int(optimizer.nsteps),
+        converged=converged,
+        wall_time_s=wall,
+        max_force=max_force,
+        trajectory=trajectory,
+    )
 
 
-def static_energy_per_atom(structure: Structure, settings: RelaxSettings = RelaxSettings(), *,
-                           model: Any = None) -> float:
+def static_energy_per_atom(
+    structure: Structure, settings: RelaxSettings = RelaxSettings(), *, model: Any = None
+) -> float:
     """CHGNet energy per atom (eV/atom) of ``structure`` without relaxing it."""
     _set_threads(settings)
     model = model if model is not None else load_chgnet(settings.model_version, settings.device)

@@ -124,8 +124,10 @@ def element_mapping(
                 if c_oxi[c] * t_oxi[t] < 0 or (c_oxi[c] == 0) != (t_oxi[t] == 0):
                     mismatch += 1
                 oxi_cost += abs(c_oxi[c] - t_oxi[t])
-        petti = sum(c_amt[c] * abs(pettifor_position(c) - pettifor_position(t))
-                    for c, t in zip(c_els, perm, strict=True))
+        petti = sum(
+            c_amt[c] * abs(pettifor_position(c) - pettifor_position(t))
+            for c, t in zip(c_els, perm, strict=True)
+        )
         key = (mismatch, petti, oxi_cost)
         if best is None or key < best[0]:
             best = (key, {t: c for c, t in zip(c_els, perm, strict=True)})

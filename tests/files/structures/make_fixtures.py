@@ -26,8 +26,9 @@ def fluorite(a: str, b: str, lat: float) -> Structure:
 
 
 def perovskite(a: str, b: str, x: str, lat: float) -> Structure:
-    return Structure.from_spacegroup("Pm-3m", Lattice.cubic(lat), [a, b, x],
-                                     [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]])
+    return Structure.from_spacegroup(
+        "Pm-3m", Lattice.cubic(lat), [a, b, x], [[0, 0, 0], [0.5, 0.5, 0.5], [0.5, 0.5, 0]]
+    )
 
 
 # material_id, structure, spacegroup, band_gap, formation_energy_per_atom, e_above_hull
@@ -44,28 +45,46 @@ LIBRARY = [
 def main() -> None:
     rows = []
     for mpid, s, sg, gap, ef, eh in LIBRARY:
-        rows.append({"material_id": mpid, "reduced_formula": s.composition.reduced_formula,
-                     "nsites": len(s), "spacegroup_number": sg, "band_gap": gap,
-                     "formation_energy_per_atom": ef, "e_above_hull": eh, "cif": s.to(fmt="cif")})
+        rows.append(
+            {
+                "material_id": mpid,
+                "reduced_formula": s.composition.reduced_formula,
+                "nsites": len(s),
+                "spacegroup_number": sg,
+                "band_gap": gap,
+                "formation_energy_per_atom": ef,
+                "e_above_hull": eh,
+                "cif": s.to(fmt="cif"),
+            }
+        )
     pd.DataFrame(rows).to_csv(HERE / "tiny_library.csv", index=False)
 
     # Hand-made "recorded" mp-api summary.search responses (use_document_model=False).
     docs = []
     for mpid, s, sg, gap, ef, eh in LIBRARY[:3]:
-        docs.append({"material_id": mpid.replace("fx-", "mp-fx"),
-                     "formula_pretty": s.composition.reduced_formula,
-                     "structure": s.as_dict(), "nsites": len(s),
-                     "symmetry": {"number": sg, "symbol": "Fm-3m", "crystal_system": "Cubic"},
-                     "band_gap": gap, "formation_energy_per_atom": ef, "energy_above_hull": eh})
+        docs.append(
+            {
+                "material_id": mpid.replace("fx-", "mp-fx"),
+                "formula_pretty": s.composition.reduced_formula,
+                "structure": s.as_dict(),
+                "nsites": len(s),
+                "symmetry": {"number": sg, "symbol": "Fm-3m", "crystal_system": "Cubic"},
+                "band_gap": gap,
+                "formation_energy_per_atom": ef,
+                "energy_above_hull": eh,
+            }
+        )
     docs.append({"material_id": "mp-fx-nostructure", "formula_pretty": "LiF", "structure": None})
     (HERE / "mp_summary_response.json").write_text(json.dumps(docs, indent=1) + "\n")
 
-    pd.DataFrame({
-        "formula": ["KBr", "SrF2", "BaZrO3", "Li3N", "OgF2"],
-        "band_gap_mean": [6.0, 7.0, 5.0, 1.0, 0.5],
-        "band_gap_std": [0.2, 0.3, 0.4, 0.5, 0.5],
-        "valid": [True, True, True, True, False],
-    }).to_csv(HERE / "candidates.csv", index=False)
+    pd.DataFrame(
+        {
+            "formula": ["KBr", "SrF2", "BaZrO3", "Li3N", "OgF2"],
+            "band_gap_mean": [6.0, 7.0, 5.0, 1.0, 0.5],
+            "band_gap_std": [0.2, 0.3, 0.4, 0.5, 0.5],
+            "valid": [True, True, True, True, False],
+        }
+    ).to_csv(HERE / "candidates.csv", index=False)
 
 
 if __name__ == "__main__":
