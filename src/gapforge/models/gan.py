@@ -817,15 +817,21 @@ def write_model_card(directory: str | Path) -> Path:
         v = quality.get(key)
         return "n/a" if v is None else f"{100 * v:.1f} %"
 
-    if p.get("fake_samples", "soft") == "gumbel":
-        fake_text = "one-hot draws of each element row (straight-through Gumbel-softmax)"
-    else:
-        fake_text = "the softmax probabilities (MATGAN's choice)"
+    fake_text = {
+        "gumbel": "one-hot draws of each element row (straight-through Gumbel-softmax)",
+        "mode": "the one-hot most likely class of each element row (straight-through)",
+    }.get(p.get("fake_samples", "soft"), "the softmax probabilities (MATGAN's choice)")
+    if p.get("critic_features", "matrix") == "stats":
+        fake_text += ", with each matrix's element-count and count histograms"
+    if p.get("entropy_weight"):
+        fake_text += f"; row-entropy penalty {p['entropy_weight']} on the generator"
     if p["decode_rule"] == "sample":
         decode_text = (
             f"each element row drawn from its softmax (temperature {p.get('temperature', 1.0)}; "
             "Gumbel-max), as the critic saw it in training"
         )
+    elif p["decode_rule"] == "mode":
+        decode_text = "each element row's most likely class (deterministic given z)"
     else:
         decode_text = f'`FormulaEncoder.decode_counts(rule="{p["decode_rule"]}")` on the count probabilities'
 
@@ -869,7 +875,8 @@ million-sample figures: `benchmarks/results/bench_generate_screen.md`.
 
     export GAPFORGE_DATA_PATH=/path/to/shared/data OMP_NUM_THREADS=1
     gapforge train gan --out DIR --epochs {p["epochs"]} --seed {p["seed"]} --train-set {p["train_set"]} \\
-        --fake-samples {p.get("fake_samples", "soft")} --batch-size {p["batch_size"]} --lr {p["lr"]}
+        --fake-samples {p.get("fake_samples", "soft")} --batch-size {p["batch_size"]} --lr {p["lr"]} \\
+        --critic-features {p.get("critic_features", "matrix")} --entropy-weight {p.get("entropy_weight", 0.0)}
 
 Load with `gapforge.screening.generate.load_generator(DIR)` or use `gapforge generate --model DIR`.
 Weights are `torch.save(state_dict)` files read with `torch.load(weights_only=True)`.
