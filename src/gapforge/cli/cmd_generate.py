@@ -28,30 +28,14 @@ def train_gan_cmd(
         str,
         typer.Option(
             "--fake-samples",
-            help="What the critic sees: 'gumbel' (one-hot draws, straight-through; default), 'mode' "
-            "(one-hot of each row's most likely class, straight-through) or 'soft' (softmax "
-            "probabilities, MATGAN's).",
+            help="What the critic sees: 'gumbel' (one-hot draws, straight-through; default) or 'soft' "
+            "(softmax probabilities, MATGAN's).",
         ),
     ] = "gumbel",
-    critic_features: Annotated[
-        str,
-        typer.Option(
-            "--critic-features",
-            help="'stats': the critic also sees each matrix's element-count and count histograms; "
-            "'matrix': the flattened matrix only.",
-        ),
-    ] = "matrix",
-    entropy_weight: Annotated[
-        float,
-        typer.Option(
-            "--entropy-weight", help="Weight of the rows' mean entropy in the generator loss (0: none)."
-        ),
-    ] = 0.0,
     decode: Annotated[
         str | None,
         typer.Option(
-            "--decode",
-            help="Default decoding rule saved with the model (gumbel: sample; mode: mode; soft: strict).",
+            "--decode", help="Default decoding rule saved with the model (gumbel: sample; soft: strict)."
         ),
     ] = None,
     temperature: Annotated[
@@ -81,9 +65,7 @@ def train_gan_cmd(
         n_eval=n_eval,
         overwrite=overwrite,
         fake_samples=fake_samples,
-        critic_features=critic_features,
-        entropy_weight=entropy_weight,
-        decode_rule=decode or {"gumbel": "sample", "mode": "mode"}.get(fake_samples, "strict"),
+        decode_rule=decode or ("sample" if fake_samples == "gumbel" else "strict"),
         temperature=temperature,
         batch_size=batch_size,
         lr=lr,
@@ -107,10 +89,7 @@ def generate_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per batch.")] = 16_384,
     decode: Annotated[
         str | None,
-        typer.Option(
-            "--decode",
-            help="Decoding rule (default: the model's own): strict (the paper's), argmax, sample or mode.",
-        ),
+        typer.Option("--decode", help="Decoding rule: strict (paper's, default), argmax or sample."),
     ] = None,
     temperature: Annotated[
         float | None, typer.Option("--temperature", help="Softmax temperature of the sample rule.")

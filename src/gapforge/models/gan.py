@@ -48,9 +48,8 @@ WEIGHTS_FILE = "generator.pt"
 CRITIC_FILE = "critic.pt"
 KIND = "gan"
 TRAIN_SETS = ("all", "smact-valid")
-DECODE_RULES = ("strict", "argmax", "sample", "mode")
-FAKE_SAMPLES = ("soft", "gumbel", "mode")
-CRITIC_FEATURES = ("matrix", "stats")
+DECODE_RULES = ("strict", "argmax", "sample")
+FAKE_SAMPLES = ("soft", "gumbel")
 
 
 def _torch():
@@ -101,38 +100,6 @@ def _build_critic(n_in: int, hidden: Sequence[int]):
         width = h
     layers.append(nn.Linear(width, 1))
     return nn.Sequential(*layers)
-
-
-def _stats_critic(n_elements: int, n_classes: int, hidden: Sequence[int]):
-    """A critic that also sees each matrix's composition statistics.
-
-    Beside the flattened ``(E, K)`` matrix it gets the number of elements
-    present as soft one-hot bumps ``max(0, 1 - |n - j|)`` for ``j = 0..K-1``
-    (plus one for "more"), and how many elements take each count ``1..L``.
-    A plain MLP critic can in principle compute these, but in practice it let
-    the generator emit 12 % single-element and 3.5 % empty formulas (training
-    data: 0.06 % and none); handing it the statistics makes such a mismatch
-    cheap to detect. Every feature is piecewise linear in the matrix, so the
-    straight-through gradients still reach the generator.
-    """
-    torch = _torch()
-    nn = torch.nn
-
-    class StatsCritic(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.register_buffer("levels", torch.arange(n_classes, dtype=torch.float32), persistent=False)
-            self.net = _build_critic(n_elements * n_classes + 2 * n_classes, hidden)
-
-        def forward(self, x):
-            m = x.reshape(len(x), n_elements, n_classes)
-            n_present = (1 - m[:, :, 0]).sum(dim=1, keepdim=True)
-            bumps = torch.relu(1 - (n_present - self.levels).abs())
-            more = torch.clamp(n_present - (n_classes - 1), 0, 1)
-            count_hist = m[:, :, 1:].sum(dim=1)
-            return self.net(torch.cat([x.reshape(len(x), -1), bumps, more, count_hist], dim=1))
-
-    return StatsCritic()
 
 
 @dataclass(frozen=True)
@@ -203,8 +170,7 @@ class FormulaGAN:
         decode_rule: ``"strict"`` or ``"argmax"`` (passed to
             ``FormulaEncoder.decode_counts`` with the count probabilities), or
             ``"sample"``: draw each row's class from its softmax (at
-            ``temperature``), then decode the one-hot result; ``"mode"``: each
-            row's most likely class (absent or a count), deterministic given ``z``.
+            ``temperature``), then decode the one-hot result.
         temperature: softmax temperature of the ``"sample"`` rule.
         fake_samples: what the critic sees of the generator while training:
             ``"soft"`` (the per-row softmax probabilities; MATGAN's choice) or
@@ -213,20 +179,7 @@ class FormulaGAN:
             critic can tell generated from real matrices by their softness alone
             and the generator collapses onto a few sharp outputs; with ``gumbel``
             it is trained on exactly what the ``"sample"`` decoding rule draws,
-            so diversity comes from the rows' distributions as well as from ``z``;
-            ``"mode"`` (straight-through one-hot of each row's most likely class,
-            decoded with the ``"mode"`` rule): no per-row noise at all, so every
-            bit of diversity, and every correlation between elements, has to
-            come from ``z``.
-        critic_features: ``"matrix"`` (the critic sees the flattened matrix) or
-            ``"stats"`` (also the element-count and count histograms; see
-            :func:`_stats_critic`).
-        entropy_weight: weight of the mean per-row entropy added to the
-            generator's loss. Without it the generator can stay diffuse: every
-            row keeps some probability of being present, so the formula is set
-            by the per-row draws more than by ``z`` and spurious extra elements
-            appear; the penalty pushes rows to be decided and the diversity
-            into ``z``.
+            so diversity comes from the rows' distributions as well as from ``z``.
         seed: seed of weights, batches and noise.
         encoder: the formula codec (element vocabulary, count levels).
     """
@@ -243,8 +196,6 @@ class FormulaGAN:
     decode_rule: str = "strict"
     temperature: float = 1.0
     fake_samples: str = "soft"
-    critic_features: str = "matrix"
-    entropy_weight: float = 0.0
     seed: int = 0
     encoder: FormulaEncoder = field(default_factory=FormulaEncoder)
 
@@ -263,12 +214,6 @@ class FormulaGAN:
             raise InputError(
                 f"fake_samples must be one of {', '.join(FAKE_SAMPLES)}", value=self.fake_samples
             )
-        if not self.entropy_weight >= 0:
-            raise InputError("entropy_weight must be >= 0", value=self.entropy_weight)
-        if self.critic_features not in CRITIC_FEATURES:
-            raise InputError(
-                f"critic_features must be one of {', '.join(CRITIC_FEATURES)}", value=self.critic_features
-            )
 
     # -- parameters -------------------------------------------------------------------
     def get_params(self) -> dict:
@@ -286,8 +231,6 @@ class FormulaGAN:
             "decode_rule": self.decode_rule,
             "temperature": self.temperature,
             "fake_samples": self.fake_samples,
-            "critic_features": self.critic_features,
-            "entropy_weight": self.entropy_weight,
             "seed": self.seed,
         }
 
@@ -331,7 +274,7 @@ class FormulaGAN:
             np.eye(k, dtype=np.float32)[counts.astype(np.int64)].reshape(len(counts), e * k)
         )
         gen = _build_generator(self.latent_dim, self.generator_hidden, e * k)
-        critic = self._new_critic()
+        critic = _build_critic(e * k, self.critic_hidden)
         opt_g = torch.optim.Adam(gen.parameters(), lr=self.lr, betas=(0.5, 0.9))
         opt_c = torch.optim.Adam(critic.parameters(), lr=self.lr, betas=(0.5, 0.9))
         history: list[dict] = []
@@ -362,10 +305,7 @@ class FormulaGAN:
                 step += 1
                 if step % self.n_critic == 0:
                     z = torch.randn(bs, self.latent_dim)
-                    logits = gen(z)
-                    loss_g = -critic(self._fake(logits).reshape(bs, -1)).mean()
-                    if self.entropy_weight:
-                        loss_g = loss_g + self.entropy_weight * self._row_entropy(logits)
+                    loss_g = -critic(self._fake(gen(z)).reshape(bs, -1)).mean()
                     opt_g.zero_grad()
                     loss_g.backward()
                     opt_g.step()
@@ -396,18 +336,6 @@ class FormulaGAN:
         self.train_seconds_ = time.perf_counter() - start
         return self
 
-    def _new_critic(self):
-        e, k = self.encoder.n_elements, self._n_classes
-        if self.critic_features == "stats":
-            return _stats_critic(e, k, self.critic_hidden)
-        return _build_critic(e * k, self.critic_hidden)
-
-    def _row_entropy(self, logits):
-        """Mean entropy (nats) of the element rows' class distributions."""
-        e, k = self.encoder.n_elements, self._n_classes
-        logp = _torch().log_softmax(logits.reshape(-1, e, k), dim=-1)
-        return -(logp.exp() * logp).sum(dim=-1).mean()
-
     def _probs(self, logits):
         e, k = self.encoder.n_elements, self._n_classes
         return _torch().softmax(logits.reshape(-1, e, k), dim=-1)
@@ -417,11 +345,7 @@ class FormulaGAN:
         if self.fake_samples == "gumbel":
             e, k = self.encoder.n_elements, self._n_classes
             return _torch().nn.functional.gumbel_softmax(logits.reshape(-1, e, k), tau=1.0, hard=True, dim=-1)
-        probs = self._probs(logits)
-        if self.fake_samples == "mode":  # straight-through one-hot of each row's most likely class
-            hard = _torch().nn.functional.one_hot(probs.argmax(dim=-1), probs.shape[-1]).to(probs.dtype)
-            return hard + probs - probs.detach()
-        return probs
+        return self._probs(logits)
 
     @staticmethod
     def _gradient_penalty(critic, real, fake):
@@ -477,11 +401,6 @@ class FormulaGAN:
                     cls = (cdf < u).sum(dim=1, dtype=torch.int16).clamp_(max=k - 1).numpy()  # (m, E)
                     valid = (cls > 0).any(axis=1)
                     yield reduce_counts(cls), valid
-                    done += m
-                    continue
-                if self.decode_rule == "mode":  # each row's most likely class, as the critic saw it
-                    cls = x.argmax(dim=1).to(torch.int16).numpy()  # (m, E)
-                    yield reduce_counts(cls), (cls > 0).any(axis=1)
                     done += m
                     continue
                 x -= x.amax(dim=1, keepdim=True)
@@ -636,7 +555,7 @@ class FormulaGAN:
         model.metadata_ = card.get("metadata", {})
         critic_path = directory / CRITIC_FILE
         if critic_path.is_file():  # optional: only needed to judge samples or continue training
-            critic = model._new_critic()
+            critic = _build_critic(e * k, model.critic_hidden)
             try:
                 critic.load_state_dict(torch.load(critic_path, weights_only=True, map_location="cpu"))
                 model.critic_ = critic
@@ -817,21 +736,15 @@ def write_model_card(directory: str | Path) -> Path:
         v = quality.get(key)
         return "n/a" if v is None else f"{100 * v:.1f} %"
 
-    fake_text = {
-        "gumbel": "one-hot draws of each element row (straight-through Gumbel-softmax)",
-        "mode": "the one-hot most likely class of each element row (straight-through)",
-    }.get(p.get("fake_samples", "soft"), "the softmax probabilities (MATGAN's choice)")
-    if p.get("critic_features", "matrix") == "stats":
-        fake_text += ", with each matrix's element-count and count histograms"
-    if p.get("entropy_weight"):
-        fake_text += f"; row-entropy penalty {p['entropy_weight']} on the generator"
+    if p.get("fake_samples", "soft") == "gumbel":
+        fake_text = "one-hot draws of each element row (straight-through Gumbel-softmax)"
+    else:
+        fake_text = "the softmax probabilities (MATGAN's choice)"
     if p["decode_rule"] == "sample":
         decode_text = (
             f"each element row drawn from its softmax (temperature {p.get('temperature', 1.0)}; "
             "Gumbel-max), as the critic saw it in training"
         )
-    elif p["decode_rule"] == "mode":
-        decode_text = "each element row's most likely class (deterministic given z)"
     else:
         decode_text = f'`FormulaEncoder.decode_counts(rule="{p["decode_rule"]}")` on the count probabilities'
 
@@ -875,8 +788,7 @@ million-sample figures: `benchmarks/results/bench_generate_screen.md`.
 
     export GAPFORGE_DATA_PATH=/path/to/shared/data OMP_NUM_THREADS=1
     gapforge train gan --out DIR --epochs {p["epochs"]} --seed {p["seed"]} --train-set {p["train_set"]} \\
-        --fake-samples {p.get("fake_samples", "soft")} --batch-size {p["batch_size"]} --lr {p["lr"]} \\
-        --critic-features {p.get("critic_features", "matrix")} --entropy-weight {p.get("entropy_weight", 0.0)}
+        --fake-samples {p.get("fake_samples", "soft")} --batch-size {p["batch_size"]} --lr {p["lr"]}
 
 Load with `gapforge.screening.generate.load_generator(DIR)` or use `gapforge generate --model DIR`.
 Weights are `torch.save(state_dict)` files read with `torch.load(weights_only=True)`.

@@ -55,7 +55,7 @@ def generate_formulas(
         out: table to write (optional).
         seed: noise seed.
         batch_size: samples per batch.
-        decode_rule: override the model's rule (``strict``, ``argmax``, ``sample`` or ``mode``).
+        decode_rule: override the model's rule (``strict``, ``argmax`` or ``sample``).
         temperature: override the model's softmax temperature (``sample`` rule).
         overwrite: replace an existing output.
 
