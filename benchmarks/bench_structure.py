@@ -37,6 +37,17 @@ from gapforge.structure.validation import ValidationSettings, validate_rebuild
 
 #: Compounds the paper (Xin et al. 2021) reports: SrYF5 and its semiconductors.
 PAPER_CANDIDATES = ("SrYF5", "SrClF3", "CaClF5", "YCl3", "SrC2F3", "AlSCl", "As2O3")
+#: columns of the candidate rows, in the JSON and the markdown table
+CANDIDATE_COLUMNS = (
+    "formula",
+    "template_formula",
+    "elmd",
+    "formation_energy_per_atom",
+    "e_above_hull",
+    "hull_known_phases",
+    "converged",
+    "reason",
+)
 
 
 def main() -> None:
@@ -127,22 +138,7 @@ def run_candidates(args: argparse.Namespace, library, relax: RelaxSettings) -> d
         "n_with_energy": int(ef.notna().sum()),
         "share_negative_e_form_of_all": float((ef < 0).sum() / len(best)) if len(best) else None,
         "share_negative_e_form_of_relaxed": float((ef[ef.notna()] < 0).mean()) if ef.notna().any() else None,
-        "rows": best[
-            [
-                c
-                for c in (
-                    "formula",
-                    "template_formula",
-                    "elmd",
-                    "formation_energy_per_atom",
-                    "e_above_hull",
-                    "hull_known_phases",
-                    "converged",
-                    "reason",
-                )
-                if c in best.columns
-            ]
-        ].to_dict(orient="records"),
+        "rows": best[[c for c in CANDIDATE_COLUMNS if c in best.columns]].to_dict(orient="records"),
     }
 
 
@@ -212,18 +208,11 @@ def markdown(report: dict) -> str:
         "| reason |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    keys = (
-        "formula",
-        "template_formula",
-        "elmd",
-        "formation_energy_per_atom",
-        "e_above_hull",
-        "hull_known_phases",
-        "converged",
-        "reason",
-    )
     for r in c["rows"]:
-        cells = ["" if isinstance(r.get(k), float) and r.get(k) != r.get(k) else _fmt(r.get(k)) for k in keys]
+        cells = [
+            "" if isinstance(r.get(k), float) and r.get(k) != r.get(k) else _fmt(r.get(k))
+            for k in CANDIDATE_COLUMNS
+        ]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
