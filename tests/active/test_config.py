@@ -8,6 +8,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gapforge.active.config import load_config, parse_config
+from gapforge.active.surrogate import SurrogateSettings
 from gapforge.cli import app
 from gapforge.errors import InputError
 
@@ -27,6 +28,12 @@ def test_formats(tmp_path):
     cfg = configs[0]
     assert cfg.goal.to_goal().lo == 2.0 and cfg.acquisition.to_settings().beta == 100.0
     assert parse_config({}).acquisition.kappa == 10.0
+    # the file's surrogate defaults are the library's, and every field reaches the settings
+    assert parse_config({}).surrogate.to_settings() == SurrogateSettings()
+    custom = parse_config({"surrogate": {"fit_subset": 50, "warm_maxiter": 7, "refit_every": 3}}).surrogate
+    assert (
+        custom.to_settings() == SurrogateSettings(fit_subset=50, warm_maxiter=7) and custom.refit_every == 3
+    )
 
 
 @pytest.mark.parametrize(
@@ -41,6 +48,10 @@ def test_formats(tmp_path):
         ({"acquisition": {"q": "many"}}, "acquisition.q"),
         ({"oracle": {"kind": "table"}}, "a table oracle needs path"),
         ({"iteratons": 5}, "iteratons: Extra inputs are not permitted"),
+        (
+            {"surrogate": {"warm_maxiter": 0}},
+            "surrogate.warm_maxiter: Input should be greater than or equal to 1",
+        ),
     ],
 )
 def test_bad_values_name_the_field(data, message, tmp_path):
