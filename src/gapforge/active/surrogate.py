@@ -158,15 +158,13 @@ def fit_surrogate(
     n = X.shape[0]
     if n < 2:
         raise ValueError(f"need at least 2 labelled points to fit a GP, got {n}")
-    idx = np.arange(n)
     if warm_start is not None and not fit_hyperparameters:
         model = build_gp(X, Y, B)
         model.load_state_dict(warm_start, strict=False)
         model.eval()
         seconds = time.perf_counter() - t0
         return FitResult(model=model, n_points=n, n_fit=0, seconds=seconds, hyperparameters=warm_start)
-    if settings.fit_subset and n > settings.fit_subset:
-        idx = fit_subset_indices(Y[:, 0].numpy(), settings.fit_subset, seed)
+    idx = fit_subset_indices(Y[:, 0].numpy(), settings.fit_subset, seed)
     sub = build_gp(X[idx], Y[idx], B)
     warm = warm_start is not None and settings.warm_start
     if warm:
