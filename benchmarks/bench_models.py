@@ -40,6 +40,7 @@ from gapforge.encoding import FormulaEncoder
 from gapforge.io import write_json, write_text
 from gapforge.models.forest import ESTIMATOR_DEFAULTS, ForestModel
 from gapforge.models.registry import evaluate_on, fit_on_split, load_model
+from gapforge.models.roost import WIDTHS
 
 log = logging.getLogger("bench_models")
 RESULTS = Path(__file__).parent / "results"
@@ -58,17 +59,6 @@ def random_counts(n: int, seed: int, encoder: FormulaEncoder) -> np.ndarray:
     return counts
 
 
-#: aviary's own Roost widths (3 attention heads, 256-wide gate/message networks, 1024/512
-#: trunk), against gapforge's narrower default (1 head, 64, 256/128) that the oracle ships with
-ROOST_WIDE = {
-    "elem_heads": 3,
-    "cry_heads": 3,
-    "hidden": 256,
-    "trunk_hidden": (1024, 512),
-    "out_hidden": (256, 128, 64),
-}
-
-
 def make_model(name: str, seed: int, args: argparse.Namespace) -> Any:
     if name in ESTIMATOR_DEFAULTS:
         return ForestModel(estimator=name, random_state=seed, **ESTIMATOR_DEFAULTS[name])
@@ -80,7 +70,7 @@ def make_model(name: str, seed: int, args: argparse.Namespace) -> Any:
         patience=args.roost_patience,
         seed=seed,
         threads=1,
-        **(ROOST_WIDE if name == "roost-wide" else {}),
+        **WIDTHS["aviary" if name == "roost-wide" else "compact"],
     )
 
 
@@ -367,7 +357,7 @@ def main() -> None:
                 last[name] = model
                 save(name, runs)  # after every seed: a long Roost run keeps what it finished
             if name.startswith("roost"):
-                widths = ", aviary's widths " + str(ROOST_WIDE) if name == "roost-wide" else ""
+                widths = ", aviary's widths " + str(WIDTHS["aviary"]) if name == "roost-wide" else ""
                 notes.append(
                     f"{name} rows{widths}: {args.roost_members} members x <= {args.roost_epochs} "
                     "epochs per seed "

@@ -134,6 +134,14 @@ def test_console_script_reports_one_line_and_exit_2(tmp_path: Path) -> None:
     assert len(err) == 1 and err[0].startswith("error:") and "format" in err[0]
 
 
+def test_train_oracle_rejects_unknown_widths(tmp_path: Path) -> None:
+    res = runner.invoke(
+        app, ["train", "oracle", "--data", str(SMALL), "--out", str(tmp_path / "o"), "--widths", "huge"]
+    )
+    assert isinstance(res.exception, InputError) and "compact, aviary" in str(res.exception)
+    assert not (tmp_path / "o").exists()
+
+
 @pytest.mark.slow
 def test_train_oracle_tiny(tmp_path: Path) -> None:
     pytest.importorskip("aviary")
@@ -141,11 +149,12 @@ def test_train_oracle_tiny(tmp_path: Path) -> None:
     res = runner.invoke(
         app,
         ["train", "oracle", "--data", str(SMALL), "--out", str(out), "--epochs", "2", "--members", "2",
-         "--batch-size", "16", "--split", "0.7,0.15,0.15"],
+         "--batch-size", "16", "--split", "0.7,0.15,0.15", "--widths", "aviary"],
     )  # fmt: skip
     assert res.exit_code == 0, res.output
     card = json.loads((out / "model.json").read_text())
     assert card["kind"] == "roost" and card["params"]["n_members"] == 2
+    assert card["params"]["elem_heads"] == 3 and card["params"]["trunk_hidden"] == [1024, 512]
     assert [m["epochs_run"] for m in card["metadata"]["members"]] == [2, 2]
     res = runner.invoke(app, ["predict", "--model", str(out), "LiF", "Xx"])
     assert res.exit_code == 0 and "Xx" in res.output

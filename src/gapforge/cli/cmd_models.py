@@ -102,12 +102,25 @@ def train_oracle(
     batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
     learning_rate: Annotated[float, typer.Option("--lr", help="AdamW peak learning rate.")] = 1e-3,
     threads: Annotated[int, typer.Option("--threads", help="Torch threads for training.")] = 1,
+    widths: Annotated[
+        str,
+        typer.Option(
+            "--widths",
+            help="Network widths: 'compact' (the shipped oracle's) or 'aviary' (aviary's own Roost: "
+            "3 heads, 256, 1024/512; ~9 % lower MAE, ~3x slower).",
+        ),
+    ] = "compact",
     holdout: HoldoutOpt = None,
     no_holdout: NoHoldoutOpt = False,
     split: SplitOpt = "0.8,0.1,0.1",
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train a Roost ensemble (aviary) band-gap oracle and save it to --out."""
+    from gapforge.errors import InputError
+    from gapforge.models.roost import WIDTHS
+
+    if widths not in WIDTHS:
+        raise InputError(f"--widths must be one of {', '.join(WIDTHS)}", value=widths)
     params = {
         "epochs": epochs,
         "n_members": members,
@@ -115,6 +128,7 @@ def train_oracle(
         "batch_size": batch_size,
         "learning_rate": learning_rate,
         "threads": threads,
+        **WIDTHS[widths],
     }
     _train("oracle", data, out, seed, _holdout(data, holdout, no_holdout), split, overwrite, params)
 

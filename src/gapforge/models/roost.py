@@ -201,6 +201,28 @@ class MemberHistory:
         }
 
 
+#: Network widths by name. ``compact`` is the shipped oracle's (1 attention head,
+#: 64-wide gate/message networks, 256/128 trunk); ``aviary`` is aviary's own Roost
+#: default (3 heads, 256, 1024/512): in ``benchmarks/results/bench_models.md`` it
+#: cut test MAE from 0.499 to 0.454 eV on seed 0 and predicts 2.9x slower.
+WIDTHS: dict[str, dict[str, Any]] = {
+    "compact": {
+        "elem_heads": 1,
+        "cry_heads": 1,
+        "hidden": 64,
+        "trunk_hidden": (256, 128),
+        "out_hidden": (128, 64),
+    },
+    "aviary": {
+        "elem_heads": 3,
+        "cry_heads": 3,
+        "hidden": 256,
+        "trunk_hidden": (1024, 512),
+        "out_hidden": (256, 128, 64),
+    },
+}
+
+
 class RoostEnsemble:
     """An ensemble of aviary Roost networks predicting band gaps (eV) with uncertainty.
 
@@ -651,6 +673,7 @@ def _versions() -> dict[str, str]:
 
 __all__ = [
     "DEFAULT_EMBEDDING",
+    "WIDTHS",
     "CompositionGraphs",
     "RoostEnsemble",
     "build_graphs",
