@@ -27,7 +27,12 @@ def table() -> pd.DataFrame:
     return pd.read_csv(GAPS, keep_default_na=False, na_values=[])
 
 
-@pytest.mark.parametrize("screening", ["forest", "hgb", "roost"])
+def test_roost_screening_models_have_one_or_three_members():
+    assert table1._screening_model("roost", 0, 20, 100).n_members == 1
+    assert table1._screening_model("roost3", 0, 20, 100).n_members == 3
+
+
+@pytest.mark.parametrize("screening", ["forest", "hgb", "roost", "roost3"])
 def test_evaluate_sample_set_on_tiny_data(table, screening, monkeypatch):
     monkeypatch.setattr(table1, "ROOST_STEPS", 300)  # a few seconds of Roost
     test = table.sample(n=15, random_state=0)

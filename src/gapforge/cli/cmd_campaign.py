@@ -143,8 +143,9 @@ def table1_cmd(
         str,
         typer.Option(
             "--screening",
-            help="Screening model of every row: forest (random forest), hgb (gradient boosting) "
-            "or roost (one-member Roost, the paper's choice; slower).",
+            help="Screening model of every row: forest (random forest), hgb (gradient boosting), "
+            "roost (one-member Roost, the paper's choice; slower) or roost3 (three-member Roost "
+            "ensemble; 3x roost).",
         ),
     ] = "forest",
     seed: SeedOpt = 0,
