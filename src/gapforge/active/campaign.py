@@ -39,6 +39,7 @@ from gapforge.active.config import CampaignConfig, parse_config
 from gapforge.active.oracles import ExternalOracle, ModelOracle, Oracle, TableOracle
 from gapforge.active.state import (
     CODEC_DIR,
+    CODES_FILE,
     CONFIG_FILE,
     STATE_FILE,
     CampaignState,
@@ -46,7 +47,7 @@ from gapforge.active.state import (
 )
 from gapforge.active.surrogate import fit_surrogate
 from gapforge.errors import GapforgeError, InputError
-from gapforge.io import write_json
+from gapforge.io import write_json, write_table
 
 log = logging.getLogger(__name__)
 
@@ -261,7 +262,14 @@ class Campaign:
         config = parse_config(json.loads((run_dir / CONFIG_FILE).read_text()), path=run_dir / CONFIG_FILE)
         state = CampaignState.load(run_dir)
         codec = build_codec(config, run_dir)
-        return cls(config, codec, oracle if oracle is not None else build_oracle(config), state, run_dir)
+        camp = cls(config, codec, oracle if oracle is not None else build_oracle(config), state, run_dir)
+        codes = run_dir / CODES_FILE
+        if codes.is_file():  # the exact codes the interrupted run used (see state.CODES_FILE)
+            table = pd.read_parquet(codes)
+            camp._z_cache = {
+                f: np.asarray(z, dtype=np.float64) for f, z in zip(table["formula"], table["z"], strict=True)
+            }
+        return camp
 
     def _add_initial(self, initial: pd.DataFrame) -> None:
         f = initial[C.FORMULA].astype(str).tolist()
@@ -441,6 +449,13 @@ class Campaign:
 
     def _save(self) -> None:
         if self.run_dir is not None:
+            codes = pd.DataFrame(
+                {
+                    "formula": pd.Series(list(self._z_cache), dtype=object),
+                    "z": [list(map(float, z)) for z in self._z_cache.values()],
+                }
+            )
+            write_table(codes, self.run_dir / CODES_FILE)  # before the state: state.json commits
             self.state.save(self.run_dir)
 
     def step(self) -> IterationRecord:

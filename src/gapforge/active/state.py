@@ -9,6 +9,9 @@ A run directory holds::
     iterations.json    one record per completed iteration (counts, best gap, timings)
     surrogate-NNNNN.pt GP hyper-parameters (warm start) and torch's RNG state after iteration NNNNN
     pending.parquet    proposals awaiting external labels (ask/tell), with pending.csv for people
+    latent_codes.parquet  the latent code of every formula encoded so far, exactly as computed:
+                       a code depends in its last bits on which formulas shared its encoding
+                       batch, so a resumed run reuses these instead of re-encoding
     codec/             the linear codec, when one is used
 
 Commit protocol: after an iteration the tables are written first (each file
@@ -42,6 +45,7 @@ LABELLED_FILE = "labelled.parquet"
 PROPOSALS_FILE = "proposals.parquet"
 LOG_FILE = "iterations.json"
 PENDING_FILE = "pending.parquet"
+CODES_FILE = "latent_codes.parquet"
 PENDING_CSV = "pending.csv"
 CODEC_DIR = "codec"
 
