@@ -39,7 +39,6 @@ from gapforge.active.config import CampaignConfig, parse_config
 from gapforge.active.oracles import ExternalOracle, ModelOracle, Oracle, TableOracle
 from gapforge.active.state import (
     CODEC_DIR,
-    CODES_FILE,
     CONFIG_FILE,
     STATE_FILE,
     CampaignState,
@@ -47,7 +46,7 @@ from gapforge.active.state import (
 )
 from gapforge.active.surrogate import fit_surrogate
 from gapforge.errors import GapforgeError, InputError
-from gapforge.io import write_json, write_table
+from gapforge.io import write_json
 
 log = logging.getLogger(__name__)
 
@@ -213,7 +212,6 @@ class Campaign:
         self._acq = config.acquisition.to_settings()
         self._sur = config.surrogate.to_settings()
         self._bounds = np.asarray(codec.latent_bounds, dtype=np.float64)
-        self._z_cache: dict[str, np.ndarray] = {}
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -262,14 +260,7 @@ class Campaign:
         config = parse_config(json.loads((run_dir / CONFIG_FILE).read_text()), path=run_dir / CONFIG_FILE)
         state = CampaignState.load(run_dir)
         codec = build_codec(config, run_dir)
-        camp = cls(config, codec, oracle if oracle is not None else build_oracle(config), state, run_dir)
-        codes = run_dir / CODES_FILE
-        if codes.is_file():  # the exact codes the interrupted run used (see state.CODES_FILE)
-            table = pd.read_parquet(codes)
-            camp._z_cache = {
-                f: np.asarray(z, dtype=np.float64) for f, z in zip(table["formula"], table["z"], strict=True)
-            }
-        return camp
+        return cls(config, codec, oracle if oracle is not None else build_oracle(config), state, run_dir)
 
     def _add_initial(self, initial: pd.DataFrame) -> None:
         f = initial[C.FORMULA].astype(str).tolist()
@@ -311,12 +302,12 @@ class Campaign:
 
     # -- the loop -------------------------------------------------------------------------
     def _encode(self, formulas: list[str]) -> np.ndarray:
-        missing = [f for f in dict.fromkeys(formulas) if f not in self._z_cache]
+        missing = [f for f in dict.fromkeys(formulas) if f not in self.state.codes]
         if missing:
             z = np.asarray(self.codec.encode(missing), dtype=np.float64)
-            self._z_cache.update(zip(missing, z, strict=True))
+            self.state.codes.update(zip(missing, z, strict=True))
         d = self._bounds.shape[1]
-        return np.stack([self._z_cache[f] for f in formulas]) if formulas else np.zeros((0, d))
+        return np.stack([self.state.codes[f] for f in formulas]) if formulas else np.zeros((0, d))
 
     def _training_data(self) -> tuple[np.ndarray, np.ndarray]:
         lab = self.state.labelled
@@ -449,13 +440,6 @@ class Campaign:
 
     def _save(self) -> None:
         if self.run_dir is not None:
-            codes = pd.DataFrame(
-                {
-                    "formula": pd.Series(list(self._z_cache), dtype=object),
-                    "z": [list(map(float, z)) for z in self._z_cache.values()],
-                }
-            )
-            write_table(codes, self.run_dir / CODES_FILE)  # before the state: state.json commits
             self.state.save(self.run_dir)
 
     def step(self) -> IterationRecord:

@@ -94,6 +94,7 @@ class CampaignState:
         log: one record per completed iteration.
         hyper: GP hyper-parameters of the last fit, or None.
         pending: proposals awaiting external labels, or None.
+        codes: latent code of every formula encoded so far (see ``CODES_FILE``).
     """
 
     iteration: int
@@ -104,6 +105,7 @@ class CampaignState:
     log: list[dict[str, Any]] = field(default_factory=list)
     hyper: dict[str, torch.Tensor] | None = None
     pending: pd.DataFrame | None = None
+    codes: dict[str, np.ndarray] = field(default_factory=dict)
 
     @classmethod
     def new(cls, seed: int) -> CampaignState:
@@ -127,6 +129,13 @@ class CampaignState:
         props["z"] = [list(map(float, z)) for z in props["z"]]
         write_table(props, run_dir / PROPOSALS_FILE)
         write_json(self.log, run_dir / LOG_FILE)
+        codes = pd.DataFrame(
+            {
+                "formula": pd.Series(list(self.codes), dtype=object),
+                "z": [list(map(float, z)) for z in self.codes.values()],
+            }
+        )
+        write_table(codes, run_dir / CODES_FILE)
         tensors_file = f"surrogate-{self.iteration:05d}.pt"
         with atomic_path(run_dir / tensors_file) as tmp:
             torch.save({"hyper": self.hyper or {}, "torch_rng": torch.get_rng_state()}, tmp)
@@ -190,6 +199,12 @@ class CampaignState:
             saved = torch.load(tensors, weights_only=True)
             hyper = saved["hyper"] or None
             torch.set_rng_state(saved["torch_rng"])
+        codes: dict[str, np.ndarray] = {}
+        if (run_dir / CODES_FILE).is_file():  # the exact codes the interrupted run used
+            table = pd.read_parquet(run_dir / CODES_FILE)
+            codes = {
+                f: np.asarray(z, dtype=np.float64) for f, z in zip(table["formula"], table["z"], strict=True)
+            }
         pending = None
         if meta.get("pending") and (run_dir / PENDING_FILE).is_file():
             pending = pd.read_parquet(run_dir / PENDING_FILE)
@@ -204,4 +219,5 @@ class CampaignState:
             log=log_records,
             hyper=hyper,
             pending=pending,
+            codes=codes,
         )
