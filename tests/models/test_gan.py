@@ -205,6 +205,8 @@ def test_generation_quality_measures():
     assert q.novel == pytest.approx(0.5)  # NaCl2 and SrYF5
     assert q.smact_valid == pytest.approx(0.75)  # NaCl2 is not charge neutral
     assert q.novel_of_valid == pytest.approx(1 / 3)
+    assert q.n_distinct == 4 and q.n_valid_novel == 1  # SrYF5
+    assert q.n_valid_novel_simple == 1  # SrYF5: 7 atoms, 3 elements
     share = res.table.set_index("formula")["n_generated"] / 4000
     assert q.smact_valid_samples == pytest.approx(1 - share["NaCl2"])
     assert q.n_elements_hist["generated"][1] == pytest.approx(0.75)  # 3 of 4 are binary

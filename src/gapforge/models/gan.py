@@ -153,6 +153,102 @@ class GeneratedFormulas:
     stats: GenerationStats
 
 
+def training_counts(
+    formulas: Sequence[str], encoder: FormulaEncoder, train_set: str, *, label: str
+) -> np.ndarray:
+    """Distinct encodable counts of ``formulas`` a generator trains on (``train_set``: all or SMACT-valid).
+
+    Raises:
+        InputError: nothing encodable, or nothing left after the SMACT filter.
+    """
+    batch = encoder.encode(formulas)
+    counts = batch.counts[batch.valid]
+    if len(counts) == 0:
+        raise InputError(f"no encodable formula to train the {label} on")
+    counts = np.unique(counts, axis=0)
+    n_dropped = int((~batch.valid).sum())
+    if n_dropped:
+        logger.info("%s: %d of %d formulas not encodable, dropped", label, n_dropped, len(batch))
+    if train_set == "smact-valid":
+        from gapforge.screening.validity import SmactChecker
+
+        ok = SmactChecker(encoder.elements).check_counts(counts)
+        logger.info("%s: %d of %d distinct formulas pass SMACT, training on those", label, ok.sum(), len(ok))
+        counts = counts[ok]
+    if len(counts) == 0:
+        raise InputError("no training formula left after the SMACT filter")
+    return counts
+
+
+def collect_distinct(
+    batches: Iterator[tuple[np.ndarray, np.ndarray]],
+    n: int,
+    encoder: FormulaEncoder,
+    *,
+    progress: bool | None = None,
+) -> GeneratedFormulas:
+    """De-duplicate a generator's decoded batches into a :class:`GeneratedFormulas`.
+
+    Memory stays bounded by one batch plus the distinct formulas found so far.
+
+    Args:
+        batches: ``(counts (m, E), valid (m,))`` per batch, reduced counts.
+        n: total samples the batches hold (for the progress bar and the stats).
+        encoder: the codec of the counts.
+        progress: show a progress bar (``None``: only on a terminal).
+
+    Raises:
+        InputError: ``n`` is negative.
+    """
+    if n < 0:
+        raise InputError("number of samples must be >= 0", value=n)
+    from tqdm.auto import tqdm
+
+    start = time.perf_counter()
+    seen: dict[str, int] = {}
+    kept: list[np.ndarray] = []
+    n_dec = 0
+    width = encoder.n_elements
+    bar = tqdm(total=n, desc="generate", unit="formula", disable=None if progress is None else not progress)
+    try:
+        for counts, valid in batches:
+            bar.update(len(valid))
+            good = counts[valid].astype(np.int8)
+            n_dec += len(good)
+            if not len(good):
+                continue
+            keys = np.ascontiguousarray(good).view(np.dtype((np.void, width))).ravel()
+            _, first, times = np.unique(keys, return_index=True, return_counts=True)
+            order = np.sort(first)
+            times = times[np.argsort(first)]
+            uniq = good[order]
+            names = encoder.counts_to_formulas(uniq)
+            new_rows = []
+            for i, (name, t) in enumerate(zip(names, times.tolist(), strict=True)):
+                if name in seen:
+                    seen[name] += t
+                else:
+                    seen[name] = t
+                    new_rows.append(i)
+            kept.append(uniq[new_rows])
+    finally:
+        bar.close()
+    counts_all = np.concatenate(kept) if kept else np.zeros((0, width), np.int8)
+    table = pd.DataFrame(
+        {
+            C.FORMULA: pd.Series(list(seen.keys()), dtype=object),
+            "n_generated": np.fromiter(seen.values(), dtype=np.int64, count=len(seen)),
+            "n_atoms": n_atoms(counts_all).astype(np.int64),
+            "n_elements": n_elements_of(counts_all).astype(np.int64),
+        }
+    )
+    stats = GenerationStats(n, n_dec, len(table), time.perf_counter() - start)
+    logger.info(
+        "generated %d samples: %d decodable, %d distinct (%.1f s)", n, n_dec, len(table), stats.seconds
+    )
+    return GeneratedFormulas(table, counts_all, stats)
+
+
 @dataclass
 class FormulaGAN:
     """WGAN-GP generator of formula matrices (MATGAN-style).
@@ -250,22 +346,7 @@ class FormulaGAN:
             InputError: no encodable formula.
         """
         torch = _torch()
-        batch = self.encoder.encode(formulas)
-        counts = batch.counts[batch.valid]
-        if len(counts) == 0:
-            raise InputError("no encodable formula to train the GAN on")
-        counts = np.unique(counts, axis=0)
-        n_dropped = int((~batch.valid).sum())
-        if n_dropped:
-            logger.info("GAN: %d of %d formulas not encodable, dropped", n_dropped, len(batch))
-        if self.train_set == "smact-valid":
-            from gapforge.screening.validity import SmactChecker
-
-            ok = SmactChecker(self.encoder.elements).check_counts(counts)
-            logger.info("GAN: %d of %d distinct formulas pass SMACT, training on those", ok.sum(), len(ok))
-            counts = counts[ok]
-        if len(counts) == 0:
-            raise InputError("no training formula left after the SMACT filter")
+        counts = training_counts(formulas, self.encoder, self.train_set, label="GAN")
         self.train_counts_ = counts.astype(np.int8)
         torch.manual_seed(self.seed)
         rng = np.random.default_rng(self.seed)
@@ -437,55 +518,23 @@ class FormulaGAN:
             progress: show a progress bar (``None``: only on a terminal).
         """
         self._check_fitted()
-        if n < 0:
-            raise InputError("number of samples must be >= 0", value=n)
-        from tqdm.auto import tqdm
+        return collect_distinct(
+            self._batches(n, batch_size, self.seed if seed is None else seed),
+            n,
+            self.encoder,
+            progress=progress,
+        )
 
-        start = time.perf_counter()
-        seen: dict[str, int] = {}
-        kept: list[np.ndarray] = []
-        n_dec = 0
-        width = self.encoder.n_elements
-        bar = tqdm(
-            total=n, desc="generate", unit="formula", disable=None if progress is None else not progress
-        )
-        try:
-            for counts, valid in self._batches(n, batch_size, self.seed if seed is None else seed):
-                bar.update(len(valid))
-                good = counts[valid].astype(np.int8)
-                n_dec += len(good)
-                if not len(good):
-                    continue
-                keys = np.ascontiguousarray(good).view(np.dtype((np.void, width))).ravel()
-                _, first, times = np.unique(keys, return_index=True, return_counts=True)
-                order = np.sort(first)
-                times = times[np.argsort(first)]
-                uniq = good[order]
-                names = self.encoder.counts_to_formulas(uniq)
-                new_rows = []
-                for i, (name, t) in enumerate(zip(names, times.tolist(), strict=True)):
-                    if name in seen:
-                        seen[name] += t
-                    else:
-                        seen[name] = t
-                        new_rows.append(i)
-                kept.append(uniq[new_rows])
-        finally:
-            bar.close()
-        counts_all = np.concatenate(kept) if kept else np.zeros((0, width), np.int8)
-        table = pd.DataFrame(
-            {
-                C.FORMULA: pd.Series(list(seen.keys()), dtype=object),
-                "n_generated": np.fromiter(seen.values(), dtype=np.int64, count=len(seen)),
-                "n_atoms": n_atoms(counts_all).astype(np.int64),
-                "n_elements": n_elements_of(counts_all).astype(np.int64),
-            }
-        )
-        stats = GenerationStats(n, n_dec, len(table), time.perf_counter() - start)
-        logger.info(
-            "generated %d samples: %d decodable, %d distinct (%.1f s)", n, n_dec, len(table), stats.seconds
-        )
-        return GeneratedFormulas(table, counts_all, stats)
+    def with_sampling(
+        self, *, decode_rule: str | None = None, temperature: float | None = None
+    ) -> FormulaGAN:
+        """A copy sharing the trained networks, with another decoding rule or temperature."""
+        params = {
+            **self.get_params(),
+            "decode_rule": decode_rule or self.decode_rule,
+            "temperature": temperature or self.temperature,
+        }
+        return FormulaGAN(**params, encoder=self.encoder)._with_weights_of(self)
 
     def _with_weights_of(self, other: FormulaGAN) -> FormulaGAN:
         """Share ``other``'s trained networks (used to change decoding settings)."""
@@ -578,6 +627,10 @@ class GenerationQuality:
         smact_valid_samples: the same over all decodable samples (duplicates
             counted, MATGAN's convention).
         novel_of_valid: share of the SMACT-valid distinct formulas that are novel.
+        n_distinct: distinct formulas.
+        n_valid_novel: distinct formulas that are SMACT-valid and novel.
+        n_valid_novel_simple: those of them that pass the paper's simplicity rule
+            (fewer than 8 atoms, fewer than 4 elements): what its screen can use.
         element_freq_corr: Pearson r between per-element occurrence frequencies
             of generated and training formulas.
         element_freq_tvd: total-variation distance between the two element
@@ -594,6 +647,9 @@ class GenerationQuality:
     smact_valid: float
     smact_valid_samples: float
     novel_of_valid: float
+    n_distinct: int
+    n_valid_novel: int
+    n_valid_novel_simple: int
     element_freq_corr: float
     element_freq_tvd: float
     n_elements_hist: dict
@@ -624,6 +680,7 @@ def generation_quality(
         train_counts: ``(M, E)`` reduced counts of the training formulas.
         encoder: the codec of both.
     """
+    from gapforge.screening.filters import is_simple
     from gapforge.screening.validity import SmactChecker
 
     stats = generated.stats
@@ -648,6 +705,9 @@ def generation_quality(
         smact_valid=float(valid.mean()) if len(table) else math.nan,
         smact_valid_samples=float((valid * n_gen).sum() / max(n_gen.sum(), 1)),
         novel_of_valid=float(novel[valid].mean()) if valid.any() else math.nan,
+        n_distinct=len(table),
+        n_valid_novel=int((valid & novel).sum()),
+        n_valid_novel_simple=int((valid & novel & is_simple(generated.counts)).sum()),
         element_freq_corr=corr,
         element_freq_tvd=float(0.5 * np.abs(pg - pt).sum()),
         n_elements_hist={
