@@ -51,18 +51,20 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--decode", default=None, help="decoding rule (default: the model's)")
     ap.add_argument(
+        "--temperature", type=float, default=None, help="sampling temperature (default: the model's)"
+    )
+    ap.add_argument(
         "--also-decode", default="sample", help="second rule measured for quality only ('' = none)"
     )
     ap.add_argument("--gap-min", type=float, default=6.0)
     ap.add_argument("--out", type=Path, default=RESULTS / "bench_generate_screen")
     args = ap.parse_args()
 
-    import numpy as np
     import torch
 
     torch.set_num_threads(args.threads)
     from gapforge.encoding import FormulaEncoder
-    from gapforge.models.gan import generation_quality, mp_training_formulas
+    from gapforge.models.gan import generation_quality, mp_training_formulas, training_counts
     from gapforge.screening.filters import known_formulas
     from gapforge.screening.generate import load_generator
     from gapforge.screening.screen import ScreenSettings, screen
@@ -77,15 +79,17 @@ def main() -> None:
 
     # 1. generation ------------------------------------------------------------------
     gan = load_generator(args.gan)
-    if args.decode:
-        gan.decode_rule = args.decode
+    if args.decode or args.temperature:
+        gan = gan.with_sampling(decode_rule=args.decode, temperature=args.temperature)
     gan.generate(1000, seed=args.seed)  # warm-up (first torch call)
     t0 = time.perf_counter()
     gen = gan.generate(args.n_generate, seed=args.seed, progress=False)
     t_gen = time.perf_counter() - t0
     record["generate"] = {
         "model": args.gan,
+        "kind": gan.kind,
         "decode_rule": gan.decode_rule,
+        "temperature": gan.temperature,
         "model_params": gan.get_params(),
         "seconds": round(t_gen, 2),
         "peak_rss_mb": round(_peak_mb(), 1),
@@ -98,22 +102,17 @@ def main() -> None:
     known = mp_training_formulas()
     train_counts = getattr(gan, "train_counts_", None)
     if train_counts is None:  # a loaded model does not keep its training set: rebuild it
-        batch = enc.encode(known)
-        train_counts = np.unique(batch.counts[batch.valid], axis=0)
-        if gan.train_set == "smact-valid":
-            from gapforge.screening.validity import SmactChecker
-
-            train_counts = train_counts[SmactChecker(enc.elements).check_counts(train_counts)]
+        train_counts = training_counts(known, enc, gan.train_set, label="bench")
     t0 = time.perf_counter()
     q = generation_quality(gen, known_formulas=known, train_counts=train_counts, encoder=enc)
     record["quality"] = {**q.to_dict(), "seconds": round(time.perf_counter() - t0, 2)}
     print(f"quality: {q.to_dict()}", flush=True)
     alt_formulas = None
     if args.also_decode:
-        rule = gan.decode_rule
-        gan.decode_rule = args.also_decode
         t0 = time.perf_counter()
-        alt = gan.generate(args.n_generate, seed=args.seed, progress=False)
+        alt = gan.with_sampling(decode_rule=args.also_decode).generate(
+            args.n_generate, seed=args.seed, progress=False
+        )
         t_alt = time.perf_counter() - t0
         qa = generation_quality(alt, known_formulas=known, train_counts=train_counts, encoder=enc)
         record["quality_other_decoding"] = {
@@ -124,7 +123,6 @@ def main() -> None:
             **qa.to_dict(),
         }
         print(f"quality ({args.also_decode}): {qa.to_dict()}", flush=True)
-        gan.decode_rule = rule
         alt_formulas = alt.table["formula"].tolist()
         del alt
 
@@ -211,7 +209,8 @@ def _markdown(r: dict) -> str:
         "",
         "## Generator quality",
         "",
-        f"Decoding rule: `{g['decode_rule']}`.",
+        f"Generator `{g['model']}` ({g.get('kind', 'gan')}), decoding rule `{g['decode_rule']}`, "
+        f"temperature {g.get('temperature', 1.0)}.",
         "",
         "| measure | this generator | MATGAN (published) | goal |",
         "|---|---|---|---|",
@@ -222,6 +221,8 @@ def _markdown(r: dict) -> str:
         f"| >= {_pct(goal['smact_valid'])} |",
         f"| SMACT-valid (all samples) | {_pct(q['smact_valid_samples'])} | {_pct(m['smact_valid'])} | - |",
         f"| novel among SMACT-valid | {_pct(q['novel_of_valid'])} | - | >= {_pct(goal['novel_of_valid'])} |",
+        f"| distinct formulas SMACT-valid + novel (+ simple: < 8 atoms, < 4 elements) "
+        f"| {q.get('n_valid_novel', 0):,} ({q.get('n_valid_novel_simple', 0):,}) | - | - |",
         f"| element frequency r vs training | {q['element_freq_corr']:.3f} | - | - |",
         f"| element distribution TVD vs training | {q['element_freq_tvd']:.3f} | - | - |",
         "",

@@ -78,6 +78,52 @@ def train_gan_cmd(
     )
 
 
+@train_app.command("rnn")
+def train_rnn_cmd(
+    out: OutOpt,
+    epochs: Annotated[
+        int, typer.Option("--epochs", help="Training epochs (the best held-out one is kept).")
+    ] = 12,
+    seed: SeedOpt = 0,
+    train_set: Annotated[
+        str, typer.Option("--train-set", help="'smact-valid' or 'all' encodable MP formulas.")
+    ] = "smact-valid",
+    hidden: Annotated[int, typer.Option("--hidden", help="GRU state size.")] = 128,
+    temperature: Annotated[
+        float, typer.Option("--temperature", help="Sampling temperature saved with the model.")
+    ] = 1.25,
+    n_eval: Annotated[int, typer.Option("--n-eval", help="Samples drawn to measure quality.")] = 50_000,
+    input_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--input", help="Train on this formula table instead of the Materials Project formulas."
+        ),
+    ] = None,
+    overwrite: OverwriteOpt = False,
+) -> None:
+    """Train the autoregressive formula generator (a GRU writing element, count, ..., stop)."""
+    from gapforge.models.formula_rnn import train_rnn_generator
+    from gapforge.screening.screen import read_formula_column
+
+    result = train_rnn_generator(
+        out,
+        formulas=None if input_file is None else read_formula_column(input_file),
+        epochs=epochs,
+        seed=seed,
+        train_set=train_set,
+        hidden=hidden,
+        temperature=temperature,
+        n_eval=n_eval,
+        overwrite=overwrite,
+    )
+    q = result.quality
+    typer.echo(f"saved {result.directory}")
+    typer.echo(
+        f"{q.n_samples} samples: decodable {q.decodable:.1%}, unique {q.unique:.1%}, "
+        f"novel {q.novel:.1%}, SMACT-valid {q.smact_valid:.1%}"
+    )
+
+
 @app.command("generate")
 def generate_cmd(
     out: OutOpt,

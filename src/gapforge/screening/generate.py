@@ -2,27 +2,45 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
-from gapforge.errors import InputError
+from gapforge.errors import InputError, ModelError
 from gapforge.io import table_format, write_json, write_table
-from gapforge.models.base import resolve_model_dir
+from gapforge.models.base import MODEL_CARD_FILE, resolve_model_dir
+from gapforge.models.formula_rnn import FormulaRNN
 from gapforge.models.gan import FormulaGAN, GeneratedFormulas
 
 logger = logging.getLogger(__name__)
 
 #: Directory name of the shipped generator under ``gapforge/pretrained/``.
 DEFAULT_GENERATOR = "gan"
+#: ``--model`` names of the generators shipped in the package (``default`` is the GAN).
+SHIPPED_GENERATORS = {"gan": "gan", "rnn": "rnn"}
+#: Generator classes by the ``kind`` in their model card.
+GENERATOR_KINDS = {FormulaGAN.kind: FormulaGAN, FormulaRNN.kind: FormulaRNN}
+
+Generator = FormulaGAN | FormulaRNN
 
 
-def load_generator(model: str | Path | None = "default") -> FormulaGAN:
-    """A saved generator directory, or the shipped one for ``"default"``/``None``.
+def load_generator(model: str | Path | None = "default") -> Generator:
+    """A saved generator directory, or a shipped one: ``"default"``/``None``/``"gan"`` or ``"rnn"``.
 
     Raises:
         ModelError: missing directory or not a generator.
     """
-    return FormulaGAN.load(resolve_model_dir(model, DEFAULT_GENERATOR))
+    if model is not None and str(model) in SHIPPED_GENERATORS:
+        path = resolve_model_dir("default", SHIPPED_GENERATORS[str(model)])
+    else:
+        path = resolve_model_dir(model, DEFAULT_GENERATOR)
+    try:
+        kind = json.loads((path / MODEL_CARD_FILE).read_text()).get("kind")
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path / MODEL_CARD_FILE}: cannot read model card ({exc})") from None
+    if kind not in GENERATOR_KINDS:
+        raise ModelError(f"{path}: a {kind!r} model, not a formula generator ({', '.join(GENERATOR_KINDS)})")
+    return GENERATOR_KINDS[kind].load(path)
 
 
 def summary_path(out: str | Path) -> Path:
@@ -50,7 +68,7 @@ def generate_formulas(
     and the run's counts to ``<stem>.summary.json`` beside it.
 
     Args:
-        model: generator directory or ``"default"``.
+        model: generator directory, ``"default"`` (the shipped GAN) or ``"rnn"``.
         n: samples to draw.
         out: table to write (optional).
         seed: noise seed.
@@ -73,14 +91,7 @@ def generate_formulas(
             raise InputError("output exists (use --overwrite)", path=out)
     gan = load_generator(model)
     if decode_rule is not None or temperature is not None:
-        gan = FormulaGAN(
-            **{
-                **gan.get_params(),
-                "decode_rule": decode_rule or gan.decode_rule,
-                "temperature": temperature or gan.temperature,
-            },
-            encoder=gan.encoder,
-        )._with_weights_of(gan)
+        gan = gan.with_sampling(decode_rule=decode_rule, temperature=temperature)
     result = gan.generate(n, seed=seed, batch_size=batch_size)
     if out is not None:
         write_table(result.table, out)
@@ -98,4 +109,11 @@ def generate_formulas(
     return result
 
 
-__all__ = ["DEFAULT_GENERATOR", "generate_formulas", "load_generator", "summary_path"]
+__all__ = [
+    "DEFAULT_GENERATOR",
+    "SHIPPED_GENERATORS",
+    "Generator",
+    "generate_formulas",
+    "load_generator",
+    "summary_path",
+]

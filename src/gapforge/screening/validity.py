@@ -155,6 +155,11 @@ class SmactChecker:
         return _ElementTables(pos, neg, x, usable, metal)
 
     # -- public API -------------------------------------------------------------------
+    @property
+    def electronegativity(self) -> np.ndarray:
+        """Pauling electronegativity of each vocabulary element (``nan`` where SMACT has none)."""
+        return self._tables.x.copy()
+
     def check_counts(self, counts: np.ndarray) -> np.ndarray:
         """SMACT validity of count vectors.
 
