@@ -20,6 +20,7 @@ import json
 import os
 import platform
 import resource
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -70,7 +71,7 @@ def main() -> None:
     from gapforge.screening.screen import ScreenSettings, screen
 
     record: dict = {
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "machine": {"cpu_count": os.cpu_count(), "threads": args.threads, "platform": platform.platform()},
         "load_average_at_start": os.getloadavg(),
         "goals": GOALS,

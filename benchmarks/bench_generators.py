@@ -23,6 +23,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -86,7 +87,7 @@ def main() -> None:
             rows.append(row)
             print(json.dumps(row), flush=True)
     record = {
-        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "command": shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]),
         "machine": {"cpu_count": os.cpu_count(), "threads": args.threads, "platform": platform.platform()},
         "load_average_at_start": os.getloadavg(),
         "n_samples": args.n,
