@@ -83,7 +83,7 @@ def train_rnn_cmd(
     out: OutOpt,
     epochs: Annotated[
         int, typer.Option("--epochs", help="Training epochs (the best held-out one is kept).")
-    ] = 12,
+    ] = 30,
     seed: SeedOpt = 0,
     train_set: Annotated[
         str, typer.Option("--train-set", help="'smact-valid' or 'all' encodable MP formulas.")

@@ -138,7 +138,7 @@ class FormulaRNN:
 
     hidden: int = 128
     embed: int = 64
-    epochs: int = 12
+    epochs: int = 30
     batch_size: int = 256
     lr: float = 2e-3
     val_fraction: float = 0.05
@@ -315,11 +315,14 @@ class FormulaRNN:
         batch = self.encoder.encode(formulas)
         out = np.full(len(batch), np.nan)
         ok = batch.valid & ((batch.counts > 0).sum(axis=1) <= self.max_elements)
-        if ok.any():
-            counts = reduce_counts(batch.counts[ok])
-            elements, levels = (torch.from_numpy(a) for a in self._sequences(counts))
+        rows = np.flatnonzero(ok)
+        for start in range(0, len(rows), 50_000):  # bounds the (n, steps, hidden) activations
+            chunk = rows[start : start + 50_000]
+            elements, levels = (
+                torch.from_numpy(a) for a in self._sequences(reduce_counts(batch.counts[chunk]))
+            )
             with torch.no_grad():
-                out[ok] = -self._nll(self.net_, elements, levels).numpy()
+                out[chunk] = -self._nll(self.net_, elements, levels).numpy()
         return out
 
     # -- sampling ---------------------------------------------------------------------
