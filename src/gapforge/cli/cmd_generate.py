@@ -1,4 +1,4 @@
-"""``gapforge train gan``, ``gapforge generate`` and ``gapforge screen``."""
+"""``gapforge train gan|rnn``, ``gapforge generate`` and ``gapforge screen``."""
 
 from __future__ import annotations
 
@@ -10,6 +10,26 @@ import typer
 
 from gapforge.cli._app import ModelOpt, OutOpt, OverwriteOpt, SeedOpt, app, train_app
 
+# options shared by the generator trainers
+TrainSetOpt = Annotated[
+    str, typer.Option("--train-set", help="'smact-valid' (MATGAN's choice) or 'all' encodable MP formulas.")
+]
+NEvalOpt = Annotated[int, typer.Option("--n-eval", help="Samples drawn to measure quality.")]
+TrainFormulasOpt = Annotated[
+    Path | None,
+    typer.Option("--input", help="Train on this formula table instead of the Materials Project formulas."),
+]
+
+
+def _echo_trained(result) -> None:
+    """The trainer's summary line: where the model went and its sample quality."""
+    q = result.quality
+    typer.echo(f"saved {result.directory}")
+    typer.echo(
+        f"{q.n_samples} samples: decodable {q.decodable:.1%}, unique {q.unique:.1%}, "
+        f"novel {q.novel:.1%}, SMACT-valid {q.smact_valid:.1%}"
+    )
+
 
 @train_app.command("gan")
 def train_gan_cmd(
@@ -19,11 +39,8 @@ def train_gan_cmd(
     max_minutes: Annotated[
         float | None, typer.Option("--max-minutes", help="Stop training after this wall time.")
     ] = None,
-    train_set: Annotated[
-        str,
-        typer.Option("--train-set", help="'smact-valid' (MATGAN's choice) or 'all' encodable MP formulas."),
-    ] = "smact-valid",
-    n_eval: Annotated[int, typer.Option("--n-eval", help="Samples drawn to measure quality.")] = 50_000,
+    train_set: TrainSetOpt = "smact-valid",
+    n_eval: NEvalOpt = 50_000,
     fake_samples: Annotated[
         str,
         typer.Option(
@@ -43,12 +60,7 @@ def train_gan_cmd(
     ] = 1.0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Formulas per critic step.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate of both networks.")] = 3e-4,
-    input_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--input", help="Train on this formula table instead of the Materials Project formulas."
-        ),
-    ] = None,
+    input_file: TrainFormulasOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train the MATGAN-style formula generator (WGAN-GP) on the Materials Project formulas."""
@@ -70,12 +82,7 @@ def train_gan_cmd(
         batch_size=batch_size,
         lr=lr,
     )
-    q = result.quality
-    typer.echo(f"saved {result.directory}")
-    typer.echo(
-        f"{q.n_samples} samples: decodable {q.decodable:.1%}, unique {q.unique:.1%}, "
-        f"novel {q.novel:.1%}, SMACT-valid {q.smact_valid:.1%}"
-    )
+    _echo_trained(result)
 
 
 @train_app.command("rnn")
@@ -85,20 +92,13 @@ def train_rnn_cmd(
         int, typer.Option("--epochs", help="Training epochs (the best held-out one is kept).")
     ] = 30,
     seed: SeedOpt = 0,
-    train_set: Annotated[
-        str, typer.Option("--train-set", help="'smact-valid' or 'all' encodable MP formulas.")
-    ] = "smact-valid",
+    train_set: TrainSetOpt = "smact-valid",
     hidden: Annotated[int, typer.Option("--hidden", help="GRU state size.")] = 128,
     temperature: Annotated[
         float, typer.Option("--temperature", help="Sampling temperature saved with the model.")
     ] = 1.25,
-    n_eval: Annotated[int, typer.Option("--n-eval", help="Samples drawn to measure quality.")] = 50_000,
-    input_file: Annotated[
-        Path | None,
-        typer.Option(
-            "--input", help="Train on this formula table instead of the Materials Project formulas."
-        ),
-    ] = None,
+    n_eval: NEvalOpt = 50_000,
+    input_file: TrainFormulasOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train the autoregressive formula generator (a GRU writing element, count, ..., stop)."""
@@ -116,12 +116,7 @@ def train_rnn_cmd(
         n_eval=n_eval,
         overwrite=overwrite,
     )
-    q = result.quality
-    typer.echo(f"saved {result.directory}")
-    typer.echo(
-        f"{q.n_samples} samples: decodable {q.decodable:.1%}, unique {q.unique:.1%}, "
-        f"novel {q.novel:.1%}, SMACT-valid {q.smact_valid:.1%}"
-    )
+    _echo_trained(result)
 
 
 @app.command("generate")

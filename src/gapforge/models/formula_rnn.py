@@ -43,9 +43,7 @@ from pathlib import Path
 from typing import Any, Self
 
 import numpy as np
-import pandas as pd
 
-from gapforge import columns as C
 from gapforge.encoding import FormulaEncoder, reduce_counts
 from gapforge.errors import InputError, ModelError
 from gapforge.io import atomic_path, write_json, write_text
@@ -56,8 +54,8 @@ from gapforge.models.gan import (
     GenerationQuality,
     _versions,
     collect_distinct,
-    generation_quality,
-    mp_training_formulas,
+    prepare_generator_training,
+    save_trained_generator,
     training_counts,
 )
 
@@ -490,24 +488,11 @@ def train_rnn_generator(
     Raises:
         InputError: ``out`` already holds a model and ``overwrite`` is false.
     """
-    out = Path(out)
-    if (out / MODEL_CARD_FILE).exists() and not overwrite:
-        raise InputError("model directory already exists (use --overwrite)", path=out)
-    from gapforge.data import fingerprint
-
-    known = list(formulas) if formulas is not None else mp_training_formulas()
+    out, known = prepare_generator_training(out, formulas, overwrite=overwrite)
     model = FormulaRNN(seed=seed, **params).fit(known)
-    generated = model.generate(n_eval, seed=seed + 1)
-    quality = generation_quality(
-        generated, known_formulas=known, train_counts=model.train_counts_, encoder=model.encoder
+    quality = save_trained_generator(
+        model, out, known, seed=seed, n_eval=n_eval, user_formulas=formulas is not None
     )
-    meta = {
-        "seed": seed,
-        "data_fingerprint": fingerprint(pd.DataFrame({C.FORMULA: known})),
-        "training_data": "mp-formulas + mp-bandgap" if formulas is None else "user formulas",
-        "metrics": {f"quality_{n_eval}_samples": quality.to_dict()},
-    }
-    model.save(out, metadata=meta)
     write_rnn_model_card(out)
     return TrainRnnResult(out, model, quality)
 

@@ -760,14 +760,36 @@ def train_gan(
     Raises:
         InputError: ``out`` already holds a model and ``overwrite`` is false.
     """
+    out, known = prepare_generator_training(out, formulas, overwrite=overwrite)
+    model = FormulaGAN(epochs=epochs, seed=seed, train_set=train_set, **params)
+    model.fit(known, max_seconds=None if max_minutes is None else 60 * max_minutes)
+    quality = save_trained_generator(
+        model, out, known, seed=seed, n_eval=n_eval, user_formulas=formulas is not None
+    )
+    write_model_card(out)
+    return TrainGanResult(out, model, quality)
+
+
+def prepare_generator_training(
+    out: str | Path, formulas: Sequence[str] | None, *, overwrite: bool
+) -> tuple[Path, list[str]]:
+    """Check the output directory and load the training formulas (default: the MP formulas).
+
+    Raises:
+        InputError: ``out`` already holds a model and ``overwrite`` is false.
+    """
     out = Path(out)
     if (out / MODEL_CARD_FILE).exists() and not overwrite:
         raise InputError("model directory already exists (use --overwrite)", path=out)
+    return out, list(formulas) if formulas is not None else mp_training_formulas()
+
+
+def save_trained_generator(
+    model: Any, out: Path, known: list[str], *, seed: int, n_eval: int, user_formulas: bool
+) -> GenerationQuality:
+    """Measure a freshly trained generator on ``n_eval`` samples (seed + 1) and save it with the figures."""
     from gapforge.data import fingerprint
 
-    known = list(formulas) if formulas is not None else mp_training_formulas()
-    model = FormulaGAN(epochs=epochs, seed=seed, train_set=train_set, **params)
-    model.fit(known, max_seconds=None if max_minutes is None else 60 * max_minutes)
     generated = model.generate(n_eval, seed=seed + 1)
     quality = generation_quality(
         generated, known_formulas=known, train_counts=model.train_counts_, encoder=model.encoder
@@ -775,12 +797,11 @@ def train_gan(
     meta = {
         "seed": seed,
         "data_fingerprint": fingerprint(pd.DataFrame({C.FORMULA: known})),
-        "training_data": "mp-formulas + mp-bandgap" if formulas is None else "user formulas",
+        "training_data": "user formulas" if user_formulas else "mp-formulas + mp-bandgap",
         "metrics": {f"quality_{n_eval}_samples": quality.to_dict()},
     }
     model.save(out, metadata=meta)
-    write_model_card(out)
-    return TrainGanResult(out, model, quality)
+    return quality
 
 
 def write_model_card(directory: str | Path) -> Path:
@@ -886,8 +907,12 @@ __all__ = [
     "GenerationQuality",
     "GenerationStats",
     "TrainGanResult",
+    "collect_distinct",
     "generation_quality",
     "mp_training_formulas",
+    "prepare_generator_training",
+    "save_trained_generator",
     "train_gan",
+    "training_counts",
     "write_model_card",
 ]
