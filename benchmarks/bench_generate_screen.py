@@ -44,7 +44,7 @@ def _peak_mb() -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--gan", default="default")
+    ap.add_argument("--gan", default="gan", help="generator: gan, rnn (= default) or a directory")
     ap.add_argument("--forest", default="default")
     ap.add_argument("--n-generate", type=int, default=1_180_000)
     ap.add_argument("--n-screen", type=int, default=1_000_000)

@@ -253,7 +253,7 @@ def test_shipped_generator_quality(real_data_env):
     from gapforge.models.gan import mp_training_formulas
     from gapforge.screening.generate import load_generator
 
-    gan = load_generator("default")
+    gan = load_generator("gan")
     res = gan.generate(20_000, seed=123)
     known = mp_training_formulas()
     q = generation_quality(res, known_formulas=known, train_counts=ENC.encode(known).counts, encoder=ENC)

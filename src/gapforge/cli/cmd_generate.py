@@ -122,7 +122,14 @@ def train_rnn_cmd(
 @app.command("generate")
 def generate_cmd(
     out: OutOpt,
-    model: ModelOpt = "default",
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="Generator: 'default' (= 'rnn', the autoregressive one), 'gan' (MATGAN-style) or a "
+            "saved model directory.",
+        ),
+    ] = "default",
     n: Annotated[
         int, typer.Option("-n", "--n-samples", help="Samples to draw from the generator.")
     ] = 1_180_000,
@@ -130,10 +137,14 @@ def generate_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per batch.")] = 16_384,
     decode: Annotated[
         str | None,
-        typer.Option("--decode", help="Decoding rule: strict (paper's, default), argmax or sample."),
+        typer.Option(
+            "--decode",
+            help="GAN decoding rule: sample (its default), strict (the paper's) or argmax; "
+            "the RNN only samples.",
+        ),
     ] = None,
     temperature: Annotated[
-        float | None, typer.Option("--temperature", help="Softmax temperature of the sample rule.")
+        float | None, typer.Option("--temperature", help="Sampling temperature (default: the model's).")
     ] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:

@@ -70,7 +70,7 @@ class ModelSettings:
     Attributes:
         oracle: band-gap oracle that labels the campaign's proposals (Roost).
         autoencoder: composition autoencoder that defines the latent space.
-        generator: formula generator (``default`` = the GAN; ``rnn`` = the autoregressive one).
+        generator: formula generator (``default`` = ``rnn``, the autoregressive one; ``gan``).
     """
 
     oracle: str = "default"

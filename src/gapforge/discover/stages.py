@@ -12,7 +12,7 @@ oracle              loads the band-gap oracle (shipped Roost ensemble or ``model
 autoencoder         loads the composition autoencoder that defines the latent space
 campaign            GP + UCB in latent space; decodes proposals, labels them with the oracle
 screening_model     fits the screening model on initial + campaign labels, scores the hold-out
-generate            draws formulas from the generator (GAN)
+generate            draws formulas from the generator (autoregressive RNN or GAN)
 screen              predicts and filters: window, simplicity, SMACT, novelty
 structure           nearest known template by ElMD, element substitution, CIFs
 relax               CHGNet relaxation, formation energy, energy above hull

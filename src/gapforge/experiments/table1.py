@@ -282,7 +282,7 @@ def _load_pool(settings: Table1Settings, out: Path) -> tuple[list[str], str]:
         try:
             from gapforge.screening.generate import generate_formulas
 
-            gen = generate_formulas("default", settings.pool_size, seed=settings.seed)
+            gen = generate_formulas("gan", settings.pool_size, seed=settings.seed)  # the paper's generator
             formulas = gen.table[C.FORMULA].astype(str).tolist()
             source = f"GAN pool ({settings.pool_size} samples, {len(formulas)} distinct)"
         except (ModelError, ImportError) as exc:

@@ -14,9 +14,10 @@ from gapforge.models.gan import FormulaGAN, GeneratedFormulas
 
 logger = logging.getLogger(__name__)
 
-#: Directory name of the shipped generator under ``gapforge/pretrained/``.
-DEFAULT_GENERATOR = "gan"
-#: ``--model`` names of the generators shipped in the package (``default`` is the GAN).
+#: Directory name of the default generator under ``gapforge/pretrained/``: the autoregressive
+#: one (91 % SMACT-valid over 1.18 M samples against the GAN's 82 %; ``bench_generators.md``).
+DEFAULT_GENERATOR = "rnn"
+#: ``--model`` names of the generators shipped in the package.
 SHIPPED_GENERATORS = {"gan": "gan", "rnn": "rnn"}
 #: Generator classes by the ``kind`` in their model card.
 GENERATOR_KINDS = {FormulaGAN.kind: FormulaGAN, FormulaRNN.kind: FormulaRNN}
@@ -25,7 +26,7 @@ Generator = FormulaGAN | FormulaRNN
 
 
 def load_generator(model: str | Path | None = "default") -> Generator:
-    """A saved generator directory, or a shipped one: ``"default"``/``None``/``"gan"`` or ``"rnn"``.
+    """A saved generator directory, or a shipped one: ``"default"``/``None``/``"rnn"`` or ``"gan"``.
 
     Raises:
         ModelError: missing directory or not a generator.
@@ -68,7 +69,7 @@ def generate_formulas(
     and the run's counts to ``<stem>.summary.json`` beside it.
 
     Args:
-        model: generator directory, ``"default"`` (the shipped GAN) or ``"rnn"``.
+        model: generator directory, ``"default"`` (= ``"rnn"``) or ``"gan"`` (the MATGAN-style GAN).
         n: samples to draw.
         out: table to write (optional).
         seed: noise seed.
