@@ -17,6 +17,12 @@ Usage::
 
 ``--roost-shipped`` scores the shipped oracle (trained by ``gapforge train
 oracle``, split 80/10/10 seed 0) instead of retraining Roost per seed.
+
+``--paper-protocol`` splits the whole of mp-bandgap, test-500 included, as the
+paper's Exp1 did (its test set is a subset of the 42,669 rows, so about 60 %
+of it lands in the training part). Those rows are written as ``NAME-paper-protocol``
+and test-500 is also scored separately on its rows that were and were not
+trained on (``test-500-seen`` / ``test-500-unseen``).
 """
 
 from __future__ import annotations
@@ -45,6 +51,13 @@ from gapforge.models.roost import WIDTHS
 log = logging.getLogger("bench_models")
 RESULTS = Path(__file__).parent / "results"
 PAPER_EXP1 = {"r2_holdout": 0.735, "r2_test": 0.850, "mae_eV": 0.505, "rmse_eV": 0.826}
+PAPER_ROW_NOTE = (
+    "paper row: its MAE and RMSE belong to the hold-out split, like our test split (with R² 0.735 "
+    "they imply a variance of 0.826**2 / 0.265 = 2.57 eV², that of mp-bandgap, 2.55; test-500's is 2.81, "
+    "where RMSE 0.826 would mean R² 0.757, not 0.850). Its 'R² test' 0.850 is on test-500, which lies "
+    "inside the 42,669 rows it split 60/20/20, so about 60 % of it was trained on: the *-paper-protocol "
+    "rows repeat that."
+)
 
 
 def random_counts(n: int, seed: int, encoder: FormulaEncoder) -> np.ndarray:
@@ -143,16 +156,17 @@ def markdown(report: dict[str, Any]) -> str:
         "# Band-gap models: accuracy and speed",
         "",
         f"Data: mp-bandgap minus test-500 ({report['n_rows']} rows), split 60/20/20 per seed; "
-        "test-500 = the paper's test set, never trained on; one split per seed (column seeds). "
+        "test-500 = the paper's test set, never trained on (except in the *-paper-protocol rows, "
+        "see the notes); one split per seed (column seeds). "
         f"Machine: {report['machine']} ({report['cpu_count']} cores shared with other jobs; "
         "load average per row below). Times are wall-clock.",
         "",
         "| model | seeds | R² val | R² test | MAE test (eV) | RMSE test (eV) | R² test-500 | MAE test-500 | "
         "RMSE test-500 | within 1σ (test) | train time (s) | formulas/s | load avg (training) |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-        f"| paper Exp1 (Roost, Table 1) | 10 | {PAPER_EXP1['r2_holdout']} (hold-out) | "
-        f"{PAPER_EXP1['r2_test']} | "
-        f"{PAPER_EXP1['mae_eV']} | {PAPER_EXP1['rmse_eV']} | | | | | | | |",
+        f"| paper Exp1 (Roost, Table 1) | 10 | | {PAPER_EXP1['r2_holdout']} (hold-out) | "
+        f"{PAPER_EXP1['mae_eV']} (hold-out) | {PAPER_EXP1['rmse_eV']} (hold-out) | "
+        f"{PAPER_EXP1['r2_test']} (~60 % trained on) | | | | | | |",
     ]
 
     def ms(values: list[float]) -> str:
@@ -194,10 +208,33 @@ def markdown(report: dict[str, Any]) -> str:
     fc = report.get("featurizer")
     if fc:
         lines += ["", "## Featurizer vs matminer", "", f"`{json.dumps(fc)}`"]
-    if report.get("notes"):
-        lines += ["", "## Notes", "", *[f"- {n}" for n in report["notes"]]]
+    notes = [PAPER_ROW_NOTE, *report.get("notes", [])]
+    notes += [
+        f"{name} rows: {paper_protocol_note(runs)}"
+        for name, runs in report["models"].items()
+        if name.endswith("-paper-protocol") and runs
+    ]
+    lines += ["", "## Notes", "", *[f"- {n}" for n in notes]]
     lines += ["", f"Command: `{report['command']}`", ""]
     return "\n".join(lines)
+
+
+def paper_protocol_note(runs: list[dict[str, Any]]) -> str:
+    """What the paper-protocol rows measure, with test-500 split into trained-on and unseen rows."""
+
+    def mean(part: str, key: str) -> str:
+        v = [r["metrics"].get(part, {}).get(key) for r in runs]
+        v = [x for x in v if x is not None]
+        return f"{np.mean(v):.3f}" if v else "n/a"
+
+    n_seen = [r["metrics"].get("test-500-seen", {}).get("n") for r in runs]
+    return (
+        "the paper's Exp1 protocol: all of mp-bandgap split 60/20/20, test-500 included, so "
+        f"{'/'.join(str(n) for n in n_seen)} of its 500 rows were in the training part. "
+        f"test-500 R² {mean('test-500', 'r2')} overall = {mean('test-500-seen', 'r2')} on the rows "
+        f"trained on and {mean('test-500-unseen', 'r2')} on the unseen ones "
+        f"(MAE {mean('test-500-seen', 'mae_eV')} / {mean('test-500-unseen', 'mae_eV')} eV)."
+    )
 
 
 def merge_report(
@@ -276,16 +313,24 @@ def main() -> None:
     ap.add_argument(
         "--merge", action="store_true", help="Add to the existing results instead of replacing them."
     )
+    ap.add_argument(
+        "--paper-protocol",
+        action="store_true",
+        help="Split all of mp-bandgap, test-500 included (the paper's Exp1); rows NAME-paper-protocol.",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
     full = load_dataset("mp-bandgap")
     t500 = load_dataset("test-500")
     data = full[~full[C.FORMULA].isin(set(t500[C.FORMULA]))].reset_index(drop=True)
+    n_rows = len(data)  # the table of every row but the paper-protocol ones
+    if args.paper_protocol:
+        data = full.reset_index(drop=True)
     if args.limit:
         data = data.sample(args.limit, random_state=0).reset_index(drop=True)
     report: dict[str, Any] = {
-        "n_rows": len(data),
+        "n_rows": n_rows,
         "seeds": args.seeds,
         "split": [0.6, 0.2, 0.2],
         "machine": platform.machine(),
@@ -315,6 +360,7 @@ def main() -> None:
 
     for name in args.models:
         runs = []
+        key = f"{name}-paper-protocol" if args.paper_protocol else name
         if args.throughput_only:
             if name == "hgb":
                 log.warning("no shipped hgb model; skipping its throughput")
@@ -349,13 +395,17 @@ def main() -> None:
                 fit_on_split(model, split)
                 dt = time.perf_counter() - t
                 load = [round(x, 1) for x in os.getloadavg()]
-                metrics = score(model, {"validation": split.val, "test": split.test, "test-500": t500})
+                parts = {"validation": split.val, "test": split.test, "test-500": t500}
+                if args.paper_protocol:
+                    seen = t500[C.FORMULA].isin(set(split.train[C.FORMULA]))
+                    parts |= {"test-500-seen": t500[seen], "test-500-unseen": t500[~seen]}
+                metrics = score(model, parts)
                 runs.append(
                     {"seed": seed, "train_seconds": round(dt, 1), "load_average": load, "metrics": metrics}
                 )
                 log.info("%s seed %d: %.0f s, %s", name, seed, dt, metrics["test"])
                 last[name] = model
-                save(name, runs)  # after every seed: a long Roost run keeps what it finished
+                save(key, runs)  # after every seed: a long Roost run keeps what it finished
             if name.startswith("roost"):
                 widths = ", aviary's widths " + str(WIDTHS["aviary"]) if name == "roost-wide" else ""
                 notes.append(
@@ -364,6 +414,8 @@ def main() -> None:
                     f"(patience {args.roost_patience}, cosine learning rate, 1 torch thread), "
                     "early-stopped on the 20 % validation part."
                 )
+        if args.paper_protocol:
+            continue  # same model and data size as the plain row: its throughput stands
         report["throughput"][name] = throughput(last[name], throughput_n(name, args), seed=123)
         log.info("%s throughput: %s", name, report["throughput"][name])
         save(name, runs)
