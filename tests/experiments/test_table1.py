@@ -109,10 +109,22 @@ def test_aggregate_and_markdown_put_paper_figures_beside_ours(tmp_path):
                 "candidates": 30,
                 "recovery": 65.0,
             },
+            {
+                "experiment": "exp3",
+                "variant": "PAPER-AL",
+                "repeat": 0,
+                "samples": 1153,
+                "r2_holdout": 0.55,
+                "r2_test": 0.36,
+                "mae": 0.6,
+                "rmse": 0.9,
+                "candidates": 0,
+                "recovery": 0.0,
+            },
         ]
     )
     agg = aggregate(runs)
-    assert agg["variant"].tolist() == ["BS", "AL", "RND-latent"]
+    assert agg["variant"].tolist() == ["BS", "AL", "RND-latent", "PAPER-AL"]
     bs = agg.iloc[0]
     assert bs["r2_holdout_mean"] == pytest.approx(0.2)
     assert bs["r2_holdout_sd"] == pytest.approx(np.std([0.1, 0.3], ddof=1))
@@ -131,6 +143,8 @@ def test_aggregate_and_markdown_put_paper_figures_beside_ours(tmp_path):
     assert "0.200 ± 0.141" in md
     assert PAPER_TABLE1["Exp3 BS"]["r2_holdout"] in md and PAPER_TABLE1["Exp3 AL"]["r2_test"] in md
     assert "AL does NOT beat RND-latent by -5.0 points" in md
+    paper_al = next(line for line in md.splitlines() if "| PAPER-AL |" in line)
+    assert paper_al.endswith(f"{PAPER_TABLE1['Exp3 AL']['recovery']} |")  # beside the paper's own AL row
     curves = pd.DataFrame(
         {
             "experiment": "exp3",
@@ -163,3 +177,16 @@ def test_table_names_the_exact_oracle(tmp_path):
     sha = card["metadata"]["weights_sha256"][:12]
     assert name == f"model default (weights sha256 {sha}, trained {card['metadata']['trained_at']})"
     assert table1._identity(object()) == ""
+
+
+@pytest.mark.data
+@pytest.mark.slow
+def test_paper_sets_rows_score_the_papers_own_training_sets(real_data_env, tmp_path):
+    settings = Table1Settings(
+        repeats=1, budget=20, q=20, experiments=("exp3",), pool_size=5000, n_estimators=20, paper_sets=True
+    )
+    result = table1.reproduce_table1(settings, tmp_path / "t1")
+    runs = result.runs.set_index("variant")
+    assert set(runs.index) == {"BS", "AL", "RND-latent", "RND-known", "PAPER-BS", "PAPER-AL"}
+    assert runs.loc["PAPER-BS", "samples"] == 300 and runs.loc["PAPER-AL", "samples"] == 1153
+    assert "| exp3 | PAPER-AL | 1 | 1153 |" in result.markdown

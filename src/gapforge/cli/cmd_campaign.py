@@ -148,6 +148,12 @@ def table1_cmd(
             "ensemble; 3x roost).",
         ),
     ] = "forest",
+    paper_sets: Annotated[
+        bool,
+        typer.Option(
+            "--paper-sets", help="Also score the paper's own Exp2/Exp3 BS and AL training sets (PAPER-BS/AL)."
+        ),
+    ] = False,
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
     workers: WorkersOpt = 1,
@@ -166,6 +172,7 @@ def table1_cmd(
         pool=pool,
         pool_size=pool_size,
         screening=screening,
+        paper_sets=paper_sets,
         seed=seed,
     )
     result = reproduce_table1(settings, out, overwrite=overwrite)
