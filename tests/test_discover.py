@@ -290,6 +290,7 @@ def test_real_stages_up_to_the_screen_then_resume(tmp_path, real_data_env):
     assert metrics["n_train"] == len(labelled)
     stats = json.loads((out / "generate" / "stats.json").read_text())
     assert stats["n_samples"] == 3000 and 0 < stats["n_unique"] <= stats["n_decodable"] <= 3000
+    assert stats["kind"] == "rnn-generator" and stats["decode_rule"] == "sample"  # the default generator
     funnel = json.loads((out / "screen" / "funnel.json").read_text())["steps"]
     for a, b in itertools.pairwise(funnel):
         assert b["n_in"] == a["n_out"]

@@ -369,7 +369,13 @@ def stage_generate(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     gan = load_generator(cfg.models.generator)
     result = gan.generate(cfg.generate.n_samples, seed=cfg.seed, batch_size=cfg.generate.batch_size)
     write_table(result.table, run_dir / L.GENERATED)
-    stats = {"model": str(cfg.models.generator), **result.stats.to_dict()}
+    stats = {
+        "model": str(cfg.models.generator),
+        "kind": gan.kind,
+        "decode_rule": gan.decode_rule,
+        "temperature": gan.temperature,
+        **result.stats.to_dict(),
+    }
     write_json(stats, run_dir / L.GENERATOR_STATS)
     return {k: stats[k] for k in ("n_samples", "n_decodable", "n_unique")}
 
