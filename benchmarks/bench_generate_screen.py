@@ -65,7 +65,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from gapforge.encoding import FormulaEncoder
-    from gapforge.models.gan import generation_quality, mp_training_formulas, training_counts
+    from gapforge.models.generation import generation_quality, mp_training_formulas, training_counts
     from gapforge.screening.filters import known_formulas
     from gapforge.screening.generate import load_generator
     from gapforge.screening.screen import ScreenSettings, screen

@@ -56,7 +56,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     from gapforge.encoding import FormulaEncoder
-    from gapforge.models.gan import generation_quality, mp_training_formulas, training_counts
+    from gapforge.models.generation import generation_quality, mp_training_formulas, training_counts
     from gapforge.screening.generate import load_generator
 
     enc = FormulaEncoder()

@@ -158,6 +158,10 @@ def test_generate_formulas_overrides_temperature(tmp_path):
     assert pd.read_csv(out)["formula"].tolist() == res.table["formula"].tolist()
     with pytest.raises(InputError, match="only samples"):
         generate_formulas(tmp_path / "rnn", 10, decode_rule="argmax")
+    with pytest.raises(InputError, match="temperature must be > 0"):  # 0 is a value, not "unset"
+        generate_formulas(tmp_path / "rnn", 10, temperature=0.0)
+    with pytest.raises(InputError, match="temperature must be > 0"):
+        generate_formulas("gan", 10, temperature=0.0)
 
 
 def test_cli_train_and_generate(tmp_path):
@@ -201,7 +205,7 @@ def test_shipped_rnn_generator_loads_by_name():
 @pytest.mark.data
 @pytest.mark.slow
 def test_shipped_rnn_generator_quality(real_data_env):
-    from gapforge.models.gan import generation_quality, mp_training_formulas, training_counts
+    from gapforge.models.generation import generation_quality, mp_training_formulas, training_counts
 
     gen = load_generator("rnn")
     res = gen.generate(20_000, seed=123)

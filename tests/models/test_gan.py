@@ -12,7 +12,8 @@ from typer.testing import CliRunner
 
 from gapforge.encoding import FormulaEncoder
 from gapforge.errors import InputError, ModelError
-from gapforge.models.gan import FormulaGAN, generation_quality
+from gapforge.models.gan import FormulaGAN
+from gapforge.models.generation import generation_quality
 
 ENC = FormulaEncoder()
 TINY = {
@@ -250,7 +251,7 @@ def test_cli_train_and_generate(tmp_path):
 @pytest.mark.data
 @pytest.mark.slow
 def test_shipped_generator_quality(real_data_env):
-    from gapforge.models.gan import mp_training_formulas
+    from gapforge.models.generation import mp_training_formulas
     from gapforge.screening.generate import load_generator
 
     gan = load_generator("gan")

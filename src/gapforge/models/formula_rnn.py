@@ -48,12 +48,12 @@ from gapforge.encoding import FormulaEncoder, reduce_counts
 from gapforge.errors import InputError, ModelError
 from gapforge.io import atomic_path, write_json, write_text
 from gapforge.models.base import MODEL_CARD_FILE, rebuild_from_card
-from gapforge.models.gan import (
+from gapforge.models.generation import (
     TRAIN_SETS,
     GeneratedFormulas,
     GenerationQuality,
-    _versions,
     collect_distinct,
+    library_versions,
     prepare_generator_training,
     save_trained_generator,
     training_counts,
@@ -189,7 +189,8 @@ class FormulaRNN:
                 "the autoregressive generator only samples (decode rule 'sample')", value=decode_rule
             )
         other = FormulaRNN(
-            **{**self.get_params(), "temperature": temperature or self.temperature}, encoder=self.encoder
+            **{**self.get_params(), "temperature": self.temperature if temperature is None else temperature},
+            encoder=self.encoder,
         )
         for name in ("net_", "order_", "metadata_", "history_", "train_counts_"):
             if hasattr(self, name):
@@ -398,7 +399,7 @@ class FormulaRNN:
             "format_version": FORMAT_VERSION,
             "encoder": self.encoder.to_dict(),
             "element_order": [self.encoder.elements[i] for i in self.order_],
-            "versions": _versions(),
+            "versions": library_versions(),
             "n_train_formulas": len(getattr(self, "train_counts_", ())),
             "n_heldout_formulas": getattr(self, "n_val_", None),
             "best_epoch": getattr(self, "best_epoch_", None),

@@ -10,7 +10,8 @@ from gapforge.errors import InputError, ModelError
 from gapforge.io import table_format, write_json, write_table
 from gapforge.models.base import MODEL_CARD_FILE, resolve_model_dir
 from gapforge.models.formula_rnn import FormulaRNN
-from gapforge.models.gan import FormulaGAN, GeneratedFormulas
+from gapforge.models.gan import FormulaGAN
+from gapforge.models.generation import GeneratedFormulas
 
 logger = logging.getLogger(__name__)
 
