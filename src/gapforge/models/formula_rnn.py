@@ -33,7 +33,6 @@ samples are more often new and distinct and less often SMACT-valid
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import math
 import time
@@ -55,6 +54,8 @@ from gapforge.models.generation import (
     collect_distinct,
     library_versions,
     prepare_generator_training,
+    quality_markdown,
+    read_generator_card,
     save_trained_generator,
     training_counts,
 )
@@ -501,13 +502,7 @@ def train_rnn_generator(
 def write_rnn_model_card(directory: str | Path) -> Path:
     """Write ``README.md`` (a short model card) beside a saved RNN generator, from its ``model.json``."""
     directory = Path(directory)
-    card = json.loads((directory / MODEL_CARD_FILE).read_text())
-    p, m = card["params"], card["metadata"]
-    quality = next(iter(m.get("metrics", {}).values()), {})
-
-    def pct(key: str) -> str:
-        v = quality.get(key)
-        return "n/a" if v is None else f"{100 * v:.1f} %"
+    p, m, quality = read_generator_card(directory)
 
     history = m.get("history", [])
     best = next((r for r in history if r["epoch"] == m.get("best_epoch")), {})
@@ -535,17 +530,7 @@ rows learn little of the correlation between elements and counts.
 
 ## Quality ({quality.get("n_samples", "?")} samples, seed {p["seed"]} + 1, temperature {p["temperature"]})
 
-| measure | value |
-|---|---|
-| decodable | {pct("decodable")} |
-| unique (distinct / decodable) | {pct("unique")} |
-| novel (not a known MP formula) | {pct("novel")} |
-| SMACT-valid (distinct formulas) | {pct("smact_valid")} |
-| SMACT-valid (all samples) | {pct("smact_valid_samples")} |
-| novel among SMACT-valid | {pct("novel_of_valid")} |
-
-MATGAN's published figures (GAN trained on SMACT-screened ICSD, 2 M samples):
-novelty 92.53 %, chemically valid 84.5 %. Million-sample figures and the
+{quality_markdown(quality)} Million-sample figures and the
 temperature curve: `benchmarks/results/bench_generators.md`.
 
 ## Reproduce

@@ -49,6 +49,8 @@ from gapforge.models.generation import (  # re-exported: the GAN's public API be
     library_versions,
     mp_training_formulas,
     prepare_generator_training,
+    quality_markdown,
+    read_generator_card,
     save_trained_generator,
     training_counts,
 )
@@ -530,13 +532,7 @@ def write_model_card(directory: str | Path) -> Path:
     from gapforge.io import write_text
 
     directory = Path(directory)
-    card = json.loads((directory / MODEL_CARD_FILE).read_text())
-    p, m = card["params"], card["metadata"]
-    quality = next(iter(m.get("metrics", {}).values()), {})
-
-    def pct(key: str) -> str:
-        v = quality.get(key)
-        return "n/a" if v is None else f"{100 * v:.1f} %"
+    p, m, quality = read_generator_card(directory)
 
     if p.get("fake_samples", "soft") == "gumbel":
         fake_text = "one-hot draws of each element row (straight-through Gumbel-softmax)"
@@ -571,17 +567,7 @@ Xin et al. (J. Phys. Chem. C 2021).
 
 ## Quality ({quality.get("n_samples", "?")} samples, seed {p["seed"]} + 1)
 
-| measure | value |
-|---|---|
-| decodable | {pct("decodable")} |
-| unique (distinct / decodable) | {pct("unique")} |
-| novel (not a known MP formula) | {pct("novel")} |
-| SMACT-valid (distinct formulas) | {pct("smact_valid")} |
-| SMACT-valid (all samples) | {pct("smact_valid_samples")} |
-| novel among SMACT-valid | {pct("novel_of_valid")} |
-
-MATGAN's published figures (GAN trained on SMACT-screened ICSD, 2 M samples):
-novelty 92.53 %, chemically valid 84.5 %.
+{quality_markdown(quality)}
 
 `gapforge generate --decode strict|argmax|sample [--temperature T]` overrides the rule;
 million-sample figures: `benchmarks/results/bench_generate_screen.md`.
