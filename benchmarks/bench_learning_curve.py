@@ -33,28 +33,14 @@ import numpy as np
 from gapforge import columns as C
 from gapforge.data import load_dataset, split_dataset
 from gapforge.data.splits import Split
-from gapforge.models.forest import ESTIMATOR_DEFAULTS, ForestModel
 from gapforge.models.registry import evaluate_on, fit_on_split
-from gapforge.models.roost import WIDTHS
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_models import make_model
 
 log = logging.getLogger("bench_learning_curve")
 RESULTS = Path(__file__).parent / "results"
 GOAL_MAE = 0.30
-
-
-def make_model(name: str, seed: int, args: argparse.Namespace) -> Any:
-    if name in ESTIMATOR_DEFAULTS:
-        return ForestModel(estimator=name, random_state=seed, **ESTIMATOR_DEFAULTS[name])
-    from gapforge.models.roost import RoostEnsemble
-
-    return RoostEnsemble(
-        n_members=args.roost_members,
-        epochs=args.roost_epochs,
-        patience=args.roost_patience,
-        seed=seed,
-        threads=1,
-        **WIDTHS["compact"],
-    )
 
 
 def power_law(n: np.ndarray, mae: np.ndarray) -> dict[str, float]:
