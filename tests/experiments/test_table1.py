@@ -165,6 +165,8 @@ def test_settings_validation():
         Table1Settings(repeats=0)
     with pytest.raises(InputError, match="unknown screening model 'svm'"):
         Table1Settings(screening="svm")
+    with pytest.raises(InputError, match="unknown pool 'icsd'"):
+        Table1Settings(pool="icsd")
 
 
 def test_table_names_the_exact_oracle(tmp_path):

@@ -136,7 +136,12 @@ def table1_cmd(
         typer.Option("--codec", help="'autoencoder' (shipped model), an autoencoder directory, or 'linear'."),
     ] = "autoencoder",
     pool: Annotated[
-        str, typer.Option("--pool", help="Screening pool: 'gan' (generator) or 'mp' (stand-in: MP formulas).")
+        str,
+        typer.Option(
+            "--pool",
+            help="Screening pool: 'gan' (the paper's kind of generator), 'rnn' (the autoregressive one) "
+            "or 'mp' (stand-in: MP formulas).",
+        ),
     ] = "gan",
     pool_size: Annotated[int, typer.Option("--pool-size", help="Formulas in the screening pool.")] = 200_000,
     screening: Annotated[

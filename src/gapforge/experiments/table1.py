@@ -31,7 +31,8 @@ and fewer than 4 elements. **Recovery**: share of the
 oracle's candidates in the same pool that the model also finds.
 
 The screening pool is the generator's formulas (``pool="gan"``, the shipped
-GAN) or, when it is not available or ``pool="mp"``, a clearly labelled
+GAN, as the paper screened MATGAN's; ``pool="rnn"``, the autoregressive
+generator) or, when it is not available or ``pool="mp"``, a clearly labelled
 stand-in: the distinct Materials Project formulas. Only simple formulas (< 8
 atoms, < 4 elements) can become candidates, so only they are predicted.
 """
@@ -128,7 +129,8 @@ class Table1Settings:
         oracle: oracle model directory, ``"default"`` (shipped Roost oracle), or ``"train"``
             (a random forest fitted on mp-bandgap minus test-500, saved in the output).
         codec: ``"autoencoder"`` (shipped), an autoencoder directory, or ``"linear"``.
-        pool: ``"gan"`` (shipped generator) or ``"mp"`` (stand-in: distinct MP formulas).
+        pool: ``"gan"`` (the shipped GAN, the paper's kind of generator), ``"rnn"`` (the
+            shipped autoregressive generator) or ``"mp"`` (stand-in: distinct MP formulas).
         pool_size: formulas drawn from the generator (or sampled from the stand-in).
         seed: base seed; repeat ``r`` uses ``seed + r``.
         n_estimators: trees of each screening forest.
@@ -165,6 +167,8 @@ class Table1Settings:
             raise InputError(
                 f"need repeats >= 1, budget >= 0, q >= 1; got {self.repeats}, {self.budget}, {self.q}"
             )
+        if self.pool not in ("gan", "rnn", "mp"):
+            raise InputError(f"unknown pool {self.pool!r} (use gan, rnn or mp)")
         if self.screening not in SCREENING_MODELS:
             raise InputError(
                 f"unknown screening model {self.screening!r} (use {', '.join(SCREENING_MODELS)})"
@@ -285,13 +289,13 @@ def _load_pool(settings: Table1Settings, out: Path) -> tuple[list[str], str]:
         return df[C.FORMULA].tolist(), str(df["source"].iloc[0]) if len(df) else "empty"
     source = None
     formulas: list[str] = []
-    if settings.pool == "gan":
+    if settings.pool in ("gan", "rnn"):
         try:
             from gapforge.screening.generate import generate_formulas
 
-            gen = generate_formulas("gan", settings.pool_size, seed=settings.seed)  # the paper's generator
+            gen = generate_formulas(settings.pool, settings.pool_size, seed=settings.seed)
             formulas = gen.table[C.FORMULA].astype(str).tolist()
-            source = f"GAN pool ({settings.pool_size} samples, {len(formulas)} distinct)"
+            source = f"{settings.pool.upper()} pool ({settings.pool_size} samples, {len(formulas)} distinct)"
         except (ModelError, ImportError) as exc:
             log.warning("no shipped generator (%s); using the MP stand-in pool", exc)
     if source is None:
