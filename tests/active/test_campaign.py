@@ -218,3 +218,23 @@ def test_table_oracle_labels_known_formulas_only(gap_table):
     oracle = TableOracle(gap_table)
     got = oracle.label(["LiF", "Unobtainium", "NaCl"])
     assert got[0] == 8.72 and np.isnan(got[1]) and got[2] == 5.0
+
+
+def test_smact_validity_counts_charge_imbalanced_decodes_as_invalid(model_cfg, tmp_path):
+    from gapforge.encoding import FormulaEncoder
+    from gapforge.screening.validity import SmactChecker
+
+    base = {**model_cfg, "acquisition": {"kind": "random", "q": 8}, "iterations": 3}
+    plain = Campaign.create(parse_config(base), tmp_path / "plain").run(progress=False)
+    strict = Campaign.create(parse_config({**base, "validity": "smact"}), tmp_path / "smact").run(
+        progress=False
+    )
+    check = SmactChecker(FormulaEncoder().elements).check_formulas
+    # the same random latent points: what the plain run labels SMACT-invalid, the strict run refuses
+    plain_new = plain.labelled[plain.labelled["source"] != "initial"]["formula"].tolist()
+    assert not check(plain_new).all()  # the linear codec decodes some charge-imbalanced formulas
+    strict_new = strict.labelled[strict.labelled["source"] != "initial"]["formula"].tolist()
+    assert check(strict_new).all()
+    assert strict.iterations["n_invalid"].sum() > plain.iterations["n_invalid"].sum()
+    with pytest.raises(Exception, match="validity"):
+        parse_config({**base, "validity": "pauling"})

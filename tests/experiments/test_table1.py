@@ -167,6 +167,8 @@ def test_settings_validation():
         Table1Settings(screening="svm")
     with pytest.raises(InputError, match="unknown pool 'icsd'"):
         Table1Settings(pool="icsd")
+    with pytest.raises(InputError, match="unknown validity rule 'pauling'"):
+        Table1Settings(validity="pauling")
 
 
 def test_table_names_the_exact_oracle(tmp_path):

@@ -4,7 +4,10 @@ One iteration: encode the labelled formulas -> fit the GP surrogate of the band
 gap -> optimise the acquisition inside the latent bounds (``q`` slots,
 ``R`` restarts each) -> decode -> per slot keep the best restart that decodes
 to a valid formula not labelled yet (counting invalid decodes and duplicates)
--> label with the oracle -> append -> save the state atomically.
+-> label with the oracle -> append -> save the state atomically. A decode is
+valid when it is a formula (``validity: decodable``, the paper's rule) or, with
+``validity: smact``, when it is also SMACT-valid: the campaign then cannot
+climb the oracle's errors on charge-imbalanced formulas such as H6F5.
 
 A formula the oracle could not label is never proposed again. Proposals
 whose decode is a formula already labelled are kept as GP
@@ -212,6 +215,12 @@ class Campaign:
         self._acq = config.acquisition.to_settings()
         self._sur = config.surrogate.to_settings()
         self._bounds = np.asarray(codec.latent_bounds, dtype=np.float64)
+        self._smact = None
+        if config.validity == "smact":
+            from gapforge.encoding import FormulaEncoder
+            from gapforge.screening.validity import SmactChecker
+
+            self._smact = SmactChecker(FormulaEncoder().elements)
 
     # -- construction ---------------------------------------------------------------------
     @classmethod
@@ -344,6 +353,9 @@ class Campaign:
         t1 = time.perf_counter()
         q, r, d = prop.candidates.shape
         decoded = self.codec.decode(prop.candidates.reshape(q * r, d))
+        if self._smact is not None:  # a SMACT-invalid decode counts as an invalid one
+            ok = self._smact.check_formulas([f or "" for f in decoded])
+            decoded = [f if good else None for f, good in zip(decoded, ok, strict=True)]
         props = self.state.proposals
         known = set(self.state.labelled["formula"]) | set(
             props.loc[props["status"] == "unlabelled", "formula"]

@@ -137,6 +137,9 @@ class CampaignConfig(_Strict):
     name: str = "campaign"
     seed: int = 0
     iterations: int = Field(10, ge=1, le=1_000_000)
+    #: what a proposal's decode must be to be labelled: any formula (``decodable``, the
+    #: paper's rule) or also SMACT-valid (``smact``: charge neutral, electronegativity ordered)
+    validity: Literal["decodable", "smact"] = "decodable"
     goal: GoalConfig = GoalConfig()
     acquisition: AcquisitionConfig = AcquisitionConfig()
     surrogate: SurrogateConfig = SurrogateConfig()

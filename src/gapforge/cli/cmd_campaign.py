@@ -159,6 +159,14 @@ def table1_cmd(
             "--paper-sets", help="Also score the paper's own Exp2/Exp3 BS and AL training sets (PAPER-BS/AL)."
         ),
     ] = False,
+    validity: Annotated[
+        str,
+        typer.Option(
+            "--validity",
+            help="What a campaign proposal must decode to before it is labelled: 'decodable' (any "
+            "formula, the paper's rule) or 'smact' (also SMACT-valid).",
+        ),
+    ] = "decodable",
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
     workers: WorkersOpt = 1,
@@ -178,6 +186,7 @@ def table1_cmd(
         pool_size=pool_size,
         screening=screening,
         paper_sets=paper_sets,
+        validity=validity,
         seed=seed,
     )
     result = reproduce_table1(settings, out, overwrite=overwrite)

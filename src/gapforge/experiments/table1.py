@@ -141,6 +141,9 @@ class Table1Settings:
             ``roost3`` (three-member Roost ensemble: less seed noise at the 6 eV line, 3x the cost).
         paper_sets: also score the paper's own Exp2/Exp3 BS and AL training sets
             (rows PAPER-BS, PAPER-AL).
+        validity: what a campaign proposal must decode to before the oracle labels it:
+            ``decodable`` (any formula, the paper's rule) or ``smact`` (also SMACT-valid);
+            the AL and RND-latent campaigns use the same rule.
     """
 
     repeats: int = 10
@@ -157,6 +160,7 @@ class Table1Settings:
     acquisition: str = "ucb"
     screening: str = "forest"
     paper_sets: bool = False
+    validity: str = "decodable"
     extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -167,6 +171,8 @@ class Table1Settings:
             raise InputError(
                 f"need repeats >= 1, budget >= 0, q >= 1; got {self.repeats}, {self.budget}, {self.q}"
             )
+        if self.validity not in ("decodable", "smact"):
+            raise InputError(f"unknown validity rule {self.validity!r} (use decodable or smact)")
         if self.pool not in ("gan", "rnn", "mp"):
             raise InputError(f"unknown pool {self.pool!r} (use gan, rnn or mp)")
         if self.screening not in SCREENING_MODELS:
@@ -390,6 +396,7 @@ def _campaign(
         {
             "seed": seed,
             "iterations": iterations,
+            "validity": settings.validity,
             "acquisition": {
                 "kind": kind,
                 "kappa": 10.0,
