@@ -105,6 +105,10 @@ def test_round_trip_through_dict():
         ("gap_min = -1\n", "gap_min must be a band gap"),
         ("gap_min = 3\n[campaign]\nbatch_size = 0\n", "campaign.batch_size must be > 0"),
         ("gap_min = 3\n[screening_model]\nkind = 'svm'\n", "screening_model.kind"),
+        (
+            "gap_min = 3\n[campaign]\nvalidity = 'pauling'\n",
+            "campaign.validity must be 'smact' or 'decodable'",
+        ),
         ("gap_min = 3\npreset = 'fast'\n", "unknown preset"),
         ("gap_min = 3\ncampaign = 5\n", "must be a table of settings"),
         ("gap_min = [", "cannot parse settings file"),
@@ -281,6 +285,11 @@ def test_real_stages_up_to_the_screen_then_resume(tmp_path, real_data_env):
     assert it["best_so_far"].is_monotonic_increasing
     labelled = read_table(out / "campaign" / "labelled.csv")
     assert (labelled["source"] == "initial").sum() == 40
+    from gapforge.encoding import FormulaEncoder
+    from gapforge.screening.validity import SmactChecker
+
+    proposed = labelled.loc[labelled["source"] != "initial", "formula"].tolist()
+    assert SmactChecker(FormulaEncoder().elements).check_formulas(proposed).all()  # validity: smact
     assert len(labelled) == (labelled["source"] == "initial").sum() + it["n_new"].sum()
     lm = read_table(out / "campaign" / "latent_map.csv")
     assert set(lm["kind"]) <= {"labelled", "proposal"} and {"x", "y"} <= set(lm.columns)

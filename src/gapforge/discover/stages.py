@@ -208,6 +208,7 @@ def stage_campaign(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
             "name": "discover",
             "seed": cfg.seed,
             "iterations": max(cfg.campaign.iterations, 1),
+            "validity": cfg.campaign.validity,
             "goal": goal,
             "acquisition": {"kind": "ucb", "kappa": cfg.campaign.kappa, "q": cfg.campaign.batch_size},
             "codec": {"kind": "autoencoder", "model": cfg.models.autoencoder},
