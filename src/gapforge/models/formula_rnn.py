@@ -53,6 +53,7 @@ from gapforge.models.generation import (
     GenerationQuality,
     collect_distinct,
     library_versions,
+    load_weights,
     prepare_generator_training,
     quality_markdown,
     read_generator_card,
@@ -418,7 +419,6 @@ class FormulaRNN:
         Raises:
             ModelError: missing or partial directory, another kind or format, mismatched weights.
         """
-        torch = _torch()
         directory = Path(directory)
         model, card = rebuild_from_card(
             cls,
@@ -440,13 +440,7 @@ class FormulaRNN:
                 f"{directory / MODEL_CARD_FILE}: element_order is not a permutation of the vocabulary"
             )
         net = _net_class()(model.encoder.n_elements, model.encoder.n_levels, model.hidden, model.embed)
-        weights = directory / WEIGHTS_FILE
-        try:
-            net.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
-        except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ModelError(f"{weights}: cannot load generator weights ({first})") from None
-        model.net_ = net.eval()
+        model.net_ = load_weights(net, directory / WEIGHTS_FILE)
         model.metadata_ = meta
         return model
 

@@ -47,6 +47,7 @@ from gapforge.models.generation import (  # re-exported: the GAN's public API be
     collect_distinct,
     generation_quality,
     library_versions,
+    load_weights,
     mp_training_formulas,
     prepare_generator_training,
     quality_markdown,
@@ -459,13 +460,7 @@ class FormulaGAN:
         weights = directory / WEIGHTS_FILE
         if not weights.is_file():
             raise ModelError(f"{directory}: {WEIGHTS_FILE} is missing")
-        try:
-            gen.load_state_dict(torch.load(weights, weights_only=True, map_location="cpu"))
-        except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
-            first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-            raise ModelError(f"{weights}: cannot load generator weights ({first})") from None
-        gen.eval()
-        model.generator_ = gen
+        model.generator_ = load_weights(gen, weights)
         model.metadata_ = card.get("metadata", {})
         critic_path = directory / CRITIC_FILE
         if critic_path.is_file():  # optional: only needed to judge samples or continue training

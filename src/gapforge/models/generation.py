@@ -356,6 +356,24 @@ MATGAN's published figures (GAN trained on SMACT-screened ICSD, 2 M samples):
 novelty 92.53 %, chemically valid 84.5 %."""
 
 
+def load_weights(module: Any, path: Path, what: str = "generator weights") -> Any:
+    """Load a ``torch.save(state_dict)`` file into ``module`` (``weights_only``), in eval mode.
+
+    Raises:
+        ModelError: unreadable file or weights that do not fit ``module`` (first line of torch's reason).
+    """
+    import torch
+
+    from gapforge.errors import ModelError
+
+    try:
+        module.load_state_dict(torch.load(path, weights_only=True, map_location="cpu"))
+    except Exception as exc:  # torch raises RuntimeError, UnpicklingError, EOFError, ...
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ModelError(f"{path}: cannot load {what} ({first})") from None
+    return module.eval()
+
+
 def library_versions() -> dict:
     """Versions recorded in a saved generator's card (gapforge, torch, numpy, python)."""
     import sys
@@ -389,6 +407,7 @@ __all__ = [
     "collect_distinct",
     "generation_quality",
     "library_versions",
+    "load_weights",
     "mp_training_formulas",
     "prepare_generator_training",
     "quality_markdown",
