@@ -10,6 +10,9 @@ SOURCE = "source"
 BAND_GAP_MEAN = "band_gap_mean"  # eV
 BAND_GAP_STD = "band_gap_std"  # eV
 REASON = "reason"
+P_IN_WINDOW = "p_in_window"  # probability that the gap lies in the target window (0-1)
+P_METAL = "p_metal"  # probability that the material is a metal (0-1)
+FIDELITY = "fidelity"  # which gap a prediction stands for: "pbe" or "experiment"
 
 # Structure stage: template library
 MATERIAL_ID = "material_id"
@@ -44,6 +47,7 @@ WALL_TIME_S = "wall_time_s"
 MAX_FORCE = "max_force"  # eV/Å at the last step
 N_TEMPLATES_RELAXED = "n_templates_relaxed"
 HULL_KNOWN_PHASES = "hull_known_phases"
+DECOMPOSITION = "decomposition"  # known phases the candidate decomposes into, e.g. "0.5 LiF + 0.5 NaF"
 NEGATIVE_FORMATION = "negative_formation"
 
 # DFT stage (dft.csv; its other columns are in gapforge.structure.dft)
