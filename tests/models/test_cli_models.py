@@ -60,7 +60,7 @@ def test_predict_formulas_prints_a_table(forest_dir: Path) -> None:
     res = runner.invoke(app, ["predict", "--model", str(forest_dir), "LiF", "GaAs", "Xx2O"])
     assert res.exit_code == 0, res.output
     lines = res.output.strip().splitlines()
-    assert lines[0].split() == ["formula", "band_gap_mean", "band_gap_std", "reason"]
+    assert lines[0].split() == ["formula", "band_gap_mean", "band_gap_std", "p_metal", "fidelity", "reason"]
     assert [ln.split()[0] for ln in lines[1:]] == ["LiF", "GaAs", "Xx2O"]
     assert float(lines[1].split()[1]) > float(lines[2].split()[1])
     assert "nan" in lines[3] and "Xx" in lines[3]
@@ -82,7 +82,8 @@ def test_predict_file(forest_dir: Path, tmp_path: Path, suffix: str) -> None:
     got = (
         pd.read_csv(out, keep_default_na=False, na_values=[""]) if suffix == ".csv" else pd.read_parquet(out)
     )
-    assert list(got.columns) == ["formula", "band_gap_mean", "band_gap_std", "reason"]
+    assert list(got.columns) == ["formula", "band_gap_mean", "band_gap_std", "p_metal", "fidelity", "reason"]
+    assert got["fidelity"].eq("pbe").all() and got["p_metal"].isna().all()  # a forest has no metal gate
     assert got["formula"].tolist() == ["LiF", "NaN", "Xx", "SrTiO3"]  # sodium nitride stays a formula
     assert got["band_gap_mean"].isna().tolist() == [False, False, True, False]
     assert "1 could not be predicted" in res.output

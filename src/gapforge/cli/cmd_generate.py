@@ -191,6 +191,14 @@ def screen_cmd(
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Formulas per prediction batch.")] = 100_000,
     overwrite: OverwriteOpt = False,
+    fidelity: Annotated[
+        str,
+        typer.Option(
+            "--fidelity",
+            help="pbe (default: the screening model's PBE gaps) or experiment (the oracle's "
+            "experimental-gap head; --model then names the oracle; ~10x slower).",
+        ),
+    ] = "pbe",
 ) -> None:
     """Predict band gaps and filter: gap window, simplicity, SMACT validity, novelty."""
     from gapforge.screening.screen import ScreenSettings, read_formula_column, screen_file
@@ -205,7 +213,9 @@ def screen_cmd(
         batch_size=batch_size,
     )
     known = None if known_file is None else read_formula_column(known_file)
-    result = screen_file(input_file, out, model=model, settings=settings, known=known, overwrite=overwrite)
+    result = screen_file(
+        input_file, out, model=model, settings=settings, known=known, overwrite=overwrite, fidelity=fidelity
+    )
     typer.echo(json.dumps(result.funnel, indent=1))
     if result.n_candidates == 0:
         typer.echo("no formula passed every filter; wrote an empty candidate table with headers", err=True)

@@ -25,6 +25,14 @@ HoldoutOpt = Annotated[
 ]
 NoHoldoutOpt = Annotated[bool, typer.Option("--no-holdout", help="Hold nothing out besides the split.")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Train/validation/test fractions, comma separated.")]
+FidelityOpt = Annotated[
+    str,
+    typer.Option(
+        "--fidelity",
+        help="Which gap: pbe (the oracle's PBE gap, the paper's; default) or experiment "
+        "(the oracle's experimental-gap head, trained on measured gaps).",
+    ),
+]
 KindOpt = Annotated[
     str, typer.Option("--kind", help="Which shipped model --model default means: oracle (Roost) or forest.")
 ]
@@ -180,20 +188,28 @@ def train_forest(
 
 
 def _echo_predictions(table: Any) -> None:
-    """Print a prediction table: formula, mean and std (eV, 3 decimals), and the reason of a failure."""
+    """Print a prediction table: formula, mean and std (eV, 3 decimals), P(metal), fidelity, reason."""
     width = max(len(C.FORMULA), *(len(f) for f in table[C.FORMULA]))
 
-    def line(formula: str, mean: str, std: str, reason: str) -> str:
-        return f"{formula:<{width}}  {mean:>13}  {std:>12}" + (f"  {reason}" if reason else "")
+    def line(formula: str, mean: str, std: str, p: str, fid: str, reason: str) -> str:
+        return f"{formula:<{width}}  {mean:>13}  {std:>12}  {p:>7}  {fid:>10}" + (
+            f"  {reason}" if reason else ""
+        )
 
-    typer.echo(line(C.FORMULA, C.BAND_GAP_MEAN, C.BAND_GAP_STD, C.REASON))
-    for formula, mean, std, reason in zip(
-        table[C.FORMULA], table[C.BAND_GAP_MEAN], table[C.BAND_GAP_STD], table[C.REASON], strict=True
+    typer.echo(line(C.FORMULA, C.BAND_GAP_MEAN, C.BAND_GAP_STD, C.P_METAL, C.FIDELITY, C.REASON))
+    for formula, mean, std, p, fid, reason in zip(
+        table[C.FORMULA],
+        table[C.BAND_GAP_MEAN],
+        table[C.BAND_GAP_STD],
+        table[C.P_METAL],
+        table[C.FIDELITY],
+        table[C.REASON],
+        strict=True,
     ):
         if reason:
-            typer.echo(line(formula, "nan", "nan", reason))
+            typer.echo(line(formula, "nan", "nan", "nan", fid, reason))
         else:
-            typer.echo(line(formula, f"{mean:.3f}", f"{std:.3f}", ""))
+            typer.echo(line(formula, f"{mean:.3f}", f"{std:.3f}", f"{p:.3f}", fid, ""))
 
 
 @app.command("predict")
@@ -203,6 +219,7 @@ def predict(
     ] = None,
     model: ModelOpt = "default",
     kind: KindOpt = "oracle",
+    fidelity: FidelityOpt = "pbe",
     input_path: Annotated[
         Path | None, typer.Option("--input", help="CSV/Parquet table with a formula/composition column.")
     ] = None,
@@ -210,7 +227,7 @@ def predict(
         Path | None, typer.Option("--output", help="CSV/Parquet file for the predictions (with --input).")
     ] = None,
 ) -> None:
-    """Predict band gaps (eV, mean and std) of formulas or of a table of formulas."""
+    """Predict band gaps (eV, mean and std) and P(metal) of formulas or of a table of formulas."""
     from gapforge.models.registry import predict_file, predict_formulas
 
     if input_path is not None:
@@ -218,7 +235,7 @@ def predict(
             raise typer.BadParameter("give formulas or --input, not both")
         if output_path is None:
             raise typer.BadParameter("--input needs --output", param_hint="--output")
-        out = predict_file(input_path, output_path, model, kind)
+        out = predict_file(input_path, output_path, model, kind, fidelity)
         bad = int((out[C.REASON] != "").sum())
         typer.echo(
             f"wrote {len(out)} predictions to {output_path}"
@@ -227,7 +244,7 @@ def predict(
         return
     if not formulas:
         raise typer.BadParameter("give one or more formulas, or --input FILE --output FILE")
-    _echo_predictions(predict_formulas(formulas, model, kind))
+    _echo_predictions(predict_formulas(formulas, model, kind, fidelity))
 
 
 @app.command("evaluate")
