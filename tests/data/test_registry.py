@@ -128,13 +128,20 @@ def test_unknown_name() -> None:
 
 
 def test_every_entry_is_pinned() -> None:
+    crabnet = "anthony-wang/CrabNet/457b4d4835737ecbe4dd33e53174bd818bd82143/"
     for e in registry.REGISTRY.values():
-        assert e.url and registry._AGD_COMMIT in e.url
+        assert e.url and (registry._AGD_COMMIT in e.url or crabnet in e.url)
         assert e.sha256 and len(e.sha256) == 64
 
 
 @pytest.mark.data
 def test_mirror_matches_pinned_checksums(real_data_env: Path) -> None:
+    import gzip
+    import hashlib
+
     for e in registry.REGISTRY.values():
         path = registry.resolve(e.name, download=False)
-        assert registry.sha256_of(path) == e.sha256, e.name
+        if path.suffix == ".gz":  # the mirror gzips what the pinned address serves
+            assert hashlib.sha256(gzip.decompress(path.read_bytes())).hexdigest() == e.sha256, e.name
+        else:
+            assert registry.sha256_of(path) == e.sha256, e.name

@@ -122,3 +122,25 @@ def test_checkpoint_resumes_a_member(tmp_path: Path) -> None:
     a = first.predict(["LiF", "Cu"])
     b = again.predict(["LiF", "Cu"])
     np.testing.assert_allclose(a[C.BAND_GAP_MEAN], b[C.BAND_GAP_MEAN], rtol=1e-6)
+
+
+def test_screen_and_discover_take_the_fidelity(oracle_dir: Path, tmp_path: Path) -> None:
+    from gapforge.discover import resolve_config
+    from gapforge.errors import InputError
+    from gapforge.screening.screen import ScreenSettings, screen_file
+
+    assert resolve_config(gap_min=1.0).models.fidelity == "pbe"
+    assert resolve_config(gap_min=1.0, fidelity="experiment").models.fidelity == "experiment"
+    with pytest.raises(InputError, match="fidelity"):
+        resolve_config(gap_min=1.0, fidelity="hse")
+    inp = tmp_path / "in.csv"
+    pd.DataFrame({"formula": ["LiF", "NaCl", "MgO", "Cu"]}).to_csv(inp, index=False)
+    settings = ScreenSettings(gap_min=0.5, require_smact=False, require_novel=False)
+    res = screen_file(
+        inp, tmp_path / "c.csv", model=str(oracle_dir), settings=settings, known=[], fidelity="experiment"
+    )
+    funnel = json.loads(res.summary_path.read_text())
+    assert funnel["fidelity"] == "experiment"
+    want = predict_formulas(["LiF", "NaCl", "MgO", "Cu"], str(oracle_dir), fidelity="experiment")
+    got = res.table.set_index(C.FORMULA).loc[want[C.FORMULA], C.BAND_GAP_MEAN].to_numpy()
+    np.testing.assert_allclose(got, want[C.BAND_GAP_MEAN].to_numpy(), rtol=1e-9)

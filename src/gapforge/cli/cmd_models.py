@@ -187,6 +187,27 @@ def train_forest(
     _train("forest", data, out, seed, _holdout(data, holdout, no_holdout), split, overwrite, params)
 
 
+@train_app.command("experiment-head")
+def train_experiment_head_cmd(
+    oracle: Annotated[str, typer.Option("--oracle", help="PBE oracle directory or 'default'.")] = "default",
+    data: DataOpt = "expt-gap",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to save the head (default: ORACLE/experiment).")
+    ] = None,
+    seed: SeedOpt = 0,
+    features: Annotated[
+        str, typer.Option("--features", help="magpie+pbe (transfer from the oracle) or magpie.")
+    ] = "magpie+pbe",
+) -> None:
+    """Fit the experimental-gap head (gradient boosting + metal gate) on measured gaps beside an oracle."""
+    from gapforge.models.experiment import train_experiment_head
+
+    target, head = train_experiment_head(
+        oracle, data, out=out, features=features, seed=seed, command=shlex.join(["gapforge", *sys.argv[1:]])
+    )
+    typer.echo(f"saved experimental head to {target} ({head.n_train_} rows, std scale {head.std_scale_:.2f})")
+
+
 def _echo_predictions(table: Any) -> None:
     """Print a prediction table: formula, mean and std (eV, 3 decimals), P(metal), fidelity, reason."""
     width = max(len(C.FORMULA), *(len(f) for f in table[C.FORMULA]))

@@ -175,7 +175,7 @@ def resolve(
         return find_data_file(entry.filename, entry.subdir)
     except DatasetNotFoundError:
         pass
-    cached = cache_dir() / _cache_name(entry)
+    cached = cache_dir() / entry.filename
     if cached.is_file():
         if entry.sha256 and sha256_of(cached) != entry.sha256:
             raise ChecksumError(
@@ -184,16 +184,11 @@ def resolve(
         return cached
     hint = (
         f"dataset {name} not found: put {entry.filename} in a directory listed in GAPFORGE_DATA_PATH "
-        f"or {_cache_name(entry)} in {cache_dir()}"
+        f"or in {cache_dir()}"
     )
     if not download or entry.url is None:
         raise DatasetNotFoundError(hint)
     return _download(entry, cached, hint=hint, timeout=timeout)
-
-
-def _cache_name(entry: DatasetEntry) -> str:
-    """The cache keeps what the pinned address serves (a mirror may hold it gzipped as ``filename``)."""
-    return entry.url.rsplit("/", 1)[-1] if entry.url else entry.filename
 
 
 def _download(entry: DatasetEntry, dest: Path, *, hint: str, timeout: float) -> Path:

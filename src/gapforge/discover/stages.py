@@ -148,10 +148,9 @@ def stage_data(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
 
 def stage_oracle(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     """Load the oracle once (fails early on a missing model) and record which one it is."""
-    from gapforge.models.base import resolve_model_dir
-    from gapforge.models.registry import DEFAULT_MODELS
+    from gapforge.models.registry import model_dir
 
-    directory = resolve_model_dir(cfg.models.oracle, DEFAULT_MODELS["oracle"])
+    directory = model_dir(cfg.models.oracle, "oracle")
     model = _oracle(cfg.models.oracle, cfg.models.fidelity)
     card = _model_card(directory)
     metrics = (card.get("metadata") or {}).get("metrics") or {}

@@ -358,6 +358,56 @@ class ExperimentPredictor:
         return getattr(self.head, "metadata_", {})
 
 
+def train_experiment_head(
+    oracle: str | Path,
+    data: str | Path = "expt-gap",
+    *,
+    out: str | Path | None = None,
+    features: str = "magpie+pbe",
+    seed: int = 0,
+    val_fraction: float = 0.05,
+    command: str | None = None,
+) -> tuple[Path, ExperimentHead]:
+    """``gapforge train experiment-head``: fit a head on measured gaps beside an oracle.
+
+    ``val_fraction`` of the rows (seeded) is held out to fit the std scale; the head
+    is saved to ``out`` (default ``<oracle>/experiment``, where ``--fidelity
+    experiment`` finds it).
+    """
+    import time
+
+    from gapforge.data import fingerprint, load_dataset
+    from gapforge.models.registry import load_model, model_dir
+
+    pbe = load_model(oracle)
+    df = load_dataset(data, duplicates="keep" if str(data) == "expt-gap" else None)
+    perm = np.random.default_rng(seed).permutation(len(df))
+    n_val = round(val_fraction * len(df))
+    val, train = df.iloc[perm[:n_val]], df.iloc[perm[n_val:]]
+    t0 = time.perf_counter()
+    head = ExperimentHead(features=features, seed=seed).fit(
+        train[C.FORMULA].tolist(),
+        train[C.BAND_GAP].to_numpy(),
+        pbe_model=pbe,
+        val_formulas=val[C.FORMULA].tolist(),
+        val_band_gaps=val[C.BAND_GAP].to_numpy(),
+    )
+    target = Path(out) if out is not None else head_dir(model_dir(oracle))
+    head.save(
+        target,
+        metadata={
+            "data": str(data),
+            "data_fingerprint": fingerprint(df),
+            "n_val": int(n_val),
+            "pbe_oracle_weights_sha256": getattr(pbe, "metadata_", {}).get("weights_sha256"),
+            "train_seconds": round(time.perf_counter() - t0, 1),
+            "command": command,
+            "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        },
+    )
+    return target, head
+
+
 __all__ = [
     "HEAD_DIR",
     "ExperimentHead",
@@ -366,4 +416,5 @@ __all__ = [
     "HeadFeatures",
     "head_dir",
     "pbe_features",
+    "train_experiment_head",
 ]

@@ -86,7 +86,7 @@ def load_model(model: str | Path | None = None, kind: str = "oracle") -> BandGap
     """
     if kind not in DEFAULT_MODELS:
         raise ModelError(f"unknown model kind {kind!r} (use {', '.join(sorted(DEFAULT_MODELS))})")
-    directory = _model_dir(model, kind)
+    directory = model_dir(model, kind)
     card = read_model_card(directory)
     classes = _model_classes()
     if card["kind"] not in classes:
@@ -97,7 +97,8 @@ def load_model(model: str | Path | None = None, kind: str = "oracle") -> BandGap
     return cls.load(directory)
 
 
-def _model_dir(model: str | Path | None, kind: str) -> Path:
+def model_dir(model: str | Path | None, kind: str = "oracle") -> Path:
+    """The directory of a ``--model`` value: a path, ``"default"`` or a name in :data:`SHIPPED_MODELS`."""
     from gapforge.models.base import pretrained_dir
 
     if isinstance(model, str) and model in SHIPPED_MODELS and not Path(model).exists():
@@ -123,7 +124,7 @@ def load_predictor(model: str | Path | None = None, kind: str = "oracle", fideli
     pbe = load_model(model, kind)
     if fid is Fidelity.PBE:
         return pbe
-    directory = head_dir(_model_dir(model, kind))
+    directory = head_dir(model_dir(model, kind))
     if not (directory / MODEL_CARD_FILE).is_file():
         raise ModelError(
             f"{directory.parent}: no experimental-gap head ({directory.name}/ is missing); "
@@ -379,6 +380,7 @@ __all__ = [
     "load_model",
     "load_predictor",
     "make_model",
+    "model_dir",
     "predict_file",
     "predict_formulas",
     "read_model_card",
