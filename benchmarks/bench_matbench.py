@@ -405,6 +405,8 @@ def run_exp1(args: argparse.Namespace) -> None:
         tr, va, _ = _fold_parts(len(mp), args.exclude_fold)
         seen = set(mp.iloc[np.concatenate([tr, va])][C.FORMULA])
         test = test[~test[C.FORMULA].isin(seen)].reset_index(drop=True)
+        if args.only_in_mp_gap:  # like for like: formulas of the mp_gap test fold only
+            test = test[test[C.FORMULA].isin(set(mp[C.FORMULA]))].reset_index(drop=True)
     ev = evaluate_on(model, test)
     key = f"exp1/{args.name}"
     _save_record(
@@ -415,10 +417,54 @@ def run_exp1(args: argparse.Namespace) -> None:
             "fold": None,
             "model_dir": str(args.model),
             "restricted_to_unseen": bool(args.exclude_trained_on),
+            "restricted_to_mp_gap_test_fold": bool(args.only_in_mp_gap),
             "test": {**ev.metrics.to_dict()},
             "load_avg_end": _load_avg(),
         },
     )
+
+
+def run_fold_vs_old(args: argparse.Namespace) -> None:
+    """mp_gap test-fold rows (metals included) unseen by both models: a gated model vs the Exp1 oracle."""
+    from gapforge.data import load_dataset, split_dataset
+    from gapforge.models.registry import load_model
+
+    mp = _task_table("mp_gap")
+    tr, va, te = _fold_parts(len(mp), args.fold)
+    exp1 = load_dataset("mp-bandgap")
+    exp1 = exp1[~exp1[C.FORMULA].isin(set(load_dataset("test-500")[C.FORMULA]))].reset_index(drop=True)
+    sp = split_dataset(exp1, (0.8, 0.1, 0.1), 0)
+    seen_old = set(sp.train[C.FORMULA]) | set(sp.val[C.FORMULA])
+    test = mp.iloc[te]
+    test = test[~test[C.FORMULA].isin(seen_old)].reset_index(drop=True)
+    y = test[C.BAND_GAP].to_numpy()
+    for name, model in (("oracle-exp1", args.old), (args.name, args.model)):
+        pred = load_model(model).predict(test[C.FORMULA].tolist())
+        pt = pred[C.BAND_GAP_MEAN].to_numpy()
+        ok = np.isfinite(pt)
+        err = pt[ok] - y[ok]
+        metal = y[ok] <= 0
+        c1, c2 = coverage(err, pred[C.BAND_GAP_STD].to_numpy()[ok])
+        _save_record(
+            f"fold-vs-old/{name}/fold{args.fold}",
+            {
+                "model": name,
+                "task": "mp_gap rows unseen by both",
+                "fold": args.fold,
+                "model_dir": str(model),
+                "test": {
+                    "n": int(ok.sum()),
+                    "mae_eV": float(np.abs(err).mean()),
+                    "rmse_eV": float(np.sqrt((err**2).mean())),
+                    "r2": float(1 - (err**2).sum() / ((y[ok] - y[ok].mean()) ** 2).sum()),
+                    "metals_below_0.1": float((pt[ok][metal] < METAL_EPS).mean()),
+                    "nonmetals_above_0.1": float((pt[ok][~metal] >= METAL_EPS).mean()),
+                    "mae_nonmetals_eV": float(np.abs(err[~metal]).mean()),
+                    "within_1sigma": c1,
+                    "within_2sigma": c2,
+                },
+            },
+        )
 
 
 # -- markdown ------------------------------------------------------------------------------
@@ -525,11 +571,22 @@ def main() -> None:
     x.add_argument("--name", required=True)
     x.add_argument("--exclude-trained-on", action="store_true")
     x.add_argument("--exclude-fold", type=int, default=0)
+    x.add_argument("--only-in-mp-gap", action="store_true")
+    v = sub.add_parser("fold-vs-old")
+    v.add_argument("--model", required=True)
+    v.add_argument("--name", required=True)
+    v.add_argument("--old", default="default")
+    v.add_argument("--fold", type=int, default=0)
     sub.add_parser("md")
     args = ap.parse_args()
-    {"roost": run_roost, "hgb": run_hgb, "expt": run_expt, "exp1": run_exp1, "md": lambda a: write_md()}[
-        args.cmd
-    ](args)
+    {
+        "roost": run_roost,
+        "hgb": run_hgb,
+        "expt": run_expt,
+        "exp1": run_exp1,
+        "fold-vs-old": run_fold_vs_old,
+        "md": lambda a: write_md(),
+    }[args.cmd](args)
 
 
 if __name__ == "__main__":
