@@ -430,7 +430,7 @@ def run_fold_vs_old(args: argparse.Namespace) -> None:
     from gapforge.models.registry import load_model
 
     mp = _task_table("mp_gap")
-    tr, va, te = _fold_parts(len(mp), args.fold)
+    _, _, te = _fold_parts(len(mp), args.fold)
     exp1 = load_dataset("mp-bandgap")
     exp1 = exp1[~exp1[C.FORMULA].isin(set(load_dataset("test-500")[C.FORMULA]))].reset_index(drop=True)
     sp = split_dataset(exp1, (0.8, 0.1, 0.1), 0)
