@@ -21,10 +21,22 @@ def structure_cmd(
         Path | None,
         typer.Option("--library", help="Template library (CSV/Parquet); default: the offline MP library."),
     ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", help="Templates kept per candidate.")] = 3,
+    top_k: Annotated[
+        int, typer.Option("--top-k", help="Templates kept per candidate (relaxed; the lowest energy wins).")
+    ] = 5,
     max_template_e_above_hull: Annotated[
         float, typer.Option("--max-template-ehull", help="Skip templates above this e_above_hull (eV/atom).")
     ] = 0.1,
+    aflow: Annotated[
+        bool, typer.Option("--aflow/--no-aflow", help="Add pymatgen's 288 AFLOW prototypes to the templates.")
+    ] = True,
+    prototype_ranking: Annotated[
+        bool,
+        typer.Option(
+            "--prototype-ranking/--no-prototype-ranking",
+            help="Rank distinct prototypes by ElMD and how common they are among MP entries.",
+        ),
+    ] = True,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Find templates by ElMD, substitute elements and write one CIF per candidate and template."""
@@ -34,7 +46,10 @@ def structure_cmd(
     if top_k < 1:
         raise typer.BadParameter("--top-k must be at least 1")
     settings = StructureSettings(
-        search=SearchSettings(top_k=top_k), max_template_e_above_hull=max_template_e_above_hull
+        search=SearchSettings(top_k=top_k),
+        max_template_e_above_hull=max_template_e_above_hull,
+        aflow_prototypes=aflow,
+        prototype_ranking=prototype_ranking,
     )
     existed = (out / STRUCTURES_FILE).exists() and not overwrite
     table = build_structures(input, out, library=library, settings=settings, overwrite=overwrite)
