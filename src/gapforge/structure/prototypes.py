@@ -28,10 +28,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from string import ascii_uppercase
 
+import numpy as np
 import pandas as pd
 from pymatgen.core import Composition
 
 from gapforge import columns as C
+from gapforge.formula import parse_formula
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +126,48 @@ class PrototypeCounts:
             n -= self.by_formula.get((leave_out, int(spacegroup)), 0)
             total -= self.formula_totals.get(leave_out, 0)
         return n / total if total > 0 else 0.0
+
+    def local_shares(
+        self, formula: str, anonymized: str, *, k: int, leave_out: str | None = None
+    ) -> dict[int, float]:
+        """Space-group shares among the ``k`` known formulas nearest to ``formula`` by ElMD.
+
+        Only known formulas with the same anonymised formula vote (each once, with
+        its most common space group); ``leave_out`` does not vote. Returns
+        space group -> share of the k votes.
+        """
+        names, groups, cum = self._pattern(anonymized)
+        if not names:
+            return {}
+        from gapforge.structure.elmd import cumulative_matrix, elmd_matrix
+
+        d = elmd_matrix(cumulative_matrix([formula]), cum)[0]
+        if leave_out is not None:
+            d = np.where(np.asarray(names, dtype=object) == leave_out, np.inf, d)
+        order = np.argsort(d, kind="stable")[:k]
+        order = order[np.isfinite(d[order])]
+        if len(order) == 0:
+            return {}
+        votes = Counter(groups[i] for i in order)
+        return {sg: n / len(order) for sg, n in votes.items()}
+
+    def _pattern(self, anonymized: str) -> tuple[list[str], list[int], np.ndarray]:
+        hit = _PATTERN_CACHE.get((id(self), anonymized))
+        if hit is None:
+            best: dict[str, tuple[int, int]] = {}
+            for (f, sg), n in self.by_formula.items():
+                if _anonymized(f) == anonymized and n > best.get(f, (0, 0))[0]:
+                    best[f] = (n, sg)
+            names = sorted(best)
+            from gapforge.structure.elmd import MODIFIED_PETTIFOR, cumulative_matrix
+
+            names = [f for f in names if all(el in MODIFIED_PETTIFOR for el in parse_formula(f))]
+            hit = (names, [best[f][1] for f in names], cumulative_matrix(names))
+            _PATTERN_CACHE[(id(self), anonymized)] = hit
+        return hit
+
+
+_PATTERN_CACHE: dict[tuple[int, str], tuple[list[str], list[int], np.ndarray]] = {}
 
 
 @functools.lru_cache(maxsize=2)

@@ -36,7 +36,9 @@ from gapforge.structure.prototypes import PrototypeCounts, prototype_prior
 
 #: Weight of the prototype prior against ElMD, chosen on a development set of known
 #: materials disjoint from the benchmark's (benchmarks/bench_template_ranking.py).
-PROTOTYPE_WEIGHT = 1.0
+PROTOTYPE_WEIGHT = 4.0
+#: Known formulas (nearest by ElMD) whose space groups give the prototype shares.
+PROTOTYPE_NEIGHBOURS: int | None = 5
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +57,9 @@ class SearchSettings:
         prototype_weight: weight of the prototype prior ``-ln(share)`` against
             ElMD (used when counts are given; see the module docstring).
         distinct_prototypes: the top-k are different prototypes where possible.
+        neighbours: the prototype share is taken among this many known formulas
+            nearest to the candidate by ElMD (with its anonymised formula); None:
+            among all known formulas of that anonymised formula.
     """
 
     top_k: int = 5
@@ -62,6 +67,7 @@ class SearchSettings:
     exclude_same_formula: bool = False
     prototype_weight: float = PROTOTYPE_WEIGHT
     distinct_prototypes: bool = True
+    neighbours: int | None = PROTOTYPE_NEIGHBOURS
 
 
 @dataclass(frozen=True)
@@ -218,6 +224,9 @@ def _top_k_prototypes(
     if len(idx) == 0:
         return []
     leave_out = str(reduced[ci]) if settings.exclude_same_formula else None
+    local = None
+    if prototypes is not None and settings.neighbours:
+        local = prototypes.local_shares(str(reduced[ci]), pattern, k=settings.neighbours, leave_out=leave_out)
     # nearest first (ties: lower e_above_hull, then id), so each prototype's first row is its representative
     order = np.lexsort((lib_ids[idx], ehull[idx], np.round(d, 10)))
     reps: dict[object, tuple[int, float, float]] = {}  # prototype -> (position in order, score, share)
@@ -229,7 +238,10 @@ def _top_k_prototypes(
         share = float("nan")
         prior = 0.0
         if prototypes is not None and np.isfinite(g):
-            share = prototypes.share(pattern, int(g), leave_out=leave_out)
+            if local is not None:
+                share = local.get(int(g), 0.0)
+            else:
+                share = prototypes.share(pattern, int(g), leave_out=leave_out)
             prior = prototype_prior(share)
         reps[key] = (int(pos), float(d[pos]) + settings.prototype_weight * prior, share)
     ranked = sorted(reps.values(), key=lambda r: (r[1], d[r[0]], lib_ids[idx[r[0]]]))
