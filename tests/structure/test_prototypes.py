@@ -38,6 +38,16 @@ def test_counts_and_leave_one_formula_out() -> None:
     assert prototype_prior(0.0) == pytest.approx(-math.log(1e-3))
 
 
+def test_local_shares_among_the_nearest_known_formulas() -> None:
+    counts = PrototypeCounts.from_table(ENTRIES)
+    # CsBr: its nearest AB formula by ElMD is CsCl (CsCl type); the rock salts are further away
+    assert counts.local_shares("CsBr", "AB", k=1) == {221: 1.0}
+    assert counts.local_shares("CsBr", "AB", k=4) == {221: pytest.approx(0.25), 225: pytest.approx(0.75)}
+    # leaving CsCl out (rebuilding CsCl itself) removes its vote
+    assert counts.local_shares("CsCl", "AB", k=1, leave_out="CsCl") == {225: 1.0}
+    assert counts.local_shares("CsBr", "AB2", k=3) == {}
+
+
 @pytest.fixture
 def rock_salt_and_cscl(tiny_library_path) -> TemplateLibrary:
     """The tiny library (rock salts, fluorite, perovskite) plus a CsCl-type CsBr."""
