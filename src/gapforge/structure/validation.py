@@ -389,9 +389,38 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
             (e_true + corr - table.loc[truth, "e_form_mp"]).abs().mean()
         )
         out["share_negative_e_form_mp"] = float((table["e_form_mp"] < 0).mean())
+    out["match_rate_by_selection_margin"] = selection_margin_rates(table)
     out.update(_hull_figures(table, "e_above_hull_rebuilt", "rebuilt"))
     out.update(_hull_figures(table, "e_above_hull_chgnet_true_structure", "chgnet_on_mp_structure"))
     out["relax_seconds_by_nsites"] = relax_time_by_sites(table)
+    return out
+
+
+def selection_margin_rates(
+    table: pd.DataFrame, margins: tuple[float, ...] = (0.0, 0.01, 0.025, 0.05, 0.1, float("inf"))
+) -> dict[str, float]:
+    """Match rate if the kept template were the first-ranked one unless another relaxed lower by > margin.
+
+    Margin 0 is best-of-k (lowest energy), infinity is top-1. Computed from the
+    recorded energies and matches of every relaxed template (an analysis of the
+    selection rule on the same materials, not a tuned result).
+    """
+    if "energies_by_rank" not in table or "matches_by_rank" not in table:
+        return {}
+    out = {}
+    for margin in margins:
+        hits = []
+        for energies, matches in zip(table["energies_by_rank"], table["matches_by_rank"], strict=True):
+            if not isinstance(energies, dict) or not energies:
+                hits.append(False)
+                continue
+            e = {int(k): float(v) for k, v in energies.items()}
+            m = {int(k): bool(v) for k, v in matches.items()}
+            first = min(e)
+            lowest = min(e, key=lambda r: (e[r], r))
+            pick = lowest if e[first] - e[lowest] > margin else first
+            hits.append(m.get(pick, False))
+        out[str(margin)] = float(np.mean(hits))
     return out
 
 
