@@ -7,10 +7,21 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
+import pandas as pd
 import typer
 
 from gapforge import columns as C
 from gapforge.cli._app import ModelOpt, OutOpt, OverwriteOpt, SeedOpt, app, train_app
+from gapforge.cli._policy import (
+    SkipBadOpt,
+    check_formulas,
+    check_table_output,
+    read_formula_table,
+    refuse_existing,
+    refuse_model_reasons,
+)
+from gapforge.io import write_table
 
 DataOpt = Annotated[
     str, typer.Option("--data", help="Dataset name (gapforge data list) or a labelled CSV/Parquet/JSON file.")
@@ -180,13 +191,16 @@ def train_forest(
 
 
 def _echo_predictions(table: Any) -> None:
-    """Print a prediction table: formula, mean and std (eV, 3 decimals), and the reason of a failure."""
+    """Print a prediction table under a header with units: formula, mean and std (eV), reason."""
     width = max(len(C.FORMULA), *(len(f) for f in table[C.FORMULA]))
+    mean_head, std_head = f"{C.BAND_GAP_MEAN} (eV)", f"{C.BAND_GAP_STD} (eV)"
 
     def line(formula: str, mean: str, std: str, reason: str) -> str:
-        return f"{formula:<{width}}  {mean:>13}  {std:>12}" + (f"  {reason}" if reason else "")
+        return f"{formula:<{width}}  {mean:>{len(mean_head)}}  {std:>{len(std_head)}}" + (
+            f"  {reason}" if reason else ""
+        )
 
-    typer.echo(line(C.FORMULA, C.BAND_GAP_MEAN, C.BAND_GAP_STD, C.REASON))
+    typer.echo(line(C.FORMULA, mean_head, std_head, C.REASON))
     for formula, mean, std, reason in zip(
         table[C.FORMULA], table[C.BAND_GAP_MEAN], table[C.BAND_GAP_STD], table[C.REASON], strict=True
     ):
@@ -204,30 +218,55 @@ def predict(
     model: ModelOpt = "default",
     kind: KindOpt = "oracle",
     input_path: Annotated[
-        Path | None, typer.Option("--input", help="CSV/Parquet table with a formula/composition column.")
+        Path | None,
+        typer.Option("--input", help="CSV/Parquet table with a formula/composition column."),
     ] = None,
     output_path: Annotated[
-        Path | None, typer.Option("--output", help="CSV/Parquet file for the predictions (with --input).")
+        Path | None,
+        typer.Option(
+            "--output",
+            help="CSV/Parquet/JSON file for the predictions: formula, band_gap_mean and band_gap_std "
+            "(eV), reason. Default: print them.",
+        ),
     ] = None,
+    skip_bad: SkipBadOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Predict band gaps (eV, mean and std) of formulas or of a table of formulas."""
-    from gapforge.models.registry import predict_file, predict_formulas
+    from gapforge.models.registry import load_model
 
+    if input_path is not None and formulas:
+        raise typer.BadParameter("give formulas or --input, not both")
+    if input_path is None and not formulas:
+        raise typer.BadParameter("give one or more formulas, or --input FILE")
+    check_table_output(output_path, overwrite=overwrite)
     if input_path is not None:
-        if formulas:
-            raise typer.BadParameter("give formulas or --input, not both")
-        if output_path is None:
-            raise typer.BadParameter("--input needs --output", param_hint="--output")
-        out = predict_file(input_path, output_path, model, kind)
-        bad = int((out[C.REASON] != "").sum())
-        typer.echo(
-            f"wrote {len(out)} predictions to {output_path}"
-            + (f" ({bad} could not be predicted)" if bad else "")
-        )
-        return
-    if not formulas:
-        raise typer.BadParameter("give one or more formulas, or --input FILE --output FILE")
-    _echo_predictions(predict_formulas(formulas, model, kind))
+        df, col = read_formula_table(input_path)
+        values = ["" if pd.isna(v) else str(v) for v in df[col].tolist()]
+    else:
+        values = list(formulas or [])
+    checked = check_formulas(values, path=input_path, skip_bad=skip_bad)
+    fitted = load_model(model, kind)
+    usable = [i for i, why in enumerate(checked.reasons) if not why]
+    pred = fitted.predict([values[i] for i in usable])
+    out = pd.DataFrame(
+        {
+            C.FORMULA: values,
+            C.BAND_GAP_MEAN: np.nan,
+            C.BAND_GAP_STD: np.nan,
+            C.REASON: list(checked.reasons),
+        }
+    )
+    for col in (C.BAND_GAP_MEAN, C.BAND_GAP_STD, C.REASON):
+        out.loc[usable, col] = pred[col].to_numpy()
+    n_bad = refuse_model_reasons(out[C.REASON], values, path=input_path, skip_bad=skip_bad)
+    if output_path is not None:
+        write_table(out, output_path)
+        typer.echo(f"wrote {len(out)} predictions to {output_path}", err=True)
+    else:
+        _echo_predictions(out)
+    if n_bad:
+        typer.echo(f"{n_bad} of {len(out)} formulas could not be predicted (see the reason column)", err=True)
 
 
 @app.command("evaluate")
@@ -235,10 +274,15 @@ def evaluate(
     data: DataOpt = "test-500",
     model: ModelOpt = "default",
     kind: KindOpt = "oracle",
-    out: Annotated[Path | None, typer.Option("--out", help="Parity plot PNG to write.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Parity plot to write (.png). Default: no plot.")
+    ] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Score a model on a labelled dataset: R², MAE, RMSE (eV) and an optional parity plot."""
     from gapforge.models.registry import evaluate_model
+
+    refuse_existing(out, overwrite=overwrite)
 
     ev = evaluate_model(model, data, out=out, kind=kind)
     m = ev.metrics
