@@ -159,6 +159,21 @@ def read_formula_table(path: Path) -> tuple[pd.DataFrame, str]:
     return df, find_column(df, C.FORMULA_ALIASES, what="formula", path=path)
 
 
+def usable_formulas(path: Path, *, skip_bad: bool) -> list[str]:
+    """The usable formulas of a table's formula column, for a command that trains on them.
+
+    Raises:
+        InputError: unreadable/empty table, no formula column, or (without ``skip_bad``) the
+            first formula that cannot be used, naming the file and row.
+    """
+    df, col = read_formula_table(path)
+    values = ["" if pd.isna(v) else str(v) for v in df[col].tolist()]
+    checked = check_formulas(values, path=path, skip_bad=skip_bad)
+    if checked.n_bad:
+        typer.echo(f"{path}: skipped {checked.n_bad} of {len(values)} formulas that cannot be used", err=True)
+    return [v for v, why in zip(values, checked.reasons, strict=True) if not why]
+
+
 __all__ = [
     "CheckedFormulas",
     "SkipBadOpt",
@@ -167,4 +182,5 @@ __all__ = [
     "read_formula_table",
     "refuse_existing",
     "refuse_model_reasons",
+    "usable_formulas",
 ]

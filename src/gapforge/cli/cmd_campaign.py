@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from gapforge.cli._app import OutOpt, OverwriteOpt, SeedOpt, WorkersOpt, campaign_app, reproduce_app
+from gapforge.cli._policy import check_table_output, refuse_existing
 
 RunArg = Annotated[Path, typer.Argument(help="Campaign run directory.")]
 
@@ -68,11 +69,13 @@ def ask_cmd(
         Path | None, typer.Option("--output", help="Also write the proposals to this CSV/Parquet file.")
     ] = None,
     workers: WorkersOpt = 1,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write the next proposals for an external oracle to RUN/pending.csv (asking twice: same batch)."""
     from gapforge.active.campaign import Campaign
     from gapforge.io import write_table
 
+    check_table_output(output, overwrite=overwrite)
     _threads(workers)
     camp = Campaign.open(run)
     table = camp.ask()
@@ -198,8 +201,11 @@ def table1_cmd(
 def merge_table1_cmd(
     runs: Annotated[list[Path], typer.Argument(help="Output directories of 'gapforge reproduce table1'.")],
     out: OutOpt,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Combine table-1 runs made in parallel (e.g. one experiment each) into one table."""
     from gapforge.experiments.table1 import merge_table1
+
+    refuse_existing(*(out / name for name in ("runs.csv", "table1.json", "table1.md")), overwrite=overwrite)
 
     typer.echo(merge_table1(runs, out).markdown)

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from gapforge.cli._app import OutOpt, OverwriteOpt, app
+from gapforge.cli._policy import refuse_existing
 
 
 @app.command("discover")
@@ -68,10 +69,18 @@ def discover_cmd(
 def report_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `gapforge discover`.")],
     output: Annotated[
-        Path | None, typer.Option("--output", help="Page to write (default RUN/report.html).")
+        Path | None,
+        typer.Option(
+            "--output",
+            help="Another file to write the page to. Default: RUN/report.html, the run's own page, "
+            "which is always refreshed.",
+        ),
     ] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write RUN/report.html: candidates, parity plot, campaign traces, latent map, generator, funnel."""
     from gapforge.report import build_report
+
+    refuse_existing(output, overwrite=overwrite)
 
     typer.echo(str(build_report(run_dir, output)))

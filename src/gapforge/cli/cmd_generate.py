@@ -9,6 +9,13 @@ from typing import Annotated
 import typer
 
 from gapforge.cli._app import ModelOpt, OutOpt, OverwriteOpt, SeedOpt, app, train_app
+from gapforge.cli._policy import (
+    SkipBadOpt,
+    check_formulas,
+    check_table_output,
+    refuse_existing,
+    usable_formulas,
+)
 
 # options shared by the generator trainers
 TrainSetOpt = Annotated[
@@ -61,15 +68,15 @@ def train_gan_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Formulas per critic step.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate of both networks.")] = 3e-4,
     input_file: TrainFormulasOpt = None,
+    skip_bad: SkipBadOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train the MATGAN-style formula generator (WGAN-GP) on the Materials Project formulas."""
     from gapforge.models.gan import train_gan
-    from gapforge.screening.screen import read_formula_column
 
     result = train_gan(
         out,
-        formulas=None if input_file is None else read_formula_column(input_file),
+        formulas=None if input_file is None else usable_formulas(input_file, skip_bad=skip_bad),
         epochs=epochs,
         seed=seed,
         max_minutes=max_minutes,
@@ -99,15 +106,15 @@ def train_rnn_cmd(
     ] = 1.25,
     n_eval: NEvalOpt = 50_000,
     input_file: TrainFormulasOpt = None,
+    skip_bad: SkipBadOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train the autoregressive formula generator (a GRU writing element, count, ..., stop)."""
     from gapforge.models.formula_rnn import train_rnn_generator
-    from gapforge.screening.screen import read_formula_column
 
     result = train_rnn_generator(
         out,
-        formulas=None if input_file is None else read_formula_column(input_file),
+        formulas=None if input_file is None else usable_formulas(input_file, skip_bad=skip_bad),
         epochs=epochs,
         seed=seed,
         train_set=train_set,
@@ -190,10 +197,21 @@ def screen_cmd(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Formulas per prediction batch.")] = 100_000,
+    skip_bad: SkipBadOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Predict band gaps and filter: gap window, simplicity, SMACT validity, novelty."""
-    from gapforge.screening.screen import ScreenSettings, read_formula_column, screen_file
+    from gapforge.screening.screen import (
+        ScreenSettings,
+        funnel_path,
+        read_formula_column,
+        screen_file,
+        screened_path,
+    )
+
+    check_table_output(out, overwrite=overwrite)
+    refuse_existing(screened_path(out), funnel_path(out), overwrite=overwrite)
+    checked = check_formulas(read_formula_column(input_file), path=input_file, skip_bad=skip_bad)
 
     settings = ScreenSettings(
         gap_min=gap_min,
@@ -209,4 +227,8 @@ def screen_cmd(
     typer.echo(json.dumps(result.funnel, indent=1))
     if result.n_candidates == 0:
         typer.echo("no formula passed every filter; wrote an empty candidate table with headers", err=True)
+    if checked.n_bad:
+        typer.echo(
+            f"{checked.n_bad} formulas could not be used (see dropped_by in {screened_path(out)})", err=True
+        )
     typer.echo(f"{result.n_candidates} candidates; wrote {out} and {result.summary_path}")

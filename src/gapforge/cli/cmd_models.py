@@ -245,7 +245,7 @@ def predict(
         values = ["" if pd.isna(v) else str(v) for v in df[col].tolist()]
     else:
         values = list(formulas or [])
-    checked = check_formulas(values, path=input_path, skip_bad=skip_bad)
+    checked = check_formulas(values, path=input_path, skip_bad=True)  # first bad row in file order below
     fitted = load_model(model, kind)
     usable = [i for i, why in enumerate(checked.reasons) if not why]
     pred = fitted.predict([values[i] for i in usable])

@@ -101,6 +101,34 @@ CANDIDATE_COLUMNS = (
 )
 
 
+#: Columns of :data:`CANDIDATE_COLUMNS` that hold numbers (NaN where a stage gave no value).
+NUMERIC_CANDIDATE_COLUMNS = (
+    C.BAND_GAP_MEAN,
+    C.BAND_GAP_STD,
+    FORMATION_ENERGY,
+    E_ABOVE_HULL,
+    DFT_BAND_GAP,
+)
+
+
+def with_full_schema(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every column of :data:`CANDIDATE_COLUMNS` (missing ones added empty), in order.
+
+    The ranked ``stability/discoveries.csv`` is written through this, so a run
+    with no discoveries (or whose structure stages were skipped) still has every
+    column a reader indexes, with zero rows or empty values.
+    """
+    out = table.copy()
+    for col in CANDIDATE_COLUMNS:
+        if col not in out.columns:
+            out[col] = np.nan if col in NUMERIC_CANDIDATE_COLUMNS or col == RANK else ""
+    if len(out) == 0:
+        for col in NUMERIC_CANDIDATE_COLUMNS:
+            out[col] = out[col].astype(float)
+    rest = [c for c in out.columns if c not in CANDIDATE_COLUMNS]
+    return out[list(CANDIDATE_COLUMNS) + rest]
+
+
 def assemble_candidates(run_dir: str | Path) -> pd.DataFrame | None:
     """Join the screen's candidates with their structures, stability and DFT gaps.
 
@@ -182,4 +210,5 @@ __all__ = [
     "LATENT_MAP",
     "REPORT",
     "assemble_candidates",
+    "with_full_schema",
 ]
