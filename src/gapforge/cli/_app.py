@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -49,8 +49,16 @@ app.add_typer(campaign_app, name="campaign")
 app.add_typer(reproduce_app, name="reproduce")
 
 # Options that mean the same in every sub-command.
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
-OutOpt = Annotated[Path, typer.Option("--out", help="Output file or directory.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (an integer; same seed, same result).")]
+#: --out of commands whose --out is a directory they create (help says what goes in it where it matters).
+OutOpt = Annotated[Path, typer.Option("--out", help="Output directory (created).")]
+
+
+def out_option(help_text: str) -> Any:
+    """An ``--out`` option with its own help (what the file or directory holds)."""
+    return typer.Option("--out", help=help_text)
+
+
 #: --workers of commands that run torch in this process: the number of torch threads.
 WorkersOpt = Annotated[int, typer.Option("--workers", help="Torch threads used by this command.")]
 OverwriteOpt = Annotated[

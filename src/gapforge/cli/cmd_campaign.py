@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from gapforge.cli._app import OutOpt, OverwriteOpt, SeedOpt, WorkersOpt, campaign_app, reproduce_app
+from gapforge.cli._app import (
+    OutOpt,
+    OverwriteOpt,
+    SeedOpt,
+    WorkersOpt,
+    campaign_app,
+    out_option,
+    reproduce_app,
+)
 from gapforge.cli._policy import check_table_output, refuse_existing
 
 RunArg = Annotated[Path, typer.Argument(help="Campaign run directory.")]
@@ -35,7 +43,7 @@ def _print_summary(result) -> None:
 @campaign_app.command("run")
 def run_cmd(
     config: Annotated[Path, typer.Option("--config", help="Campaign config (.yaml, .json or .toml).")],
-    out: OutOpt,
+    out: Annotated[Path, out_option("Campaign run directory (created; state saved after every iteration).")],
     overwrite: OverwriteOpt = False,
     workers: WorkersOpt = 1,
 ) -> None:
@@ -129,7 +137,7 @@ def table1_cmd(
     budget: Annotated[
         int, typer.Option("--budget", help="Latent proposals per AL run (paper: 1000).")
     ] = 1000,
-    q: Annotated[int, typer.Option("--q", help="Proposals per BO iteration.")] = 20,
+    q: Annotated[int, typer.Option("--q", help="Latent points proposed per BO iteration.")] = 20,
     experiments: Annotated[
         str, typer.Option("--experiments", help="Comma-separated subset of exp1,exp2,exp3,exp4.")
     ] = "exp1,exp2,exp3,exp4",

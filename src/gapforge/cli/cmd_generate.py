@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from gapforge.cli._app import ModelOpt, OutOpt, OverwriteOpt, SeedOpt, app, train_app
+from gapforge.cli._app import OverwriteOpt, SeedOpt, app, out_option, train_app
 from gapforge.cli._policy import (
     SkipBadOpt,
     check_formulas,
@@ -40,11 +40,14 @@ def _echo_trained(result) -> None:
 
 @train_app.command("gan")
 def train_gan_cmd(
-    out: OutOpt,
+    out: Annotated[Path, out_option("Model directory to create (model.json and the weights).")],
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
     seed: SeedOpt = 0,
     max_minutes: Annotated[
-        float | None, typer.Option("--max-minutes", help="Stop training after this wall time.")
+        float | None,
+        typer.Option(
+            "--max-minutes", help="Stop training after this wall time (minutes). Default: no limit."
+        ),
     ] = None,
     train_set: TrainSetOpt = "smact-valid",
     n_eval: NEvalOpt = 50_000,
@@ -94,7 +97,7 @@ def train_gan_cmd(
 
 @train_app.command("rnn")
 def train_rnn_cmd(
-    out: OutOpt,
+    out: Annotated[Path, out_option("Model directory to create (model.json and the weights).")],
     epochs: Annotated[
         int, typer.Option("--epochs", help="Training epochs (the best held-out one is kept).")
     ] = 30,
@@ -128,7 +131,13 @@ def train_rnn_cmd(
 
 @app.command("generate")
 def generate_cmd(
-    out: OutOpt,
+    out: Annotated[
+        Path,
+        out_option(
+            "Table of the distinct formulas (.parquet or .csv: formula, n_generated, n_atoms, "
+            "n_elements); the counts go to <stem>.summary.json beside it."
+        ),
+    ],
     model: Annotated[
         str,
         typer.Option(
@@ -138,7 +147,7 @@ def generate_cmd(
         ),
     ] = "default",
     n: Annotated[
-        int, typer.Option("-n", "--n-samples", help="Samples to draw from the generator.")
+        int, typer.Option("-n", "--n-samples", help="Samples to draw from the generator (at least 1).")
     ] = 1_180_000,
     seed: SeedOpt = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per batch.")] = 16_384,
@@ -151,7 +160,11 @@ def generate_cmd(
         ),
     ] = None,
     temperature: Annotated[
-        float | None, typer.Option("--temperature", help="Sampling temperature (default: the model's).")
+        float | None,
+        typer.Option(
+            "--temperature",
+            help="Sampling temperature. Default: the one saved with the model (rnn 1.25, gan 1.0).",
+        ),
     ] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -178,15 +191,28 @@ def generate_cmd(
 @app.command("screen")
 def screen_cmd(
     input_file: Annotated[Path, typer.Option("--input", help="Table of formulas (CSV or Parquet).")],
-    out: OutOpt,
+    out: Annotated[
+        Path,
+        out_option(
+            "Candidate table (.csv or .parquet); <stem>.screened<ext> and <stem>.funnel.json go beside it."
+        ),
+    ],
     gap_min: Annotated[float, typer.Option("--gap-min", help="Lowest predicted band gap kept (eV).")],
     gap_max: Annotated[
         float | None, typer.Option("--gap-max", help="Highest predicted band gap kept (eV).")
     ] = None,
-    model: ModelOpt = "default",
-    max_atoms: Annotated[int, typer.Option("--max-atoms", help="Keep formulas with fewer atoms.")] = 8,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="Band-gap model directory, or 'default' for the random forest shipped in the package.",
+        ),
+    ] = "default",
+    max_atoms: Annotated[
+        int, typer.Option("--max-atoms", help="Keep formulas with fewer atoms per reduced formula unit.")
+    ] = 8,
     max_elements: Annotated[
-        int, typer.Option("--max-elements", help="Keep formulas with fewer elements.")
+        int, typer.Option("--max-elements", help="Keep formulas with fewer distinct elements.")
     ] = 4,
     no_smact: Annotated[bool, typer.Option("--no-smact", help="Do not require SMACT validity.")] = False,
     keep_known: Annotated[bool, typer.Option("--keep-known", help="Do not require novelty.")] = False,

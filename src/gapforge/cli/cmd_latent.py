@@ -11,7 +11,7 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from gapforge.cli._app import ModelOpt, OutOpt, OverwriteOpt, SeedOpt, WorkersOpt, latent_app, train_app
+from gapforge.cli._app import ModelOpt, OverwriteOpt, SeedOpt, WorkersOpt, latent_app, out_option, train_app
 from gapforge.cli._policy import (
     SkipBadOpt,
     check_formulas,
@@ -36,7 +36,7 @@ def _check_output(path: Path, overwrite: bool) -> None:
 
 @train_app.command("autoencoder")
 def train_autoencoder_cmd(
-    out: OutOpt,
+    out: Annotated[Path, out_option("Model directory to create (model.json and the weights).")],
     arch: Annotated[
         str,
         typer.Option("--arch", help="softmax (per-element softmax decoder, beta-VAE) or paper (reference)."),
@@ -48,9 +48,14 @@ def train_autoencoder_cmd(
     ] = 0.05,
     beta: Annotated[float | None, typer.Option("--beta", help="KL weight (softmax; default 0.01).")] = None,
     latent_noise: Annotated[
-        float | None, typer.Option("--latent-noise", help="Std of Gaussian noise on the code while training.")
+        float | None,
+        typer.Option(
+            "--latent-noise", help="Std of Gaussian noise on the code while training (default: none)."
+        ),
     ] = None,
-    latent_dim: Annotated[int, typer.Option("--latent-dim", help="Latent dimension.")] = 128,
+    latent_dim: Annotated[
+        int, typer.Option("--latent-dim", help="Latent dimension (numbers per code).")
+    ] = 128,
     hidden: Annotated[
         int | None,
         typer.Option("--hidden", help="Width of the set encoder and softmax decoder layers (softmax: 512)."),
@@ -75,7 +80,10 @@ def train_autoencoder_cmd(
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Mini-batch size.")] = 128,
     max_formulas: Annotated[
-        int | None, typer.Option("--max-formulas", help="Train on a random subsample of this many formulas.")
+        int | None,
+        typer.Option(
+            "--max-formulas", help="Train on a random subsample of this many formulas. Default: all."
+        ),
     ] = None,
     input_file: Annotated[
         Path | None,
@@ -275,7 +283,7 @@ def latent_sample(
 
 @latent_app.command("map")
 def latent_map_cmd(
-    out: OutOpt,
+    out: Annotated[Path, out_option("PNG file of the map.")],
     model: ModelOpt = "default",
     dataset: Annotated[
         str, typer.Option("--dataset", help="Labelled dataset (name or file) for the colours.")

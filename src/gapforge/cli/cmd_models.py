@@ -12,7 +12,7 @@ import pandas as pd
 import typer
 
 from gapforge import columns as C
-from gapforge.cli._app import ModelOpt, OutOpt, OverwriteOpt, SeedOpt, app, train_app
+from gapforge.cli._app import ModelOpt, OverwriteOpt, SeedOpt, app, out_option, train_app
 from gapforge.cli._policy import (
     SkipBadOpt,
     check_formulas,
@@ -98,7 +98,9 @@ def _train(
 @train_app.command("oracle")
 def train_oracle(
     data: DataOpt = "mp-bandgap",
-    out: OutOpt = Path("models/oracle"),
+    out: Annotated[Path, out_option("Model directory to create (model.json and the weights).")] = Path(
+        "models/oracle"
+    ),
     seed: SeedOpt = 0,
     epochs: Annotated[
         int,
@@ -110,9 +112,9 @@ def train_oracle(
     ] = 40,
     members: Annotated[int, typer.Option("--members", help="Ensemble members.")] = 3,
     patience: Annotated[int, typer.Option("--patience", help="Early-stopping patience (epochs).")] = 6,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Formulas per training step.")] = 128,
     learning_rate: Annotated[float, typer.Option("--lr", help="AdamW peak learning rate.")] = 1e-3,
-    threads: Annotated[int, typer.Option("--threads", help="Torch threads for training.")] = 1,
+    threads: Annotated[int, typer.Option("--threads", help="Torch threads used for training.")] = 1,
     widths: Annotated[
         str,
         typer.Option(
@@ -147,7 +149,9 @@ def train_oracle(
 @train_app.command("forest")
 def train_forest(
     data: DataOpt = "mp-bandgap",
-    out: OutOpt = Path("models/forest"),
+    out: Annotated[Path, out_option("Model directory to create (model.json and the weights).")] = Path(
+        "models/forest"
+    ),
     seed: SeedOpt = 0,
     estimator: Annotated[
         str,
@@ -156,15 +160,29 @@ def train_forest(
         ),
     ] = "rf",
     n_estimators: Annotated[
-        int | None, typer.Option("--n-estimators", help="Trees (rf) or iterations (hgb).")
+        int | None,
+        typer.Option(
+            "--n-estimators", help="Trees (rf; default 60) or boosting iterations (hgb; default 500)."
+        ),
     ] = None,
-    learning_rate: Annotated[float | None, typer.Option("--lr", help="Boosting learning rate (hgb).")] = None,
-    min_samples_leaf: Annotated[int | None, typer.Option("--min-samples-leaf")] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option("--lr", help="Boosting learning rate (hgb only; default 0.1).")
+    ] = None,
+    min_samples_leaf: Annotated[
+        int | None,
+        typer.Option("--min-samples-leaf", help="Fewest formulas per leaf (rf default 3, hgb default 20)."),
+    ] = None,
     max_features: Annotated[
-        float | None, typer.Option("--max-features", help="Share of features per split.")
+        float | None,
+        typer.Option(
+            "--max-features", help="Share of the descriptors tried per split, 0-1 (rf default 0.33, hgb 1.0)."
+        ),
     ] = None,
     max_leaf_nodes: Annotated[
-        int | None, typer.Option("--max-leaf-nodes", help="Leaves per tree (0 = unbounded).")
+        int | None,
+        typer.Option(
+            "--max-leaf-nodes", help="Leaves per tree, 0 = unbounded (rf default 1000, hgb default 63)."
+        ),
     ] = None,
     holdout: HoldoutOpt = None,
     no_holdout: NoHoldoutOpt = False,

@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from gapforge import columns as C
-from gapforge.cli._app import OutOpt, OverwriteOpt, WorkersOpt, app
+from gapforge.cli._app import OverwriteOpt, app, out_option
 
 
 @app.command("structure")
@@ -16,12 +16,16 @@ def structure_cmd(
     input: Annotated[
         Path, typer.Option("--input", help="Candidate table (CSV/Parquet) with a formula column.")
     ],
-    out: OutOpt,
+    out: Annotated[
+        Path, out_option("Output directory: structures.csv and cifs/ (an existing table is reused).")
+    ],
     library: Annotated[
         Path | None,
         typer.Option("--library", help="Template library (CSV/Parquet); default: the offline MP library."),
     ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", help="Templates kept per candidate.")] = 3,
+    top_k: Annotated[
+        int, typer.Option("--top-k", help="Templates kept per candidate (nearest by ElMD first).")
+    ] = 3,
     max_template_e_above_hull: Annotated[
         float, typer.Option("--max-template-ehull", help="Skip templates above this e_above_hull (eV/atom).")
     ] = 0.1,
@@ -58,7 +62,15 @@ def relax_cmd(
     ] = None,
     fmax: Annotated[float, typer.Option("--fmax", help="Force convergence threshold (eV/Å).")] = 0.05,
     steps: Annotated[int, typer.Option("--steps", help="Maximum optimiser steps per structure.")] = 500,
-    workers: WorkersOpt = 0,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Structures relaxed at once, one process each. Default: one per core this process "
+            "may use (os.sched_getaffinity).",
+            min=1,
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Relax every substituted structure with CHGNet; formation energy and e_above_hull per candidate."""
@@ -70,7 +82,7 @@ def relax_cmd(
         input,
         settings=RelaxSettings(fmax=fmax, max_steps=steps),
         library=library,
-        workers=workers or None,
+        workers=workers,
         overwrite=overwrite,
     )
     if existed:
