@@ -24,6 +24,10 @@ def _images(page: str) -> dict[str, np.ndarray]:
     return {alt: imread(io.BytesIO(base64.b64decode(data)), format="png") for alt, data in IMG.findall(page)}
 
 
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
+
+
 def _candidate_rows(page: str) -> list[str]:
     body = page.split('<table id="candidate-table">', 1)[1].split("</table>", 1)[0]
     return re.findall(r'<td class="formula">([^<]+)</td>', body)
@@ -65,13 +69,18 @@ def test_full_report_has_every_section_table_and_figure(hand_run):
         "generator",
         "funnel",
         "configuration",
+        "structures",
     ):
         assert f'<section id="{anchor}">' in page
     assert _candidate_rows(page) == ["LiF", "SrYF5", "MgF2", "KAlF4"]
     assert "8.70 ± 0.25" in page  # predicted gap ± std
     assert "-3.120" in page and "8.940" in page  # formation energy, DFT gap
-    assert '<a href="structure/relaxed/00002_LiF_1_mp-1138.cif">' in page
-    assert "00001_SrYF5_1_mp-1.cif</a> (missing)" in page  # the CIF file is not in the run directory
+    # the CIF travels inside the page as a download link
+    cif = (hand_run / "structure/relaxed/00002_LiF_1_mp-1138.cif").read_text()
+    assert f'download="00002_LiF_1_mp-1138.cif" href="data:chemical/x-cif;base64,{_b64(cif)}"' in page
+    assert "00001_SrYF5_1_mp-1.cif (missing)" in page  # the CIF file is not in the run directory
+    # templates link to their Materials Project pages
+    assert '<a class="mp" href="https://next-gen.materialsproject.org/materials/mp-1138">NaCl</a>' in page
     images = _images(page)
     assert set(images) == {
         "top candidates predicted gaps",
@@ -91,18 +100,24 @@ def test_full_report_has_every_section_table_and_figure(hand_run):
         assert re.search(rf"<td>{name}</td>.*?<td class=\"num\">{removed}</td>", page)
     # campaign facts computed from the table
     assert re.search(r"valid decodes</td><td class=\"num\">64<", page)
-    assert re.search(r"best gap found \(eV\)</td><td class=\"num\">7.000<", page)
+    # a window target: the best label inside the window (>= 6 eV), and where it came from
+    assert re.search(r"best gap found in the window \(eV\)</td><td class=\"num\">8.700<", page)
+    assert re.search(r"found by</td><td class=\"num\">already in the initial labelled set<", page)
+    # metric names in words, with units
+    assert "mean absolute error (eV)" in page and "mae_eV" not in page
 
 
 def test_report_is_self_contained(hand_run):
     page = render_report(hand_run)
     assert "<script" not in page.lower()
-    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    assert not re.search(r"""src=["']?(https?:)?//""", page)  # nothing is loaded from elsewhere
     assert not re.search(r"""<link[^>]+stylesheet""", page)
     assert "@import" not in page and "url(" not in page
-    # every non-image reference is a relative link inside the run directory
-    for href in re.findall(r'href="([^"#][^"]*)"', page):
-        assert not href.startswith(("/", "http", "file:")), href
+    # every link is in the page itself (anchors, data: downloads) or a Materials Project page
+    hrefs = re.findall(r'href="([^"]*)"', page)
+    assert hrefs
+    for href in hrefs:
+        assert href.startswith(("#", "data:", "https://next-gen.materialsproject.org/materials/mp-")), href
 
 
 def test_partial_run_says_not_run_and_skipped(partial_run):
@@ -192,9 +207,15 @@ def test_campaign_figure_traces_the_table():
     best_ax, rate_ax = fig.axes
     step = best_ax.get_lines()[0]
     assert step.get_ydata().tolist() == [2.0, 2.5, 2.5]
-    rate, cumulative = rate_ax.get_lines()
+    lines = {line.get_label(): line for line in rate_ax.get_lines()}
+    rate, cumulative = lines["this iteration"], lines["cumulative"]
     assert rate.get_ydata().tolist() == [50.0, 100.0, 75.0]
     assert cumulative.get_ydata() == pytest.approx([50.0, 75.0, 75.0])
+    # no series hidden under another: the thick cumulative line lies beneath, translucent
+    assert cumulative.get_zorder() < rate.get_zorder() and cumulative.get_alpha() < 1
+    # iterations are whole numbers on the axis
+    ticks = rate_ax.xaxis.get_major_locator().tick_values(0.5, 3.5)
+    assert len(ticks) and all(float(t).is_integer() for t in ticks)
     lo, hi = best_ax.get_ylim()
     assert lo <= 2.0 and hi < 10  # the open window does not stretch the axis
 
@@ -213,6 +234,9 @@ def test_funnel_and_generator_figures():
     elements_ax = fig.axes[0]
     heights = [p.get_height() for p in elements_ax.patches]
     assert heights == [0, 2, 1, 1]  # bins 1..4 elements
+    for ax in fig.axes:  # counts: whole-number ticks on both axes
+        for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            assert all(float(t).is_integer() for t in axis.get_major_locator().tick_values(lo, hi))
 
 
 def test_campaign_figure_for_a_closed_window_counts_hits():
