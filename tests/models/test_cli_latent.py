@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gapforge.cli import app
-from gapforge.errors import FormulaError, InputError, ModelError
+from gapforge.errors import InputError, ModelError
 from gapforge.models.autoencoder import CompositionAutoencoder, train_autoencoder
 
 FORMULAS = [
@@ -74,7 +74,17 @@ def test_encode_arguments_and_files(model_dir: Path, tmp_path: Path) -> None:
     out = tmp_path / "z.csv"
     res = runner.invoke(
         app,
-        ["latent", "encode", "--model", str(model_dir), "--input", str(src), "--output", str(out), "--skip-bad"],
+        [
+            "latent",
+            "encode",
+            "--model",
+            str(model_dir),
+            "--input",
+            str(src),
+            "--output",
+            str(out),
+            "--skip-bad",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "2 formula(s) could not be encoded" in res.output
