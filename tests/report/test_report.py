@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 
 import numpy as np
@@ -262,3 +263,42 @@ def test_no_candidates_says_why(partial_run):
     page = render_report(partial_run)
     assert "0 candidate formulas passed every filter" in page
     assert "The highest predicted gap among the 4 screened formulas is 5.10 eV." in page
+
+
+def test_window_probability_and_decomposition_when_the_run_has_them(hand_run):
+    """Columns written by newer stages (p_in_window, decomposition) show up; older runs say why not."""
+    cand = pd.read_csv(hand_run / "screen" / "candidates.csv")
+    cand["p_in_window"] = [0.62, 0.97, 0.81, 0.55]
+    cand.to_csv(hand_run / "screen" / "candidates.csv", index=False)
+    rel = pd.read_csv(hand_run / "structure" / "relaxed.csv")
+    before = render_report(hand_run)
+    assert "decomposition" not in rel.columns
+    # LiF sits on the hull: no products to name
+    assert "0.000 (on or below the hull of the known phases: no decomposition products)" in before
+    rel.loc[rel["formula"] == "LiF", "e_above_hull"] = 0.042
+    rel["decomposition"] = ["", "0.5 LiF + 0.5 NaF"]
+    rel.to_csv(hand_run / "structure" / "relaxed.csv", index=False)
+    library = hand_run / "library.csv"
+    pd.DataFrame(
+        {
+            "material_id": ["mp-1138", "mp-682", "mp-9999"],
+            "reduced_formula": ["LiF", "NaF", "NaF"],
+            "formation_energy_per_atom": [-3.1, -2.9, -2.5],  # mp-682 is NaF's lowest-energy entry
+        }
+    ).to_csv(library, index=False)
+    (hand_run / "structure" / "structure_settings.json").write_text(json.dumps({"library": str(library)}))
+    page = render_report(hand_run)
+    head = page.split('<table id="candidate-table">', 1)[1].split("</thead>", 1)[0]
+    assert "<th>P(gap in window) (%)</th>" in head
+    assert head.index("Predicted gap") < head.index("P(gap in window)") < head.index("Formation energy")
+    assert re.search(
+        r'<td class="formula">LiF</td><td class="num">8.70 ± 0.25</td><td class="num">97.0</td>', page
+    )
+    assert "P(gap in ≥ 6.00 eV) = 97 %" in page  # beside mean ± std in the structure card
+    mp = "https://next-gen.materialsproject.org/materials/"
+    assert (
+        f'0.042 → decomposes into 0.5 <a class="mp" href="{mp}mp-1138">LiF</a> + '
+        f'0.5 <a class="mp" href="{mp}mp-682">NaF</a>'
+    ) in page
+    # SrYF5 has no energy above hull: the card says why instead of a blank
+    assert "not computed: no relaxed energy" in page

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gapforge.cli._app import OverwriteOpt, app, out_option
+from gapforge.cli._app import app, out_option
 from gapforge.structure.dft import RESULTS_FILE, DFTSettings, format_results, run_dft
 
 _DEFAULT = DFTSettings()
@@ -52,7 +52,13 @@ def dft(
     workers: Annotated[
         int, typer.Option("--workers", help="Structures computed at once, one process each (default: 1).")
     ] = 1,
-    overwrite: OverwriteOpt = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Recompute every structure, ignoring the cache (else cached results are used).",
+        ),
+    ] = False,
 ) -> None:
     """Compute the PBE band gap (and total energy) of each structure with GPAW.
 

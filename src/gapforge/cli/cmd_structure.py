@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from gapforge import columns as C
-from gapforge.cli._app import OverwriteOpt, app, out_option
+from gapforge.cli._app import app, out_option
 
 
 @app.command("structure")
@@ -29,7 +29,10 @@ def structure_cmd(
     max_template_e_above_hull: Annotated[
         float, typer.Option("--max-template-ehull", help="Skip templates above this e_above_hull (eV/atom).")
     ] = 0.1,
-    overwrite: OverwriteOpt = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Build again even if OUT/structures.csv exists (else it is used)."),
+    ] = False,
 ) -> None:
     """Find templates by ElMD, substitute elements and write one CIF per candidate and template."""
     from gapforge.structure.pipeline import STRUCTURES_FILE, StructureSettings, build_structures
@@ -71,7 +74,10 @@ def relax_cmd(
             min=1,
         ),
     ] = None,
-    overwrite: OverwriteOpt = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Relax again even if INPUT/relaxed.csv exists (else it is reused)."),
+    ] = False,
 ) -> None:
     """Relax every substituted structure with CHGNet; formation energy and e_above_hull per candidate."""
     from gapforge.structure.pipeline import RELAXED_FILE, relax_structures
