@@ -118,7 +118,7 @@ def test_report_is_self_contained(hand_run):
     hrefs = re.findall(r'href="([^"]*)"', page)
     assert hrefs
     for href in hrefs:
-        assert href.startswith(("#", "data:", "https://next-gen.materialsproject.org/materials/mp-")), href
+        assert href.startswith(("#", "data:", "https://next-gen.materialsproject.org/materials")), href
 
 
 def test_partial_run_says_not_run_and_skipped(partial_run):

@@ -58,6 +58,9 @@ COLUMN_LABELS: dict[str, tuple[str, str]] = {
     L.CIF_LINK: ("Structure", ""),
     C.REASON: ("Note", ""),
     C.P_IN_WINDOW: ("P(gap in window)", "%"),
+    C.DECOMPOSITION: ("Decomposes into", ""),
+    C.BELOW_KNOWN_HULL: ("Below known hull", ""),
+    C.HULL_KNOWN_PHASES: ("Known phases in system", ""),
     C.P_METAL: ("P(metal)", "%"),
 }
 
@@ -97,6 +100,8 @@ GENERATOR_LABELS: dict[str, str] = {
 }
 
 MP_URL = "https://next-gen.materialsproject.org/materials/{}"
+#: The Materials Project's search by formula, for a known phase whose mp-id the run does not hold.
+MP_FORMULA_URL = "https://next-gen.materialsproject.org/materials?formula={}"
 #: Structure cards drawn (the best-ranked candidates with a structure).
 MAX_STRUCTURE_CARDS = 20
 
@@ -396,7 +401,11 @@ def _decomposition_html(text: str, ids: Mapping[str, str]) -> str:
             continue
         formula = words[-1]
         coef = " ".join(words[:-1])
-        link = mp_link(ids[formula], formula) if formula in ids else html.escape(formula)
+        if formula in ids:
+            link = mp_link(ids[formula], formula)
+        else:
+            url = html.escape(MP_FORMULA_URL.format(formula), quote=True)
+            link = f'<a class="mp" href="{url}">{html.escape(formula)}</a>'
         parts.append((html.escape(coef) + " " if coef else "") + link)
     return " + ".join(parts)
 
@@ -524,6 +533,9 @@ def _candidates(ctx: _Context) -> Section:
                 cells.append(
                     f"<td>{mp_link(str(tid), text) if isinstance(tid, str) else html.escape(text)}</td>"
                 )
+            elif c == C.DECOMPOSITION:
+                text = v.strip() if isinstance(v, str) else ""
+                cells.append(f"<td>{_decomposition_html(text, ctx.known_phase_ids) if text else '—'}</td>")
             elif c == C.FORMULA:
                 cells.append(f'<td class="formula">{html.escape(str(v))}</td>')
             else:
@@ -678,6 +690,9 @@ def _structure_card(ctx: _Context, row: pd.Series) -> str:
 def _e_above_hull_html(ctx: _Context, row: pd.Series, rel: pd.Series | None) -> str:
     """The energy above hull with its decomposition products, or a sentence saying why they are missing."""
     value = pd.to_numeric(pd.Series([row.get(L.E_ABOVE_HULL)]), errors="coerce").iloc[0]
+    reason = "" if rel is None else rel.get(C.REASON)
+    if not np.isfinite(value) and isinstance(reason, str) and "energy above hull" in reason:
+        return html.escape(reason[:1].upper() + reason[1:] + ".")  # the relax stage's own reason
     if not np.isfinite(value):
         known = (
             None
@@ -696,9 +711,16 @@ def _e_above_hull_html(ctx: _Context, row: pd.Series, rel: pd.Series | None) -> 
             why = "not computed (no template library for the hull)."
         return html.escape(why)
     text = html.escape(f"{value:.3f}")
+    below = rel is not None and str(rel.get(C.BELOW_KNOWN_HULL)).strip().lower() == "true"
+    if below:
+        text += (
+            ' <span class="bad">(more than 0.05 eV/atom below every known phase: a new stable phase, '
+            "or an error of the ML potential; check with DFT)</span>"
+        )
     decomposition = None if rel is None else rel.get(C.DECOMPOSITION)
     if isinstance(decomposition, str) and decomposition.strip():
-        return text + " → decomposes into " + _decomposition_html(decomposition.strip(), ctx.known_phase_ids)
+        word = "relative to the hull phases" if value <= 0 else "decomposes into"
+        return text + f" → {word} " + _decomposition_html(decomposition.strip(), ctx.known_phase_ids)
     if value <= 0:
         return text + html.escape(" (on or below the hull of the known phases: no decomposition products)")
     if rel is None or C.DECOMPOSITION not in rel.index:
