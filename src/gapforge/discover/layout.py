@@ -113,6 +113,10 @@ NUMERIC_CANDIDATE_COLUMNS = (
 )
 
 
+#: Columns of :data:`CANDIDATE_COLUMNS` that hold yes/no flags (empty where a stage gave no value).
+FLAG_CANDIDATE_COLUMNS = tuple(c for c in (SMACT_VALID, NOVEL, C.BELOW_KNOWN_HULL) if c in CANDIDATE_COLUMNS)
+
+
 def with_full_schema(table: pd.DataFrame) -> pd.DataFrame:
     """``table`` with every column of :data:`CANDIDATE_COLUMNS` (missing ones added empty), in order.
 
@@ -123,10 +127,17 @@ def with_full_schema(table: pd.DataFrame) -> pd.DataFrame:
     out = table.copy()
     for col in CANDIDATE_COLUMNS:
         if col not in out.columns:
-            out[col] = np.nan if col in NUMERIC_CANDIDATE_COLUMNS or col == RANK else ""
-    if len(out) == 0:
+            if col in NUMERIC_CANDIDATE_COLUMNS or col == RANK:
+                out[col] = np.nan
+            elif col in FLAG_CANDIDATE_COLUMNS:
+                out[col] = pd.Series([None] * len(out), index=out.index, dtype=object)
+            else:
+                out[col] = ""
+    if len(out) == 0:  # typed, so that sums and comparisons on the empty table give 0, not ""
         for col in NUMERIC_CANDIDATE_COLUMNS:
             out[col] = out[col].astype(float)
+        for col in FLAG_CANDIDATE_COLUMNS:
+            out[col] = out[col].astype(bool)
     rest = [c for c in out.columns if c not in CANDIDATE_COLUMNS]
     return out[list(CANDIDATE_COLUMNS) + rest]
 
