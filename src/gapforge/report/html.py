@@ -632,7 +632,11 @@ def _structure_card(ctx: _Context, row: pd.Series) -> str:
     rows: list[tuple[str, str]] = []
     conv = None if rel is None else rel.get(C.CONVERGED)
     if rel is None or str(conv).strip().lower() not in ("true", "false"):
-        rows.append(("relaxation (CHGNet)", "not relaxed: the picture is the substituted template"))
+        why = "" if rel is None else rel.get(C.REASON)
+        why = f" ({why})" if isinstance(why, str) and why else ""
+        rows.append(
+            ("relaxation (CHGNet)", html.escape(f"not relaxed{why}: the picture is the substituted template"))
+        )
     else:
         ok = str(conv).strip().lower() == "true"
         steps = pd.to_numeric(pd.Series([rel.get(C.RELAX_STEPS)]), errors="coerce").iloc[0]
