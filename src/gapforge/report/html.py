@@ -538,6 +538,8 @@ def _candidates(ctx: _Context) -> Section:
                 cells.append(f"<td>{_decomposition_html(text, ctx.known_phase_ids) if text else '—'}</td>")
             elif c == C.FORMULA:
                 cells.append(f'<td class="formula">{html.escape(str(v))}</td>')
+            elif isinstance(v, str) and v in ("True", "False"):  # a flag read back from CSV
+                cells.append(f"<td>{'yes' if v == 'True' else 'no'}</td>")
             else:
                 numeric = isinstance(v, int | float | np.integer | np.floating) and not isinstance(v, bool)
                 cls = ' class="num"' if numeric else ""
@@ -789,7 +791,7 @@ def _campaign(ctx: _Context) -> Section:
         n_prop, n_val = int(it["n_proposed"].sum()), int(it["n_valid"].sum())
         facts["latent points proposed"] = n_prop
         facts["valid decodes"] = n_val
-        facts["valid-decode rate (%)"] = 100.0 * n_val / n_prop if n_prop else float("nan")
+        facts["valid-decode rate (%)"] = f"{100.0 * n_val / n_prop:.1f}" if n_prop else "—"
     if "n_new" in it:
         facts["new formulas labelled"] = int(it["n_new"].sum())
     best_note = ""
