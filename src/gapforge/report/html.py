@@ -453,7 +453,7 @@ def _overview(ctx: _Context) -> Section:
             cls = {"done": "ok", "cached": "ok", "failed": "bad"}.get(status, "")
             summary = s.get("summary") or {}
             brief = ", ".join(
-                f"{k} = {_fmt(v)}"
+                f"{str(k).replace('_', ' ')} = {_fmt(v)}"
                 for k, v in list(summary.items())[:4]
                 if isinstance(v, int | float | str | bool)
             )
