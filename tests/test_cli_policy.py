@@ -208,6 +208,20 @@ def _refused_resume(gf: Cli, tmp: Path) -> None:
     line = _one_error_line(*gf("discover", "--gap-min", "3", "--quick", "--out", str(run))[::2])
     assert "different configuration" in line
     assert report.read_text() == "the old run's report\n" and report.stat().st_mtime_ns == before
+    # a stage that fails in this call still leaves a report of the stages done so far
+    from gapforge.discover import stages
+    from gapforge.discover.config import resolve_config
+    from gapforge.errors import InputError
+    from gapforge.io import write_json
+
+    def a_stage_fails(run_dir, *args, **kwargs):
+        write_json({"stages": [{"name": "data", "status": "failed"}]}, Path(run_dir) / "pipeline.json")
+        raise InputError("bad labelled table", path="gaps.csv", row=3)
+
+    gf.monkeypatch.setattr(stages, "run_pipeline", a_stage_fails)
+    with pytest.raises(InputError, match="row 3"):
+        stages.discover(run, resolve_config(gap_min=6.0, quick=True))
+    assert "gapforge discovery report" in report.read_text()
 
 
 @row("--help: every flag described, no <bool>, stage names, train rnn, relax --workers, units")
