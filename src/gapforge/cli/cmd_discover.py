@@ -33,7 +33,11 @@ _STAGE_NAMES = ", ".join(STAGE_NAMES)
 def discover_cmd(
     out: Annotated[Path, out_option("Run directory (created; a rerun with the same settings resumes it).")],
     gap_min: Annotated[
-        float | None, typer.Option("--gap-min", help="Lower edge of the target band-gap window (eV).")
+        float | None,
+        typer.Option(
+            "--gap-min",
+            help="Lower edge of the target band-gap window (eV); required unless the settings file sets it.",
+        ),
     ] = None,
     gap_max: Annotated[
         float | None,
@@ -54,12 +58,15 @@ def discover_cmd(
         typer.Option("--overwrite", help="Start afresh: delete the run directory's contents first."),
     ] = False,
     until: Annotated[
-        str | None, typer.Option("--until", help=f"Stop after this stage ({_STAGE_NAMES}).")
+        str | None,
+        typer.Option("--until", help=f"Stop after this stage; default: run every stage ({_STAGE_NAMES})."),
     ] = None,
     redo: Annotated[
         list[str] | None,
         typer.Option(
-            "--redo", help=f"Run this stage and every later one again; repeatable ({_STAGE_NAMES})."
+            "--redo",
+            metavar="STAGE",
+            help=f"Run this stage and every later one again; repeatable ({_STAGE_NAMES}).",
         ),
     ] = None,
     dry_run: Annotated[

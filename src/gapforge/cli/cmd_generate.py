@@ -199,7 +199,8 @@ def screen_cmd(
     ],
     gap_min: Annotated[float, typer.Option("--gap-min", help="Lowest predicted band gap kept (eV).")],
     gap_max: Annotated[
-        float | None, typer.Option("--gap-max", help="Highest predicted band gap kept (eV).")
+        float | None,
+        typer.Option("--gap-max", help="Highest predicted band gap kept (eV). Default: no upper edge."),
     ] = None,
     model: Annotated[
         str,
