@@ -59,7 +59,11 @@ def discover_cmd(
     ] = False,
     until: Annotated[
         str | None,
-        typer.Option("--until", help=f"Stop after this stage; default: run every stage ({_STAGE_NAMES})."),
+        typer.Option(
+            "--until",
+            metavar="STAGE",
+            help=f"Stop after this stage; default: run every stage ({_STAGE_NAMES}).",
+        ),
     ] = None,
     redo: Annotated[
         list[str] | None,
