@@ -207,7 +207,10 @@ def table1_cmd(
 
 @reproduce_app.command("merge-table1")
 def merge_table1_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="Output directories of 'gapforge reproduce table1'.")],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(metavar="RUN", help="Output directories of 'gapforge reproduce table1'."),
+    ],
     out: OutOpt,
     overwrite: OverwriteOpt = False,
 ) -> None:

@@ -168,7 +168,9 @@ def _read_formulas(path: Path) -> list[str]:
 
 @latent_app.command("encode")
 def latent_encode(
-    formulas: Annotated[list[str] | None, typer.Argument(help="Formulas to encode (or use --input).")] = None,
+    formulas: Annotated[
+        list[str] | None, typer.Argument(metavar="FORMULA", help="Formulas to encode (or use --input).")
+    ] = None,
     model: ModelOpt = "default",
     input_file: Annotated[Path | None, typer.Option("--input", help="Table with a formula column.")] = None,
     output: Annotated[

@@ -30,6 +30,7 @@ HoldoutOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--holdout",
+        metavar="DATASET",
         help="Dataset whose formulas are removed before the split and scored after training "
         "(repeatable; default: test-500 when --data is mp-bandgap).",
     ),
@@ -231,7 +232,7 @@ def _echo_predictions(table: Any) -> None:
 @app.command("predict")
 def predict(
     formulas: Annotated[
-        list[str] | None, typer.Argument(help="Formulas to predict (or use --input).")
+        list[str] | None, typer.Argument(metavar="FORMULA", help="Formulas to predict (or use --input).")
     ] = None,
     model: ModelOpt = "default",
     kind: KindOpt = "oracle",
