@@ -802,7 +802,8 @@ def _campaign(ctx: _Context) -> Section:
     else:
         facts["best gap found (eV)"] = float(pd.to_numeric(it["best_so_far"], errors="coerce").max())
     if "n_hits" in it:
-        facts["labelled formulas in window"] = int(it["n_hits"].iloc[-1])
+        # the campaign's own training set holds only the labelled formulas the autoencoder can encode
+        facts["in the window, of the campaign's training set (encodable)"] = int(it["n_hits"].iloc[-1])
     fig = plots.campaign_figure(it, window=ctx.window)
     return Section(
         "campaign",
@@ -855,7 +856,9 @@ def _best_in_window(
     n_camp = int((inside.get(C.SOURCE, pd.Series(dtype=str)).astype(str) != "initial").sum())
     note = (
         f"Best gap found = {rule}: {best[C.FORMULA]} at {best['_gap']:.2f} eV, {source}. "
-        f"{len(inside):,} labelled formulas lie in the window, {n_camp:,} of them labelled by the campaign."
+        f"{len(inside):,} labelled formulas lie in the window, {n_camp:,} of them labelled by the campaign "
+        "(the campaign's own training set, and its hits trace, count only the formulas the autoencoder "
+        "can encode)."
     )
     return facts, note
 
