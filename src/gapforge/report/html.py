@@ -647,7 +647,11 @@ def _structure_card(ctx: _Context, row: pd.Series) -> str:
         if np.isfinite(steps):
             detail.append(f"{int(steps)} steps")
         if np.isfinite(force):
-            detail.append(f"largest force {force:.3f} eV/Å")
+            fmax = ((ctx.json(f"{L.STRUCTURE_DIR}/relax_settings.json") or {}).get("settings") or {}).get(
+                "fmax"
+            )
+            limit = f", threshold {float(fmax):g} eV/Å" if isinstance(fmax, int | float) else ""
+            detail.append(f"largest force {force:.3f} eV/Å{limit}")
         text = ("converged" if ok else "NOT converged") + (f" ({', '.join(detail)})" if detail else "")
         if not relaxed:
             text += "; no relaxed CIF was written, the picture is the substituted template"
