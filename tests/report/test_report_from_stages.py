@@ -61,8 +61,8 @@ def test_report_of_a_run_made_by_the_structure_and_relax_stages(tmp_path, monkey
     kbr, srf2 = cards["KBr"], cards["SrF2"]
     assert kbr.count('<svg class="structure"') == 1 and kbr.count('class="atom"') >= 8
     assert "Fm-3m (No. 225)" in kbr  # rock salt, from the NaCl template
-    assert "converged (12 steps, largest force 0.010 eV/Å)" in kbr
-    assert "NOT converged (500 steps, largest force 0.210 eV/Å)" in srf2
+    assert "converged (12 steps, largest force 0.010 eV/Å, threshold 0.05 eV/Å)" in kbr
+    assert "NOT converged (500 steps, largest force 0.210 eV/Å, threshold 0.05 eV/Å)" in srf2
     assert "Fm-3m (No. 225)" in srf2  # fluorite
     assert "density (g/cm³)" in kbr and "a, b, c (Å), conventional cell" in kbr
     # the tiny library's ids are not Materials Project ids: shown, never linked
