@@ -252,7 +252,7 @@ def predict(
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Predict band gaps (eV, mean and std) of formulas or of a table of formulas."""
-    from gapforge.models.registry import load_model
+    from gapforge.models.registry import predict_formulas
 
     if input_path is not None and formulas:
         raise typer.BadParameter("give formulas or --input, not both")
@@ -265,9 +265,8 @@ def predict(
     else:
         values = list(formulas or [])
     checked = check_formulas(values, path=input_path, skip_bad=True)  # first bad row in file order below
-    fitted = load_model(model, kind)
     usable = [i for i, why in enumerate(checked.reasons) if not why]
-    pred = fitted.predict([values[i] for i in usable])
+    pred = predict_formulas([values[i] for i in usable], model, kind)
     out = pd.DataFrame(
         {
             C.FORMULA: values,
