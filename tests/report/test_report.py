@@ -269,6 +269,8 @@ def test_window_probability_and_decomposition_when_the_run_has_them(hand_run):
     """Columns written by newer stages (p_in_window, decomposition) show up; older runs say why not."""
     cand = pd.read_csv(hand_run / "screen" / "candidates.csv")
     cand["p_in_window"] = [0.62, 0.97, 0.81, 0.55]
+    cand["p_metal"] = [0.05, 0.01, 0.02, 0.20]
+    cand["fidelity"] = "pbe"
     cand.to_csv(hand_run / "screen" / "candidates.csv", index=False)
     rel = pd.read_csv(hand_run / "structure" / "relaxed.csv")
     before = render_report(hand_run)
@@ -295,6 +297,7 @@ def test_window_probability_and_decomposition_when_the_run_has_them(hand_run):
         r'<td class="formula">LiF</td><td class="num">8.70 ± 0.25</td><td class="num">97.0</td>', page
     )
     assert "P(gap in ≥ 6.00 eV) = 97 %" in page  # beside mean ± std in the structure card
+    assert "<th>P(metal) (%)</th>" in head and "and stand for PBE (DFT) band gaps" in page
     mp = "https://next-gen.materialsproject.org/materials/"
     assert (
         f'0.042 → decomposes into 0.5 <a class="mp" href="{mp}mp-1138">LiF</a> + '
