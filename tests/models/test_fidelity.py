@@ -103,8 +103,10 @@ def test_unknown_fidelity_and_missing_head_fail_clearly(oracle_dir: Path, tmp_pa
 def test_cli_predict_shows_p_metal_and_fidelity(oracle_dir: Path) -> None:
     res = runner.invoke(app, ["predict", "--model", str(oracle_dir), "--fidelity", "experiment", "Cu", "LiF"])
     assert res.exit_code == 0, res.output
-    lines = res.output.strip().splitlines()
-    assert lines[0].split() == ["formula", "band_gap_mean", "band_gap_std", "p_metal", "fidelity", "reason"]
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].split() == [
+        "formula", "band_gap_mean", "(eV)", "band_gap_std", "(eV)", "p_metal", "fidelity", "reason"
+    ]  # fmt: skip
     assert lines[1].split()[0] == "Cu" and lines[1].split()[4] == "experiment"
     assert float(lines[1].split()[3]) > 0.5 and float(lines[2].split()[3]) < 0.5
     res = runner.invoke(app, ["predict", "--model", str(oracle_dir), "--fidelity", "hse", "Cu"])

@@ -28,7 +28,8 @@ from gapforge.structure.templates import SearchSettings
 
 # Made-up references for the fast (fake-relaxation) tests; the slow test uses the real MP file.
 FAKE_REFS = ElementalReferences(dict.fromkeys(("K", "Br", "Sr", "F", "Ba", "Zr", "O", "Li", "N"), -2.0))
-SETTINGS = StructureSettings(search=SearchSettings(top_k=2))
+# the tiny library alone: no AFLOW prototypes, no prototype counts from the real data
+SETTINGS = StructureSettings(search=SearchSettings(top_k=2), prototype_ranking=False, aflow_prototypes=False)
 
 
 def _read(path):
@@ -149,6 +150,28 @@ def test_relax_stage_failures_and_best_template(built, monkeypatch, tiny_library
     assert len(relax_structures(out, references=FAKE_REFS, library=tiny_library_path)) == 5
 
 
+def test_relax_stage_hull_from_a_user_table(built, monkeypatch, tmp_path, caplog):
+    out, _ = built
+    monkeypatch.setattr(parallel, "relax_structure", _fake_relax({"KBr": -3.2, "SrF2": -4.0}))
+    phases = tmp_path / "phases.csv"  # made-up known phases
+    phases.write_text("formula,formation_energy_per_atom\nKBr,-1.0\nSrF2,-2.05\nSr2F,-0.5\n")
+    with caplog.at_level("WARNING", logger="gapforge.structure.pipeline"):
+        best = relax_structures(out, references=FAKE_REFS, hull=phases, workers=1)
+    row = best.set_index("formula")
+    # KBr: formation energy (-3.2 + 2.0) = -1.2 against the known -1.0: 0.2 below the hull, flagged
+    assert row.loc["KBr", "e_above_hull"] == pytest.approx(-0.2)
+    assert row.loc["KBr", "decomposition"] == "1 KBr"
+    assert row.loc["KBr", "below_known_hull"] is True
+    assert "KBr lies 0.200 eV/atom below the known hull" in caplog.text
+    assert "missing a phase" in caplog.text
+    # SrF2: -2.0 against -2.05: 0.05 above, not flagged; Sr2F counts as a known phase
+    assert row.loc["SrF2", "e_above_hull"] == pytest.approx(0.05)
+    assert row.loc["SrF2", "below_known_hull"] is False
+    assert row.loc["SrF2", "hull_known_phases"] == 2
+    saved = _read(out / RELAXED_FILE).set_index("formula")
+    assert saved.loc["KBr", "decomposition"] == "1 KBr"
+
+
 def test_missing_cif_is_a_row_failure(built, monkeypatch, tiny_library_path):
     out, table = built
     first = table.cif_path.dropna().iloc[0]
@@ -178,6 +201,8 @@ def test_cli_structure_and_relax(tmp_path, files, tiny_library_path, monkeypatch
             str(out),
             "--top-k",
             "2",
+            "--no-aflow",
+            "--no-prototype-ranking",
         ],
     )
     assert res.exit_code == 0, res.output
@@ -210,7 +235,9 @@ def test_end_to_end_with_chgnet(tmp_path, files, tiny_library_path, data_path):
         files / "candidates.csv",
         out,
         library=tiny_library_path,
-        settings=StructureSettings(search=SearchSettings(top_k=1)),
+        settings=StructureSettings(
+            search=SearchSettings(top_k=1), prototype_ranking=False, aflow_prototypes=False
+        ),
     )
     best = relax_structures(out, settings=RelaxSettings(fmax=0.05, max_steps=150), workers=1)
     row = best.set_index("formula")

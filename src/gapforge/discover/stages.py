@@ -44,7 +44,14 @@ import pandas as pd
 from gapforge import columns as C
 from gapforge.discover import layout as L
 from gapforge.discover.config import DiscoverConfig
-from gapforge.discover.engine import PipelineResult, Stage, StageSkipped, run_pipeline, stage_dir
+from gapforge.discover.engine import (
+    PIPELINE_FILE,
+    PipelineResult,
+    Stage,
+    StageSkipped,
+    run_pipeline,
+    stage_dir,
+)
 from gapforge.errors import GapforgeError, InputError
 from gapforge.io import read_table, write_json, write_table
 
@@ -400,7 +407,7 @@ FILTER_DESCRIPTIONS = {
     "in_window": "predicted gap inside the target window",
     "simple": "fewer than {max_atoms} atoms and fewer than {max_elements} elements",
     "smact_valid": "charge-neutral with allowed oxidation states (SMACT)",
-    "novel": "not a known Materials Project / dataset formula",
+    "novel": "not a known formula (mp-e-form, mp-gap, mp-bandgap, mp-formulas) nor in the training data",
     "max_std": "prediction std ≤ {max_std} eV",
 }
 
@@ -511,11 +518,21 @@ def stage_relax(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     return {
         "n_candidates": len(best),
         # a relaxed structure always has a formation energy; e_above_hull is NaN when the
-        # library knows no phase of its chemical system, so it cannot count relaxations
+        # hull reference has no phase with one of its elements
         "n_relaxed": int(e_form.notna().sum()),
+        "n_with_e_above_hull": int(ehull.notna().sum()),
         "n_on_hull": int((ehull <= 1e-6).sum()),
         "n_within_0.1": int((ehull <= 0.1).sum()),
+        # more than 0.05 eV/atom below every known phase: the reference may miss a phase
+        "n_below_known_hull": _n_true(best, C.BELOW_KNOWN_HULL),
     }
+
+
+def _n_true(table: pd.DataFrame, col: str) -> int:
+    """Rows whose boolean column is true (CSV round trips give "True" strings)."""
+    if col not in table.columns:
+        return 0
+    return int(table[col].map(lambda v: v is True or str(v) == "True").sum())
 
 
 def stage_stability(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
@@ -523,6 +540,7 @@ def stage_stability(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     table = L.assemble_candidates(run_dir)
     if table is None:
         raise StageSkipped("the screen wrote no candidates")
+    table = L.with_full_schema(table)  # every column, even with no discoveries
     write_table(table, stage_dir(run_dir, "stability") / "discoveries.csv")
     ef = pd.to_numeric(table.get(L.FORMATION_ENERGY, pd.Series(dtype=float)), errors="coerce")
     eh = pd.to_numeric(table.get(L.E_ABOVE_HULL, pd.Series(dtype=float)), errors="coerce")
@@ -530,6 +548,7 @@ def stage_stability(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
         "n_candidates": len(table),
         "n_negative_formation": int((ef < 0).sum()),
         "n_within_0.1": int((eh <= 0.1).sum()),
+        "n_below_known_hull": _n_true(table, C.BELOW_KNOWN_HULL),
         "top": str(table[C.FORMULA].iloc[0]) if len(table) else None,
     }
 
@@ -612,13 +631,28 @@ def discover(
     Raises:
         GapforgeError: a stage failed; ``report.html`` then shows the stages done so far.
     """
+    pipeline_file = Path(run_dir) / PIPELINE_FILE
+    before = _signature(pipeline_file)
     try:
         return run_pipeline(
             run_dir, config, DISCOVER_STAGES, overwrite=overwrite, until=until, redo=redo, progress=progress
         )
     except GapforgeError:
-        _partial_report(Path(run_dir))
+        # only a stage that failed in this call rewrites the report; a refusal before any stage ran
+        # (different settings, run directory in use, unknown stage name) leaves the old run untouched
+        after = _signature(pipeline_file)
+        if after is not None and after != before:
+            _partial_report(Path(run_dir))
         raise
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime in ns) of a file, or None: changes whenever the file is rewritten (atomically)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _partial_report(run_dir: Path) -> None:

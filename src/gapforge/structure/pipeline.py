@@ -30,14 +30,14 @@ from tqdm.auto import tqdm
 
 from gapforge import columns as C
 from gapforge.errors import FormulaError, GapforgeError, InputError
-from gapforge.io import find_column, read_table, write_json, write_table
+from gapforge.io import atomic_path, find_column, read_table, write_json, write_table
 from gapforge.structure.elmd import MODIFIED_PETTIFOR, as_composition
+from gapforge.structure.hull import DEFAULT_HULL_DATASET, HullReference
 from gapforge.structure.library import TemplateLibrary, load_library
 from gapforge.structure.parallel import Failure, run_relaxations
 from gapforge.structure.relax import RelaxResult, RelaxSettings
 from gapforge.structure.stability import (
     ElementalReferences,
-    HullReference,
     formation_energy_per_atom,
     load_elemental_references,
 )
@@ -53,6 +53,9 @@ SETTINGS_FILE = "structure_settings.json"
 RELAX_SETTINGS_FILE = "relax_settings.json"
 CIF_DIR = "cifs"
 RELAXED_CIF_DIR = "relaxed"
+SYMMETRIZED_CIF_DIR = "relaxed_symmetrized"
+#: Symmetry tolerance (Å) for the relaxed structure's space group and symmetrised CIF.
+SYMPREC = 0.1
 
 
 @dataclass(frozen=True)
@@ -64,11 +67,17 @@ class StructureSettings:
         substitution: element substitution and volume rescaling.
         max_template_e_above_hull: templates above this known e_above_hull
             (eV/atom) are not used (the offline library has some far off the hull).
+        prototype_ranking: rank templates with the prototype counts of ``mp-formulas``
+            (see :mod:`gapforge.structure.templates`); skipped with a warning when
+            the data is missing.
+        aflow_prototypes: add pymatgen's 288 AFLOW prototypes to the templates.
     """
 
     search: SearchSettings = field(default_factory=SearchSettings)
     substitution: SubstitutionSettings = field(default_factory=SubstitutionSettings)
     max_template_e_above_hull: float | None = 0.1
+    prototype_ranking: bool = True
+    aflow_prototypes: bool = True
 
 
 def read_candidates(path: str | Path) -> tuple[pd.DataFrame, list[Composition]]:
@@ -130,12 +139,15 @@ def build_structures(
         ehull = library.table[C.E_ABOVE_HULL].to_numpy(dtype=float)
         library = library.subset(~(ehull > settings.max_template_e_above_hull))
     lib_source = library.source if lib_path is None else str(Path(lib_path).resolve())
+    if settings.aflow_prototypes:
+        library = with_aflow_prototypes(library)
+    prototypes = _prototype_counts() if settings.prototype_ranking else None
 
     searchable = [
         i for i, c in enumerate(comps) if all(el in MODIFIED_PETTIFOR for el in c.get_el_amt_dict())
     ]
     matches_for: dict[int, list[Any]] = {i: [] for i in range(len(comps))}
-    found = search_templates([comps[i] for i in searchable], library, settings.search)
+    found = search_templates([comps[i] for i in searchable], library, settings.search, prototypes=prototypes)
     for i, m in zip(searchable, found, strict=True):
         matches_for[i] = m
 
@@ -159,6 +171,7 @@ def build_structures(
                 C.TEMPLATE_FORMULA: match.formula,
                 C.TEMPLATE_SPACEGROUP: library.table.loc[match.index, C.SPACEGROUP_NUMBER],
                 C.ELMD: match.elmd,
+                C.PROTOTYPE_SHARE: match.prototype_share,
                 C.SAME_PROTOTYPE: match.same_anonymized_formula,
             }
             if not match.same_anonymized_formula:
@@ -204,6 +217,7 @@ def relax_structures(
     settings: RelaxSettings = RelaxSettings(),
     library: TemplateLibrary | str | Path | None = None,
     references: ElementalReferences | str | Path | None = None,
+    hull: HullReference | str | Path | None = None,
     workers: int | None = None,
     overwrite: bool = False,
 ) -> pd.DataFrame:
@@ -212,9 +226,13 @@ def relax_structures(
     Args:
         run_dir: directory written by :func:`build_structures`.
         settings: relaxation protocol.
-        library: library for the energy above hull (default: the one recorded by
-            :func:`build_structures`, if it can still be found).
+        library: when given (and ``hull`` is not), the energy above hull is
+            measured against this template library's formation energies only.
         references: elemental reference entries (default: the MP 2023-02-07 file).
+        hull: the known phases for the energy above hull: a
+            :class:`~gapforge.structure.hull.HullReference`, a formation-energy
+            dataset name or a table of formula + formation energy per atom
+            (default: ``mp-e-form``, every Materials Project formation energy).
         workers: processes (default: all cores).
         overwrite: redo even if ``relaxed.csv`` exists (else it is returned as is).
 
@@ -239,7 +257,7 @@ def relax_structures(
     refs = (
         references if isinstance(references, ElementalReferences) else load_elemental_references(references)
     )
-    hull = _hull_reference(run_dir, library)
+    hull = _hull_reference(run_dir, library, hull)
 
     todo = [i for i in range(len(table)) if _has_cif(table, i)]
     structures, ok_idx = [], []
@@ -251,11 +269,17 @@ def relax_structures(
             table.loc[i, C.REASON] = f"cannot read CIF: {type(exc).__name__}: {exc}"
     results = run_relaxations(structures, settings, workers=workers, desc="relax")
 
-    for col in (C.RELAXED_CIF_PATH, C.REASON, C.CONVERGED):
+    for col in (
+        C.RELAXED_CIF_PATH,
+        C.SYMMETRIZED_CIF_PATH,
+        C.RELAXED_SPACEGROUP_SYMBOL,
+        C.REASON,
+        C.CONVERGED,
+    ):
         if col not in table.columns:
             table[col] = None
         table[col] = table[col].astype(object)
-    for col in (C.ENERGY_PER_ATOM, C.RELAX_STEPS, C.WALL_TIME_S, C.MAX_FORCE):
+    for col in (C.ENERGY_PER_ATOM, C.RELAX_STEPS, C.WALL_TIME_S, C.MAX_FORCE, C.RELAXED_SPACEGROUP):
         table[col] = np.nan
     for i, res in zip(ok_idx, results, strict=True):
         if isinstance(res, Failure):
@@ -267,13 +291,14 @@ def relax_structures(
         {
             "settings": asdict(settings),
             "references": refs.source,
-            "hull_library": None if hull is None else hull[1],
+            "hull_reference": None if hull is None else hull[1],
         },
         run_dir / RELAX_SETTINGS_FILE,
     )
     write_table(table, run_dir / RELAXED_ALL_FILE)
     best = select_best(table)
     write_table(best, out_path)
+    warn_below_known_hull(best)
     n_done = sum(not isinstance(r, Failure) for r in results)
     log.info(
         "relax stage: %d of %d structures relaxed; %d candidates, %d with negative formation energy",
@@ -325,6 +350,7 @@ def _order_columns(table: pd.DataFrame, input_columns: pd.Index) -> pd.DataFrame
         C.TEMPLATE_FORMULA,
         C.TEMPLATE_SPACEGROUP,
         C.ELMD,
+        C.PROTOTYPE_SHARE,
         C.SAME_PROTOTYPE,
         C.SUBSTITUTION,
         C.OXIDATION_CONSISTENT,
@@ -344,6 +370,8 @@ _NUMERIC_COLUMNS = (
     C.TEMPLATE_RANK,
     C.TEMPLATE_SPACEGROUP,
     C.ELMD,
+    C.PROTOTYPE_SHARE,
+    C.RELAXED_SPACEGROUP,
     C.VOLUME_SCALE,
     C.NSITES,
     C.ENERGY_PER_ATOM,
@@ -357,8 +385,24 @@ _NUMERIC_COLUMNS = (
     C.BAND_GAP_MEAN,
     C.BAND_GAP_STD,
 )
-_BOOL_COLUMNS = (C.SAME_PROTOTYPE, C.OXIDATION_CONSISTENT, C.CONVERGED, C.NEGATIVE_FORMATION)
-_TEXT_COLUMNS = (C.REASON, C.CIF_PATH, C.SUBSTITUTION, C.TEMPLATE_ID, C.TEMPLATE_FORMULA, C.RELAXED_CIF_PATH)
+_BOOL_COLUMNS = (
+    C.SAME_PROTOTYPE,
+    C.OXIDATION_CONSISTENT,
+    C.CONVERGED,
+    C.NEGATIVE_FORMATION,
+    C.BELOW_KNOWN_HULL,
+)
+_TEXT_COLUMNS = (
+    C.REASON,
+    C.CIF_PATH,
+    C.SUBSTITUTION,
+    C.TEMPLATE_ID,
+    C.TEMPLATE_FORMULA,
+    C.RELAXED_CIF_PATH,
+    C.DECOMPOSITION,
+    C.SYMMETRIZED_CIF_PATH,
+    C.RELAXED_SPACEGROUP_SYMBOL,
+)
 
 
 def read_stage_table(path: str | Path) -> pd.DataFrame:
@@ -397,6 +441,14 @@ def _record_relaxation(
     rel = Path(RELAXED_CIF_DIR) / Path(str(table.loc[i, C.CIF_PATH])).name
     write_cif(res.final_structure, run_dir / rel)
     table.loc[i, C.RELAXED_CIF_PATH] = rel.as_posix()
+    sym = symmetrize(res.final_structure)
+    if sym is not None:
+        sym_rel = Path(SYMMETRIZED_CIF_DIR) / rel.name
+        with atomic_path(run_dir / sym_rel) as tmp:
+            tmp.write_text(sym.cif)
+        table.loc[i, C.SYMMETRIZED_CIF_PATH] = sym_rel.as_posix()
+        table.loc[i, C.RELAXED_SPACEGROUP] = sym.number
+        table.loc[i, C.RELAXED_SPACEGROUP_SYMBOL] = sym.symbol
     table.loc[i, C.ENERGY_PER_ATOM] = res.energy_per_atom
     table.loc[i, C.RELAX_STEPS] = res.steps
     table.loc[i, C.CONVERGED] = res.converged
@@ -408,30 +460,95 @@ def _record_relaxation(
         )
 
 
-def _hull_reference(
-    run_dir: Path, library: TemplateLibrary | str | Path | None
-) -> tuple[HullReference, str] | None:
-    if isinstance(library, TemplateLibrary):
-        return HullReference(library), str(library.source)
-    if library is None:
-        try:
-            library = json.loads((run_dir / SETTINGS_FILE).read_text())["library"]
-        except (OSError, KeyError, ValueError):
-            library = None
+@dataclass(frozen=True)
+class Symmetrized:
+    """Space group of a structure and its CIF written with the symmetry operations."""
+
+    number: int
+    symbol: str
+    cif: str
+
+
+def symmetrize(structure: Any, symprec: float = SYMPREC) -> Symmetrized | None:
+    """Space group (pymatgen ``SpacegroupAnalyzer``) and symmetrised CIF; None when spglib fails."""
+    from pymatgen.io.cif import CifWriter
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
     try:
+        sga = SpacegroupAnalyzer(structure, symprec=symprec)
+        refined = sga.get_refined_structure()
+        return Symmetrized(
+            int(sga.get_space_group_number()),
+            str(sga.get_space_group_symbol()),
+            str(CifWriter(refined, symprec=symprec)),
+        )
+    except Exception as exc:  # spglib gives up on some distorted cells
+        log.debug("no symmetry for %s: %s", structure.composition.reduced_formula, exc)
+        return None
+
+
+def with_aflow_prototypes(library: TemplateLibrary) -> TemplateLibrary:
+    """The library with pymatgen's AFLOW prototypes appended (once)."""
+    from gapforge.structure.prototypes import AFLOW_ID_PREFIX, aflow_prototype_library
+
+    ids = library.table[C.MATERIAL_ID].astype(str)
+    if ids.str.startswith(AFLOW_ID_PREFIX).any():
+        return library
+    table = pd.concat([library.table, aflow_prototype_library()], ignore_index=True)
+    return TemplateLibrary(table, source=f"{library.source} + aflow-prototypes")
+
+
+def _prototype_counts() -> Any:
+    from gapforge.structure.prototypes import PrototypeCounts
+
+    try:
+        return PrototypeCounts.load()
+    except GapforgeError as exc:
+        log.warning("no prototype counts (%s); templates ranked by ElMD only", exc)
+        return None
+
+
+def _hull_reference(
+    run_dir: Path, library: TemplateLibrary | str | Path | None, hull: HullReference | str | Path | None
+) -> tuple[HullReference, str] | None:
+    from gapforge.data.registry import REGISTRY
+
+    if isinstance(hull, HullReference):
+        return hull, hull.source
+    if hull is not None:
+        ref = (
+            HullReference.from_dataset(str(hull)) if str(hull) in REGISTRY else HullReference.from_table(hull)
+        )
+        return ref, ref.source
+    if isinstance(library, TemplateLibrary):
+        return HullReference.from_library(library), str(library.source)
+    if library is not None:
         lib = load_library(library)
+        return HullReference.from_library(lib), str(lib.source)
+    try:
+        ref = HullReference.from_dataset(DEFAULT_HULL_DATASET)
+        return ref, ref.source
+    except GapforgeError as exc:
+        log.warning("no %s hull reference (%s); trying the template library", DEFAULT_HULL_DATASET, exc)
+    try:
+        recorded = json.loads((run_dir / SETTINGS_FILE).read_text())["library"]
+    except (OSError, KeyError, ValueError):
+        recorded = None
+    try:
+        lib = load_library(recorded)
     except GapforgeError as exc:
         log.warning("no library for the energy above hull (%s); e_above_hull left empty", exc)
         return None
-    return HullReference(lib), str(lib.source)
+    return HullReference.from_library(lib), str(lib.source)
 
 
 def _add_stability(
     table: pd.DataFrame, refs: ElementalReferences, hull: tuple[HullReference, str] | None
 ) -> None:
-    for col in (C.FORMATION_ENERGY_PER_ATOM, C.E_ABOVE_HULL, C.HULL_KNOWN_PHASES, C.NEGATIVE_FORMATION):
-        table[col] = np.nan if col != C.NEGATIVE_FORMATION else None
-    table[C.NEGATIVE_FORMATION] = table[C.NEGATIVE_FORMATION].astype(object)
+    for col in (C.FORMATION_ENERGY_PER_ATOM, C.E_ABOVE_HULL, C.HULL_KNOWN_PHASES):
+        table[col] = np.nan
+    for col in (C.NEGATIVE_FORMATION, C.BELOW_KNOWN_HULL, C.DECOMPOSITION):
+        table[col] = pd.Series([None] * len(table), index=table.index, dtype=object)
     if C.ENERGY_PER_ATOM not in table.columns:
         return
     for i in range(len(table)):
@@ -446,7 +563,31 @@ def _add_stability(
             continue
         table.loc[i, C.FORMATION_ENERGY_PER_ATOM] = ef
         table.loc[i, C.NEGATIVE_FORMATION] = bool(ef < 0)
-        if hull is not None:
-            ehull, n_known = hull[0].e_above_hull(formula, ef)
-            table.loc[i, C.E_ABOVE_HULL] = ehull
-            table.loc[i, C.HULL_KNOWN_PHASES] = n_known
+        if hull is None:
+            continue
+        res = hull[0].e_above_hull(formula, ef)
+        table.loc[i, C.HULL_KNOWN_PHASES] = res.n_known_phases
+        if not np.isfinite(res.e_above_hull):
+            reason = table.loc[i, C.REASON] if C.REASON in table.columns else None
+            if not (isinstance(reason, str) and reason):
+                table.loc[i, C.REASON] = f"no energy above hull: {res.reason}"
+            continue
+        table.loc[i, C.E_ABOVE_HULL] = res.e_above_hull
+        table.loc[i, C.DECOMPOSITION] = res.decomposition_text
+        table.loc[i, C.BELOW_KNOWN_HULL] = res.below_known_hull
+
+
+def warn_below_known_hull(best: pd.DataFrame) -> int:
+    """Log one warning per candidate more than 0.05 eV/atom below the known hull; return how many."""
+    if C.BELOW_KNOWN_HULL not in best.columns:
+        return 0
+    flagged = best[best[C.BELOW_KNOWN_HULL].map(lambda v: v is True or str(v) == "True")]
+    for _, row in flagged.iterrows():
+        log.warning(
+            "%s lies %.3f eV/atom below the known hull (decomposition %s): "
+            "the reference may be missing a phase",
+            row[C.FORMULA],
+            -float(row[C.E_ABOVE_HULL]),
+            row.get(C.DECOMPOSITION, ""),
+        )
+    return len(flagged)
