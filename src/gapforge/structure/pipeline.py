@@ -21,7 +21,7 @@ import logging
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,11 +30,11 @@ from tqdm.auto import tqdm
 
 from gapforge import columns as C
 from gapforge.errors import FormulaError, GapforgeError, InputError
+from gapforge.executor import TaskFailure
 from gapforge.io import find_column, read_table, write_json, write_table
 from gapforge.structure.elmd import MODIFIED_PETTIFOR, as_composition
 from gapforge.structure.library import TemplateLibrary, load_library
-from gapforge.structure.parallel import Failure, run_relaxations
-from gapforge.structure.relax import RelaxResult, RelaxSettings
+from gapforge.structure.relax import RelaxResult, RelaxSettings, run_relaxations
 from gapforge.structure.stability import (
     ElementalReferences,
     HullReference,
@@ -43,6 +43,11 @@ from gapforge.structure.stability import (
 )
 from gapforge.structure.substitution import SubstitutionSettings, read_cif, substitute, write_cif
 from gapforge.structure.templates import SearchSettings, search_templates
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from gapforge.executor import ExecutorSettings
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +58,8 @@ SETTINGS_FILE = "structure_settings.json"
 RELAX_SETTINGS_FILE = "relax_settings.json"
 CIF_DIR = "cifs"
 RELAXED_CIF_DIR = "relaxed"
+#: One JSON per relaxation, keyed by structure fingerprint + settings, written as each arrives.
+RELAX_CACHE_DIR = "relax_cache"
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,7 @@ def relax_structures(
     library: TemplateLibrary | str | Path | None = None,
     references: ElementalReferences | str | Path | None = None,
     workers: int | None = None,
+    executor: Executor | ExecutorSettings | None = None,
     overwrite: bool = False,
 ) -> pd.DataFrame:
     """Relax every CIF of ``run_dir/structures.csv`` with CHGNet and rank the templates.
@@ -215,8 +223,13 @@ def relax_structures(
         library: library for the energy above hull (default: the one recorded by
             :func:`build_structures`, if it can still be found).
         references: elemental reference entries (default: the MP 2023-02-07 file).
-        workers: processes (default: all cores).
+        workers: without ``executor``: 1 relaxes here, N on N local workers
+            (default: all cores).
+        executor: where the relaxations run (settings or an open executor;
+            default: the one open in this context, else ``workers``).
         overwrite: redo even if ``relaxed.csv`` exists (else it is returned as is).
+            Relaxations already in ``relax_cache/`` (same structure, same settings)
+            are reused either way: a killed stage resumes where it stopped.
 
     Returns:
         ``relaxed.csv``: one row per candidate with the best template's results.
@@ -249,7 +262,14 @@ def relax_structures(
             ok_idx.append(i)
         except Exception as exc:
             table.loc[i, C.REASON] = f"cannot read CIF: {type(exc).__name__}: {exc}"
-    results = run_relaxations(structures, settings, workers=workers, desc="relax")
+    results = run_relaxations(
+        structures,
+        settings,
+        workers=workers,
+        executor=executor,
+        cache_dir=run_dir / RELAX_CACHE_DIR,
+        desc="relax",
+    )
 
     for col in (C.RELAXED_CIF_PATH, C.REASON, C.CONVERGED):
         if col not in table.columns:
@@ -258,7 +278,7 @@ def relax_structures(
     for col in (C.ENERGY_PER_ATOM, C.RELAX_STEPS, C.WALL_TIME_S, C.MAX_FORCE):
         table[col] = np.nan
     for i, res in zip(ok_idx, results, strict=True):
-        if isinstance(res, Failure):
+        if isinstance(res, TaskFailure):
             table.loc[i, C.REASON] = res.reason
             continue
         _record_relaxation(table, i, res, run_dir, settings)
@@ -274,7 +294,7 @@ def relax_structures(
     write_table(table, run_dir / RELAXED_ALL_FILE)
     best = select_best(table)
     write_table(best, out_path)
-    n_done = sum(not isinstance(r, Failure) for r in results)
+    n_done = sum(not isinstance(r, TaskFailure) for r in results)
     log.info(
         "relax stage: %d of %d structures relaxed; %d candidates, %d with negative formation energy",
         n_done,
