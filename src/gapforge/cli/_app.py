@@ -42,10 +42,31 @@ SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
 OutOpt = Annotated[Path, typer.Option("--out", help="Output file or directory.")]
 WorkersOpt = Annotated[int, typer.Option("--workers", help="Worker processes (default: all cores).")]
 OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output.")]
+ExecutorOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--executor",
+        help="Executor settings file (TOML/JSON/YAML with an executor table, or its keys alone): where the "
+        "heavy tasks run (serial, local, dask, slurm, pbs). Not part of a run's settings.",
+    ),
+]
 ModelOpt = Annotated[
     str,
     typer.Option("--model", help="Saved model directory, or 'default' for the model shipped in the package."),
 ]
+
+
+def executor_settings(executor_file: Path | None, workers: int | None = None):
+    """``--executor FILE`` (its worker count replaced by ``--workers`` if given), else ``--workers``.
+
+    ``--workers`` means the same everywhere: 1 runs in this process, N on N local
+    Dask workers, 0 on every core.
+    """
+    from gapforge.executor import ExecutorSettings, load_executor_settings
+
+    if executor_file is None:
+        return ExecutorSettings.from_workers(workers)
+    return load_executor_settings(executor_file).with_workers(workers or None)
 
 
 @app.callback()
@@ -55,3 +76,5 @@ def _root(
 ) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    # Dask's scheduler runs in this process: its routine messages only with --verbose
+    logging.getLogger("distributed").setLevel(logging.DEBUG if verbose else logging.WARNING)

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from gapforge.cli._app import OutOpt, OverwriteOpt, SeedOpt, WorkersOpt, campaign_app, reproduce_app
+from gapforge.cli._app import (
+    ExecutorOpt,
+    OutOpt,
+    OverwriteOpt,
+    SeedOpt,
+    WorkersOpt,
+    campaign_app,
+    executor_settings,
+    reproduce_app,
+)
 
 RunArg = Annotated[Path, typer.Argument(help="Campaign run directory.")]
 
@@ -169,12 +178,24 @@ def table1_cmd(
     ] = "decodable",
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
-    workers: WorkersOpt = 1,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            help="(experiment, repeat) tasks run at once: 1 in this process (default), N on N local "
+            "workers, 0 on every core.",
+        ),
+    ] = 1,
+    executor: ExecutorOpt = None,
 ) -> None:
-    """Reproduce the paper's Table 1 with BS, AL and random-label controls (mean ± sd over repeats)."""
+    """Reproduce the paper's Table 1 with BS, AL and random-label controls (mean ± sd over repeats).
+
+    Every (experiment, repeat) is an independent task; rows are saved as each ends and a
+    rerun into the same --out runs only the missing ones.
+    """
     from gapforge.experiments.table1 import Table1Settings, reproduce_table1
 
-    _threads(workers)
+    _threads(1)
     settings = Table1Settings(
         repeats=repeats,
         budget=budget,
@@ -189,7 +210,8 @@ def table1_cmd(
         validity=validity,
         seed=seed,
     )
-    result = reproduce_table1(settings, out, overwrite=overwrite)
+    where = executor_settings(executor, None if executor is not None and workers == 1 else workers)
+    result = reproduce_table1(settings, out, overwrite=overwrite, executor=where)
     typer.echo(result.markdown)
     typer.echo(f"written to {out}")
 

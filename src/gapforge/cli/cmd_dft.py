@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gapforge.cli._app import OutOpt, OverwriteOpt, app
+from gapforge.cli._app import ExecutorOpt, OutOpt, OverwriteOpt, app, executor_settings
 from gapforge.structure.dft import RESULTS_FILE, DFTSettings, format_results, run_dft
 
 _DEFAULT = DFTSettings()
@@ -47,8 +47,13 @@ def dft(
         typer.Option("--cache", help="Cache directory (default: OUT/cache); share it between runs."),
     ] = None,
     workers: Annotated[
-        int, typer.Option("--workers", help="Structures computed at once, one process each (default: 1).")
+        int,
+        typer.Option(
+            "--workers",
+            help="Structures computed at once (1: one at a time from this process; N: N workers).",
+        ),
     ] = 1,
+    executor: ExecutorOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Compute the PBE band gap (and total energy) of each structure with GPAW.
@@ -65,7 +70,14 @@ def dft(
         maxiter=maxiter,
     )
     table = run_dft(
-        input_path, out, top=top, settings=settings, workers=workers, overwrite=overwrite, cache_dir=cache
+        input_path,
+        out,
+        top=top,
+        settings=settings,
+        # --workers left at 1 keeps an --executor file's own worker count
+        executor=executor_settings(executor, None if executor is not None and workers == 1 else workers),
+        overwrite=overwrite,
+        cache_dir=cache,
     )
     typer.echo(format_results(table))
     typer.echo(f"wrote {out / RESULTS_FILE}")

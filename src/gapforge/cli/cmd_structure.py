@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from gapforge import columns as C
-from gapforge.cli._app import OutOpt, OverwriteOpt, WorkersOpt, app
+from gapforge.cli._app import ExecutorOpt, OutOpt, OverwriteOpt, WorkersOpt, app, executor_settings
 
 
 @app.command("structure")
@@ -59,9 +59,13 @@ def relax_cmd(
     fmax: Annotated[float, typer.Option("--fmax", help="Force convergence threshold (eV/Å).")] = 0.05,
     steps: Annotated[int, typer.Option("--steps", help="Maximum optimiser steps per structure.")] = 500,
     workers: WorkersOpt = 0,
+    executor: ExecutorOpt = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Relax every substituted structure with CHGNet; formation energy and e_above_hull per candidate."""
+    """Relax every substituted structure with CHGNet; formation energy and e_above_hull per candidate.
+
+    Each relaxation is stored in INPUT/relax_cache/ as it finishes: a killed run resumes there.
+    """
     from gapforge.structure.pipeline import RELAXED_FILE, relax_structures
     from gapforge.structure.relax import RelaxSettings
 
@@ -70,7 +74,7 @@ def relax_cmd(
         input,
         settings=RelaxSettings(fmax=fmax, max_steps=steps),
         library=library,
-        workers=workers or None,
+        executor=executor_settings(executor, workers),
         overwrite=overwrite,
     )
     if existed:

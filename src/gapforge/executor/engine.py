@@ -146,12 +146,56 @@ def prepare_workers(executor: cf.Executor, name: str, setup: Callable[[], Any]) 
         prepare(name, setup)
 
 
+class DeferredExecutor(cf.Executor):
+    """Opens its engine at the first task (or worker set-up), closes it with :func:`open_executor`.
+
+    ``discover`` holds one for the whole run: a run whose heavy stages are all
+    done (or skipped) never starts a cluster; the others share one.
+    """
+
+    def __init__(self, settings: ExecutorSettings) -> None:
+        self.settings = settings
+        self._stack = contextlib.ExitStack()
+        self._inner: cf.Executor | None = None
+
+    @property
+    def max_in_flight(self) -> int | None:
+        """As the engine's (known from the settings without opening it)."""
+        return 1 if self.settings.kind is ExecutorKind.SERIAL else None
+
+    @property
+    def opened(self) -> bool:
+        """Whether the engine has been started."""
+        return self._inner is not None
+
+    def _engine(self) -> cf.Executor:
+        if self._inner is None:
+            self._inner = self._stack.enter_context(_open(self.settings))
+        return self._inner
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> cf.Future:
+        """Submit to the engine (opening it on first use)."""
+        return self._engine().submit(fn, *args, **kwargs)
+
+    def prepare(self, name: str, setup: Callable[[], Any]) -> None:
+        """Set the engine's workers up (opening it on first use)."""
+        prepare_workers(self._engine(), name, setup)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        """Close the engine if it was opened."""
+        self._stack.close()
+        self._inner = None
+
+
 @contextlib.contextmanager
-def open_executor(settings: ExecutorSettings | None = None) -> Iterator[cf.Executor]:
+def open_executor(
+    settings: ExecutorSettings | None = None, *, deferred: bool = False
+) -> Iterator[cf.Executor]:
     """Open the engine ``settings`` names and close it (and its workers) on exit.
 
     With ``settings=None`` the executor already open in this context is reused;
-    without one, the default (``local``) is opened.
+    without one, the default (``local``) is opened. With ``deferred=True`` the
+    engine starts only when the first task is submitted (:class:`DeferredExecutor`).
 
     Yields:
         A ``concurrent.futures.Executor`` (:class:`SerialExecutor` or :class:`DaskExecutor`).
@@ -166,12 +210,22 @@ def open_executor(settings: ExecutorSettings | None = None) -> Iterator[cf.Execu
             yield current
             return
         settings = ExecutorSettings()
-    with _open(settings) as executor:
+    opener = _deferred(settings) if deferred else _open(settings)
+    with opener as executor:
         token = _CURRENT.set(executor)
         try:
             yield executor
         finally:
             _CURRENT.reset(token)
+
+
+@contextlib.contextmanager
+def _deferred(settings: ExecutorSettings) -> Iterator[cf.Executor]:
+    executor = DeferredExecutor(settings)
+    try:
+        yield executor
+    finally:
+        executor.shutdown()
 
 
 @contextlib.contextmanager
@@ -391,6 +445,7 @@ __all__ = [
     "MALLOC_VARIABLE",
     "THREAD_VARIABLES",
     "DaskExecutor",
+    "DeferredExecutor",
     "SerialExecutor",
     "choose_executor",
     "current_executor",
