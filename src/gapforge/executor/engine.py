@@ -271,6 +271,7 @@ def _ready(client: Any, settings: ExecutorSettings) -> DaskExecutor:
 def worker_config(settings: ExecutorSettings) -> Iterator[None]:
     """Dask configuration of the workers gapforge starts: threads, malloc, retries."""
     import dask
+    import distributed  # noqa: F401 - registers its defaults first, or leaving this context drops them
 
     threads = str(settings.threads)
     environ: dict[str, Any] = dict.fromkeys(THREAD_VARIABLES, threads)
