@@ -11,6 +11,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 args = sys.argv[1:]
 ranks, hang = None, False
@@ -25,6 +26,7 @@ command = [sys.executable, "-c", "import time; time.sleep(600)"] if hang else ar
 child = subprocess.Popen(command)
 record = os.environ.get("FAKE_MPIRUN_RECORD")
 if record:
-    with open(record, "a") as fh:
-        fh.write(json.dumps({"ranks": ranks, "command": args, "pid": os.getpid(), "rank_pid": child.pid}) + "\n")
+    entry = {"ranks": ranks, "command": args, "pid": os.getpid(), "rank_pid": child.pid}
+    with Path(record).open("a") as fh:
+        fh.write(json.dumps(entry) + "\n")
 sys.exit(child.wait())
