@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from gapforge.cli._app import ModelOpt, OutOpt, OverwriteOpt, SeedOpt, app, train_app
+from gapforge.cli._app import (
+    ExecutorOpt,
+    ModelOpt,
+    OutOpt,
+    OverwriteOpt,
+    SeedOpt,
+    app,
+    executor_settings,
+    train_app,
+)
 
 # options shared by the generator trainers
 TrainSetOpt = Annotated[
@@ -191,8 +200,12 @@ def screen_cmd(
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Formulas per prediction batch.")] = 100_000,
     overwrite: OverwriteOpt = False,
+    executor: ExecutorOpt = None,
 ) -> None:
-    """Predict band gaps and filter: gap window, simplicity, SMACT validity, novelty."""
+    """Predict band gaps and filter: gap window, simplicity, SMACT validity, novelty.
+
+    With --executor, each prediction batch is a task on the executor's workers.
+    """
     from gapforge.screening.screen import ScreenSettings, read_formula_column, screen_file
 
     settings = ScreenSettings(
@@ -205,7 +218,10 @@ def screen_cmd(
         batch_size=batch_size,
     )
     known = None if known_file is None else read_formula_column(known_file)
-    result = screen_file(input_file, out, model=model, settings=settings, known=known, overwrite=overwrite)
+    where = None if executor is None else executor_settings(executor)
+    result = screen_file(
+        input_file, out, model=model, settings=settings, known=known, overwrite=overwrite, executor=where
+    )
     typer.echo(json.dumps(result.funnel, indent=1))
     if result.n_candidates == 0:
         typer.echo("no formula passed every filter; wrote an empty candidate table with headers", err=True)
