@@ -52,7 +52,8 @@ def discover_cmd(
     where = resolve_executor(config_file=config, executor_file=executor)
     if dry_run:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))
-        typer.echo(f"executor (not part of the run's settings): {json.dumps(where.to_dict())}")
+        shown = ", ".join(f"{k}={v}" for k, v in where.to_dict().items() if v not in (None, [], ()))
+        typer.echo(f"executor (not part of the run's settings): {shown}")
         for stage in DISCOVER_STAGES:
             typer.echo(f"{stage.name:16s} {stage.description}")
         return
