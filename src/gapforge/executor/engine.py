@@ -357,8 +357,7 @@ def job_environment(settings: ExecutorSettings) -> list[str]:
         *(f"export {name}={threads}" for name in THREAD_VARIABLES),
         # the nanny on the node reads its own Dask config: remove the malloc setting there too
         f'export DASK_DISTRIBUTED__NANNY__PRE_SPAWN_ENVIRON="{pre_spawn!r}"',
-        f"export DASK_DISTRIBUTED__SCHEDULER__ALLOWED_FAILURES={settings.retries}",
-    ]
+    ]  # retries are the scheduler's (allowed-failures), set where it runs: in this process
 
 
 def job_script(settings: ExecutorSettings) -> str:
