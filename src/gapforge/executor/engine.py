@@ -72,11 +72,6 @@ class SerialExecutor(cf.Executor):
             setup()
             self._prepared.add(name)
 
-    @property
-    def n_workers(self) -> int:
-        """One: this process."""
-        return 1
-
 
 class DaskExecutor(cf.Executor):
     """A Dask client's ``concurrent.futures`` executor, with the client at hand.
@@ -106,11 +101,6 @@ class DaskExecutor(cf.Executor):
         from gapforge.executor._plugin import CallOnWorker
 
         self.client.register_plugin(CallOnWorker(setup), name=name)
-
-    @property
-    def n_workers(self) -> int:
-        """Workers connected now."""
-        return len(self.client.scheduler_info(n_workers=-1).get("workers", {}))
 
 
 def current_executor() -> cf.Executor | None:
