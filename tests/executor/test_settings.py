@@ -81,6 +81,7 @@ def test_slurm_job_script_generated_offline():
         assert line in script, line
     assert "--nworkers 8" in script and "--nthreads 1" in script  # 8 one-thread workers per job
     assert "'MALLOC_TRIM_THRESHOLD_': None" in script  # the node's nanny drops Dask's 65536 too
+    assert "export DASK_DISTRIBUTED__WORKER__PROFILE__ENABLED=False" in script
     assert "distributed.cli.dask_worker" in script
 
 
