@@ -93,6 +93,17 @@ def test_results_stored_as_they_arrive_and_reused(tmp_path, cluster):
     assert again.results[:4] == first.results
 
 
+def test_costliest_items_are_submitted_first():
+    order = []
+    run = run_tasks(
+        lambda x: order.append(x) or x,
+        [1, 5, 3, 4],
+        executor=SerialExecutor(),
+        cost=float,
+    )
+    assert order == [5, 4, 3, 1] and run.results == [1, 5, 3, 4]  # results still in item order
+
+
 def test_serial_executor_hands_results_on_one_by_one(tmp_path):
     """Serial runs in this process but still writes each result before the next task starts."""
     store = JsonStore(tmp_path / "store")

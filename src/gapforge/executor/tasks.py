@@ -139,6 +139,7 @@ def run_tasks(
     store: ResultStore[R] | None = None,
     on_result: Callable[[int, R | TaskFailure], None] | None = None,
     worker_setup: Callable[[], Any] | None = None,
+    cost: Callable[[T], float] | None = None,
     desc: str = "tasks",
     unit: str = "task",
 ) -> TaskRun[R]:
@@ -158,6 +159,9 @@ def run_tasks(
             new result arrives (not for reused ones), e.g. to append a row.
         worker_setup: run once per worker before the tasks (load and warm up a
             model; see :func:`prepare_workers`); skipped when nothing is computed.
+        cost: an estimate of an item's cost (e.g. its number of atoms): the
+            costliest are submitted first, so no big task is left for the end
+            while the other workers idle.
         desc: progress-bar label.
         unit: progress-bar unit.
 
@@ -198,6 +202,8 @@ def run_tasks(
             on_result(i, result)
         bar.update()
 
+    if cost is not None:
+        todo.sort(key=lambda i: -cost(items[i]))
     guarded = functools.partial(_guarded, task)
     try:
         if todo:

@@ -332,6 +332,11 @@ def decode_relaxation(data: dict[str, Any]) -> RelaxResult | float:
     )
 
 
+def _relax_cost(item: RelaxItem) -> float:
+    """Relaxation cost grows with the atoms (a static evaluation is one step)."""
+    return len(item.structure) * (1 if item.mode == RelaxMode.STATIC else 50)
+
+
 def run_relaxations(
     structures: Sequence[Structure],
     settings: RelaxSettings = RelaxSettings(),
@@ -373,6 +378,7 @@ def run_relaxations(
         worker_setup=functools.partial(
             warm_up_chgnet, settings.model_version, settings.device, settings.num_threads or 1
         ),
+        cost=_relax_cost,
         desc=desc,
         unit="structure",
     )
