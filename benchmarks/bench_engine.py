@@ -81,7 +81,13 @@ def relax_run(executor, items, settings) -> dict:
 
     load0 = load()
     t0 = time.perf_counter()
-    run = run_tasks(functools.partial(timed_relax, settings=settings), items, executor=executor, desc="bench")
+    run = run_tasks(
+        functools.partial(timed_relax, settings=settings),
+        items,
+        executor=executor,
+        cost=lambda item: len(item.structure),  # as run_relaxations: biggest first
+        desc="bench",
+    )
     wall = time.perf_counter() - t0
     res = run.results
     return {
