@@ -14,7 +14,8 @@ def cluster():
     """A real LocalCluster, 2 workers x 1 thread, set up as gapforge sets up its own."""
     from gapforge.executor import ExecutorSettings, open_executor
 
-    with open_executor(ExecutorSettings.local(2)) as executor:
+    # not made current: tests elsewhere that pass no executor must not land on it
+    with open_executor(ExecutorSettings.local(2), make_current=False) as executor:
         executor.client.wait_for_workers(2, timeout=60)
         yield executor
 

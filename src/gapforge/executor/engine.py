@@ -111,19 +111,25 @@ def current_executor() -> cf.Executor | None:
 
 
 def choose_executor(
-    executor: cf.Executor | ExecutorSettings | None = None, workers: int | None = None
+    executor: cf.Executor | ExecutorSettings | None = None,
+    workers: int | None = None,
+    *,
+    default_workers: int | None = None,
 ) -> cf.Executor | ExecutorSettings:
-    """What a stage runs on: ``executor`` if given, else the one open in this context, else ``--workers``.
+    """What a stage runs on: ``executor``, else ``workers``, else the one open in this context.
 
     ``workers`` keeps its meaning everywhere: 1 runs in this process, N on N
-    local workers, ``None``/0 on every core.
+    local workers, 0 on every core. With neither given and none open, the
+    stage's ``default_workers`` applies (``None``: a local cluster on every core).
     """
     if executor is not None:
         return executor
+    if workers is not None:
+        return ExecutorSettings.from_workers(workers)
     current = _CURRENT.get()
     if current is not None:
         return current
-    return ExecutorSettings.from_workers(workers)
+    return ExecutorSettings.from_workers(default_workers)
 
 
 def prepare_workers(executor: cf.Executor, name: str, setup: Callable[[], Any]) -> None:
@@ -181,13 +187,15 @@ class DeferredExecutor(cf.Executor):
 
 @contextlib.contextmanager
 def open_executor(
-    settings: ExecutorSettings | None = None, *, deferred: bool = False
+    settings: ExecutorSettings | None = None, *, deferred: bool = False, make_current: bool = True
 ) -> Iterator[cf.Executor]:
     """Open the engine ``settings`` names and close it (and its workers) on exit.
 
     With ``settings=None`` the executor already open in this context is reused;
     without one, the default (``local``) is opened. With ``deferred=True`` the
     engine starts only when the first task is submitted (:class:`DeferredExecutor`).
+    With ``make_current=False`` it is not offered to code that asks for the open
+    executor (:func:`current_executor`); it is only used where passed explicitly.
 
     Yields:
         A ``concurrent.futures.Executor`` (:class:`SerialExecutor` or :class:`DaskExecutor`).
@@ -204,6 +212,9 @@ def open_executor(
         settings = ExecutorSettings()
     opener = _deferred(settings) if deferred else _open(settings)
     with opener as executor:
+        if not make_current:
+            yield executor
+            return
         token = _CURRENT.set(executor)
         try:
             yield executor

@@ -671,7 +671,7 @@ def reproduce_table1(
     run = run_tasks(
         functools.partial(repeat_task, settings=settings, out=str(out), oracle_candidates=oracle_candidates),
         tasks,
-        executor=choose_executor(executor, 1),
+        executor=choose_executor(executor, default_workers=1),
         on_result=arrived,
         desc="table 1",
         unit="repeat",

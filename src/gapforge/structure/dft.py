@@ -692,7 +692,7 @@ def run_dft(
     *,
     top: int | None = None,
     settings: DFTSettings = DFTSettings(),
-    workers: int = 1,
+    workers: int | None = None,
     executor: Executor | ExecutorSettings | None = None,
     overwrite: bool = False,
     cache_dir: str | Path | None = None,
@@ -710,8 +710,9 @@ def run_dft(
         workers: without ``executor``: 1 computes one structure at a time from
             this process, N on N local workers (each structure in its own child
             process either way, killed past the time budget).
-        executor: where the tasks run (settings or an open executor; default:
-            the one open in this context, else ``workers``). Its ``mpi`` and
+        executor: where the tasks run (settings or an open executor). Without
+            it or ``workers``: the executor open in this context, else one
+            structure at a time from this process. Its ``mpi`` and
             ``task_cores`` settings launch each structure on several cores.
         overwrite: recompute structures that are already in the cache.
         cache_dir: cache directory (default ``out_dir/cache``); share one between
@@ -724,7 +725,7 @@ def run_dft(
         InputError: bad input (see :func:`collect_structures`).
         DependencyError: a structure needs computing and GPAW is not installed.
     """
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise InputError("--workers must be at least 1", value=workers)
     items = collect_structures(input_path, top=top)
     out = Path(out_dir)
@@ -743,7 +744,7 @@ def run_dft(
     if n_todo:
         require_gpaw()
         log_dir.mkdir(parents=True, exist_ok=True)
-    runner = choose_executor(executor, workers)
+    runner = choose_executor(executor, workers, default_workers=1)
     runner_settings = runner if isinstance(runner, ExecutorSettings) else getattr(runner, "settings", None)
     launch = runner_settings.launch_prefix() if runner_settings is not None else []
     key_of = {id(item): key for item, key in zip(items, keys, strict=True)}

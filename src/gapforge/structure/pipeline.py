@@ -231,7 +231,7 @@ def relax_structures(
         workers: without ``executor``: 1 relaxes here, N on N local workers
             (default: all cores).
         executor: where the relaxations run (settings or an open executor;
-            default: the one open in this context, else ``workers``).
+            default: ``workers`` if given, else the one open in this context).
         overwrite: redo even if ``relaxed.csv`` exists (else it is returned as is).
             Relaxations already in ``relax_cache/`` (same structure, same settings)
             are reused either way: a killed stage resumes where it stopped.

@@ -352,8 +352,8 @@ def run_relaxations(
     Args:
         structures: structures to relax.
         settings: relaxation settings.
-        workers: without ``executor`` (and outside an open one): 1 runs here, N on
-            N local workers, ``None`` on every core.
+        workers: without ``executor``: 1 runs here, N on N local workers, 0 on
+            every core; ``None``: the executor open in this context, else every core.
         executor: where the tasks run (an open executor or its settings).
         modes: ``"relax"`` (default) or ``"static"`` per structure.
         cache_dir: results stored by content key (structure fingerprint +
