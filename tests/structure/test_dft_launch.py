@@ -31,10 +31,11 @@ def test_time_budget_stops_every_rank(tmp_path, monkeypatch):
     item = collect_structures(SI_CIF)[0]
     launch = [sys.executable, str(FAKE_MPIRUN), "-n", "2", "--hang"]
     start = time.perf_counter()
-    result = dft_task(item, DFTSettings(time_budget=1.5), launch=launch)
+    # long enough for the launcher to start its rank and say so on a loaded machine
+    result = dft_task(item, DFTSettings(time_budget=6.0), launch=launch)
     assert result.status == dft.STATUS_TIMEOUT and not result.converged
-    assert "time budget of 1.5 s exceeded" in result.message
-    assert 1.5 <= time.perf_counter() - start < 15
+    assert "time budget of 6 s exceeded" in result.message
+    assert 6.0 <= time.perf_counter() - start < 30
     (rec,) = _records(record)
     assert rec["ranks"] == 2
     for pid in (rec["pid"], rec["rank_pid"]):  # the whole process group was stopped
