@@ -12,6 +12,7 @@ BAND_GAP_STD = "band_gap_std"  # eV
 REASON = "reason"
 P_IN_WINDOW = "p_in_window"  # probability that the gap lies in the target window (0-1)
 P_METAL = "p_metal"  # probability that the material is a metal (0-1)
+IS_METAL = "is_metal"  # label: True for a metal (PBE gap 0 eV)
 FIDELITY = "fidelity"  # which gap a prediction stands for: "pbe" or "experiment"
 
 # Structure stage: template library
@@ -46,6 +47,14 @@ CONVERGED = "converged"
 WALL_TIME_S = "wall_time_s"
 MAX_FORCE = "max_force"  # eV/Å at the last step
 N_TEMPLATES_RELAXED = "n_templates_relaxed"
+RELAXED_SPACEGROUP = (
+    "relaxed_spacegroup_number"  # of the relaxed structure (SpacegroupAnalyzer, symprec 0.1 Å)
+)
+RELAXED_SPACEGROUP_SYMBOL = "relaxed_spacegroup_symbol"
+SYMMETRIZED_CIF_PATH = "symmetrized_cif_path"  # the relaxed structure written with its symmetry
+PROTOTYPE_SHARE = (
+    "prototype_share"  # share of known entries of the anonymised formula in the template's space group
+)
 HULL_KNOWN_PHASES = "hull_known_phases"
 DECOMPOSITION = "decomposition"  # known phases the candidate decomposes into, e.g. "0.5 LiF + 0.5 NaF"
 NEGATIVE_FORMATION = "negative_formation"
@@ -64,6 +73,6 @@ FORMULA_ALIASES: tuple[str, ...] = (
     "formula_pretty",
 )
 #: Column names recognised as the band-gap column (eV), in order of preference.
-BAND_GAP_ALIASES: tuple[str, ...] = ("band_gap", "Eg", "eg", "gap", "bandgap")
+BAND_GAP_ALIASES: tuple[str, ...] = ("band_gap", "Eg", "eg", "gap", "bandgap", "target")  # target: matbench
 #: Column names recognised as an identifier column.
 ID_ALIASES: tuple[str, ...] = ("id", "material_id", "mpid", "task_id")

@@ -16,8 +16,10 @@ from gapforge.cli._app import (
     WorkersOpt,
     campaign_app,
     executor_settings,
+    out_option,
     reproduce_app,
 )
+from gapforge.cli._policy import check_table_output, refuse_existing
 
 RunArg = Annotated[Path, typer.Argument(help="Campaign run directory.")]
 
@@ -43,7 +45,7 @@ def _print_summary(result) -> None:
 @campaign_app.command("run")
 def run_cmd(
     config: Annotated[Path, typer.Option("--config", help="Campaign config (.yaml, .json or .toml).")],
-    out: OutOpt,
+    out: Annotated[Path, out_option("Campaign run directory (created; state saved after every iteration).")],
     overwrite: OverwriteOpt = False,
     workers: WorkersOpt = 1,
 ) -> None:
@@ -77,11 +79,13 @@ def ask_cmd(
         Path | None, typer.Option("--output", help="Also write the proposals to this CSV/Parquet file.")
     ] = None,
     workers: WorkersOpt = 1,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write the next proposals for an external oracle to RUN/pending.csv (asking twice: same batch)."""
     from gapforge.active.campaign import Campaign
     from gapforge.io import write_table
 
+    check_table_output(output, overwrite=overwrite)
     _threads(workers)
     camp = Campaign.open(run)
     table = camp.ask()
@@ -135,11 +139,18 @@ def table1_cmd(
     budget: Annotated[
         int, typer.Option("--budget", help="Latent proposals per AL run (paper: 1000).")
     ] = 1000,
-    q: Annotated[int, typer.Option("--q", help="Proposals per BO iteration.")] = 20,
+    q: Annotated[int, typer.Option("--q", help="Latent points proposed per BO iteration.")] = 20,
     experiments: Annotated[
         str, typer.Option("--experiments", help="Comma-separated subset of exp1,exp2,exp3,exp4.")
     ] = "exp1,exp2,exp3,exp4",
-    oracle: Annotated[str, typer.Option("--oracle", help="Oracle model directory or 'default'.")] = "default",
+    oracle: Annotated[
+        str,
+        typer.Option(
+            "--oracle",
+            help="Oracle model directory, 'oracle-exp1' (the paper's setting: Roost on mp-bandgap, "
+            "the default here) or 'default' (the shipped gated oracle on every MP label).",
+        ),
+    ] = "oracle-exp1",
     codec: Annotated[
         str,
         typer.Option("--codec", help="'autoencoder' (shipped model), an autoencoder directory, or 'linear'."),
@@ -178,24 +189,17 @@ def table1_cmd(
     ] = "decodable",
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
-    workers: Annotated[
-        int,
-        typer.Option(
-            "--workers",
-            help="(experiment, repeat) tasks run at once: 1 in this process (default), N on N local "
-            "workers, 0 on every core.",
-        ),
-    ] = 1,
+    workers: WorkersOpt = 1,
     executor: ExecutorOpt = None,
 ) -> None:
     """Reproduce the paper's Table 1 with BS, AL and random-label controls (mean ± sd over repeats).
 
-    Every (experiment, repeat) is an independent task; rows are saved as each ends and a
-    rerun into the same --out runs only the missing ones.
+    Every (experiment, repeat) is an independent task (in this process, or on --executor's
+    workers); rows are saved as each ends and a rerun into the same --out runs only the missing ones.
     """
     from gapforge.experiments.table1 import Table1Settings, reproduce_table1
 
-    _threads(1)
+    _threads(workers)
     settings = Table1Settings(
         repeats=repeats,
         budget=budget,
@@ -210,7 +214,7 @@ def table1_cmd(
         validity=validity,
         seed=seed,
     )
-    where = executor_settings(executor, None if executor is not None and workers == 1 else workers)
+    where = None if executor is None else executor_settings(executor)
     result = reproduce_table1(settings, out, overwrite=overwrite, executor=where)
     typer.echo(result.markdown)
     typer.echo(f"written to {out}")
@@ -218,10 +222,16 @@ def table1_cmd(
 
 @reproduce_app.command("merge-table1")
 def merge_table1_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="Output directories of 'gapforge reproduce table1'.")],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(metavar="RUN", help="Output directories of 'gapforge reproduce table1'."),
+    ],
     out: OutOpt,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Combine table-1 runs made in parallel (e.g. one experiment each) into one table."""
     from gapforge.experiments.table1 import merge_table1
+
+    refuse_existing(*(out / name for name in ("runs.csv", "table1.json", "table1.md")), overwrite=overwrite)
 
     typer.echo(merge_table1(runs, out).markdown)

@@ -44,7 +44,14 @@ import pandas as pd
 from gapforge import columns as C
 from gapforge.discover import layout as L
 from gapforge.discover.config import DiscoverConfig
-from gapforge.discover.engine import PipelineResult, Stage, StageSkipped, run_pipeline, stage_dir
+from gapforge.discover.engine import (
+    PIPELINE_FILE,
+    PipelineResult,
+    Stage,
+    StageSkipped,
+    run_pipeline,
+    stage_dir,
+)
 from gapforge.errors import GapforgeError, InputError
 from gapforge.executor.settings import ExecutorSettings
 from gapforge.io import read_table, write_json, write_table
@@ -64,10 +71,10 @@ def _unavailable(stage: str, exc: BaseException) -> StageUnavailableError:
 # shared, cached loaders
 # ---------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=4)
-def _oracle(model: str) -> Any:
-    from gapforge.models.registry import load_model
+def _oracle(model: str, fidelity: str = "pbe") -> Any:
+    from gapforge.models.registry import load_predictor
 
-    return load_model(model, kind="oracle")
+    return load_predictor(model, kind="oracle", fidelity=fidelity)
 
 
 @functools.lru_cache(maxsize=4)
@@ -97,6 +104,13 @@ def _model_card(directory: Path) -> dict[str, Any]:
         return {}
 
 
+def _relabel(oracle: Any, table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its band gaps replaced by ``oracle``'s predictions (rows it cannot predict dropped)."""
+    pred = oracle.predict(table[C.FORMULA].tolist())[C.BAND_GAP_MEAN].to_numpy()
+    keep = np.isfinite(pred)
+    return table.assign(**{C.BAND_GAP: pred})[keep].reset_index(drop=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # stages
 # ---------------------------------------------------------------------------------------------
@@ -123,6 +137,10 @@ def stage_data(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
         source = f"{cfg.data.dataset} (random {cfg.data.n_initial})"
     if len(initial) < 2:
         raise InputError("the initial labelled set needs at least 2 formulas", value=len(initial))
+    if cfg.models.fidelity != "pbe":  # the dataset's labels are PBE gaps: relabel with the oracle's head
+        oracle = _oracle(cfg.models.oracle, cfg.models.fidelity)
+        initial, holdout = (_relabel(oracle, t) for t in (initial, holdout))
+        source += f" (labels: the oracle's {cfg.models.fidelity} predictions)"
     initial = initial.assign(source="initial", iteration=0)
     write_table(holdout, out / "holdout.csv")
     write_table(initial, out / "initial.csv")
@@ -138,17 +156,17 @@ def stage_data(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
 
 def stage_oracle(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     """Load the oracle once (fails early on a missing model) and record which one it is."""
-    from gapforge.models.base import resolve_model_dir
-    from gapforge.models.registry import DEFAULT_MODELS
+    from gapforge.models.registry import model_dir
 
-    directory = resolve_model_dir(cfg.models.oracle, DEFAULT_MODELS["oracle"])
-    model = _oracle(cfg.models.oracle)
+    directory = model_dir(cfg.models.oracle, "oracle")
+    model = _oracle(cfg.models.oracle, cfg.models.fidelity)
     card = _model_card(directory)
     metrics = (card.get("metadata") or {}).get("metrics") or {}
     write_json(
         {
             "model": str(directory),
             "kind": getattr(model, "kind", card.get("kind")),
+            "fidelity": cfg.models.fidelity,
             "params": card.get("params"),
             "metrics": metrics,
         },
@@ -217,7 +235,7 @@ def stage_campaign(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
             "initial": {"dataset": str((run_dir / L.INITIAL).resolve())},
         }
     )
-    oracle = ModelOracle(_oracle(cfg.models.oracle), name="oracle")
+    oracle = ModelOracle(_oracle(cfg.models.oracle, cfg.models.fidelity), name="oracle")
     if cfg.campaign.iterations == 0:
         result = None
     elif (out / STATE_FILE).is_file():
@@ -522,6 +540,7 @@ def stage_stability(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     table = L.assemble_candidates(run_dir)
     if table is None:
         raise StageSkipped("the screen wrote no candidates")
+    table = L.with_full_schema(table)  # every column, even with no discoveries
     write_table(table, stage_dir(run_dir, "stability") / "discoveries.csv")
     ef = pd.to_numeric(table.get(L.FORMATION_ENERGY, pd.Series(dtype=float)), errors="coerce")
     eh = pd.to_numeric(table.get(L.E_ABOVE_HULL, pd.Series(dtype=float)), errors="coerce")
@@ -618,6 +637,8 @@ def discover(
     """
     from gapforge.executor import open_executor
 
+    pipeline_file = Path(run_dir) / PIPELINE_FILE
+    before = _signature(pipeline_file)
     try:
         with open_executor(executor or ExecutorSettings(), deferred=True):
             return run_pipeline(
@@ -630,8 +651,21 @@ def discover(
                 progress=progress,
             )
     except GapforgeError:
-        _partial_report(Path(run_dir))
+        # only a stage that failed in this call rewrites the report; a refusal before any stage ran
+        # (different settings, run directory in use, unknown stage name) leaves the old run untouched
+        after = _signature(pipeline_file)
+        if after is not None and after != before:
+            _partial_report(Path(run_dir))
         raise
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime in ns) of a file, or None: changes whenever the file is rewritten (atomically)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _partial_report(run_dir: Path) -> None:
