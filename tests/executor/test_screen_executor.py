@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from gapforge.screening.screen import ScreenSettings, screen_file
 
@@ -12,6 +13,7 @@ FILES = Path(__file__).resolve().parents[1] / "files"
 FORMULAS = ["RbF", "CsF", "LiF", "KMgF3", "GaAs", "Xx2", "NaCl2", "SrYF5", "MgO", "AlN", "BN", "ZnS"]
 
 
+@pytest.mark.slow  # 20-100 s on the shared 2 cores (a forest fitted, loaded by both workers)
 def test_screen_batches_on_workers_match_in_process(tmp_path, cluster):
     from gapforge.models.forest import ForestModel
 
