@@ -22,6 +22,7 @@ from gapforge.discover.config import (
 )
 from gapforge.discover.stages import DISCOVER_STAGES
 from gapforge.errors import InputError
+from gapforge.window import GapWindow
 
 runner = CliRunner()
 
@@ -46,7 +47,7 @@ def test_default_and_quick_presets():
     real = resolve_config(gap_min=6.0)
     quick = resolve_config(gap_min=6.0, quick=True)
     assert real.preset == "default" and quick.preset == "quick"
-    assert real.gap_max is None and real.window == (6.0, float("inf"))
+    assert real.window == GapWindow(6.0) and real.window.open and real.window.upper == float("inf")
     assert real.campaign.iterations == 100 and real.campaign.batch_size == 10  # the paper's 1000 BO samples
     assert real.generate.n_samples == 1_000_000
     for section, values in QUICK_PRESET.items():
@@ -54,8 +55,8 @@ def test_default_and_quick_presets():
             assert getattr(getattr(quick, section), key) == value
     assert quick.campaign.iterations < real.campaign.iterations
     assert quick.generate.n_samples < real.generate.n_samples
-    assert quick.describe_window() == "≥ 6.00 eV"
-    assert resolve_config(gap_min=2.0, gap_max=3.5).describe_window() == "2.00–3.50 eV"
+    assert str(quick.window) == "≥ 6.00 eV"
+    assert str(resolve_config(gap_min=2.0, gap_max=3.5).window) == "2.00–3.50 eV"
 
 
 @pytest.mark.parametrize("suffix", [".toml", ".json", ".yaml"])
@@ -77,12 +78,12 @@ def test_settings_file_overrides_preset_and_flags_override_file(tmp_path, suffix
     path = tmp_path / f"settings{suffix}"
     path.write_text(text)
     cfg = resolve_config(config_file=path, quick=True)
-    assert (cfg.gap_min, cfg.gap_max, cfg.seed) == (2.5, 3.5, 4)
+    assert (cfg.window, cfg.seed) == (GapWindow(2.5, 3.5), 4)
     assert cfg.campaign.iterations == 7  # file beats the preset
     assert cfg.campaign.batch_size == QUICK_PRESET["campaign"]["batch_size"]  # preset kept elsewhere
     assert cfg.screen.max_std == 0.8
     cfg2 = resolve_config(config_file=path, gap_min=3.0, seed=9)
-    assert (cfg2.gap_min, cfg2.gap_max, cfg2.seed, cfg2.preset) == (3.0, 3.5, 9, "default")
+    assert (cfg2.window, cfg2.seed, cfg2.preset) == (GapWindow(3.0, 3.5), 9, "default")
 
 
 def test_round_trip_through_dict():

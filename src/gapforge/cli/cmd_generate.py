@@ -190,19 +190,29 @@ def screen_cmd(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Formulas per prediction batch.")] = 100_000,
+    exclude_elements: Annotated[
+        str | None,
+        typer.Option(
+            "--exclude-elements",
+            help="Comma-separated elements whose formulas are dropped (default: radioactive elements "
+            "and noble gases; 'none' keeps every element).",
+        ),
+    ] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Predict band gaps and filter: gap window, simplicity, SMACT validity, novelty."""
+    """Predict band gaps and filter: elements, gap window, simplicity, SMACT validity, novelty."""
+    from gapforge.screening.rules import parse_element_list
     from gapforge.screening.screen import ScreenSettings, read_formula_column, screen_file
+    from gapforge.window import GapWindow
 
     settings = ScreenSettings(
-        gap_min=gap_min,
-        gap_max=gap_max,
+        window=GapWindow(gap_min, gap_max),
         max_atoms=max_atoms,
         max_elements=max_elements,
         require_smact=not no_smact,
         require_novel=not keep_known,
         batch_size=batch_size,
+        **({} if exclude_elements is None else {"exclude_elements": parse_element_list(exclude_elements)}),
     )
     known = None if known_file is None else read_formula_column(known_file)
     result = screen_file(input_file, out, model=model, settings=settings, known=known, overwrite=overwrite)
