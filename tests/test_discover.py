@@ -268,7 +268,7 @@ def test_real_stages_up_to_the_screen_then_resume(tmp_path, real_data_env):
     settings.write_text(
         "[data]\nn_initial = 40\nn_holdout = 60\n"
         "[campaign]\niterations = 2\nbatch_size = 2\nn_pool = 50\n"
-        "[screening_model]\nn_estimators = 20\n"
+        "[screening_model]\nkind = 'forest'\nn_estimators = 20\n"  # the paper's route
         "[generate]\nn_samples = 3000\n"
         "[screen]\nrequire_smact = false\nrequire_novel = false\ntop = 5\n"
     )
@@ -376,3 +376,27 @@ def test_stability_and_report_stages_on_a_hand_made_run(tmp_path):
     )
     with pytest.raises(StageSkipped, match="no candidate passed the screen"):
         stage_structure(run, cfg)
+
+
+def test_discoveries_rank_by_probability_in_window_then_stability():
+    import numpy as np
+    import pandas as pd
+
+    from gapforge import columns as C
+    from gapforge.discover.layout import rank_discoveries
+
+    table = pd.DataFrame(
+        {
+            C.FORMULA: ["A2O", "B2O", "C2O", "D2O", "E2O"],
+            C.P_IN_WINDOW: [0.502, 0.99, 0.498, 0.99, 0.30],
+            C.E_ABOVE_HULL: [0.00, 0.20, 0.01, np.nan, 0.00],
+            "rank": [1, 2, 3, 4, 5],
+        }
+    )
+    ranked = rank_discoveries(table)
+    # 0.99 first (known hull before unknown), then the 0.50 pair by stability, then 0.30
+    assert ranked[C.FORMULA].tolist() == ["B2O", "D2O", "A2O", "C2O", "E2O"]
+    assert ranked["rank"].tolist() == [1, 2, 3, 4, 5]
+    # without probabilities (an older screen) stability decides, then the screen's order
+    old = rank_discoveries(table.drop(columns=[C.P_IN_WINDOW]))
+    assert old[C.FORMULA].tolist() == ["A2O", "E2O", "C2O", "B2O", "D2O"]
