@@ -365,7 +365,13 @@ def test_stability_and_report_stages_on_a_hand_made_run(tmp_path):
     run = fixtures.write_run(tmp_path / "run")
     cfg = resolve_config(gap_min=6.0, quick=True)
     summary = stage_stability(run, cfg)
-    assert summary == {"n_candidates": 4, "n_negative_formation": 1, "n_within_0.1": 1, "top": "LiF"}
+    assert summary == {
+        "n_candidates": 4,
+        "n_negative_formation": 1,
+        "n_within_0.1": 1,
+        "n_below_known_hull": 0,
+        "top": "LiF",
+    }
     table = read_table(run / "stability" / "discoveries.csv")
     assert table["formula"].tolist() == ["LiF", "SrYF5", "MgF2", "KAlF4"]
     summary = stage_report(run, cfg)

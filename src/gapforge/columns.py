@@ -49,6 +49,8 @@ N_TEMPLATES_RELAXED = "n_templates_relaxed"
 HULL_KNOWN_PHASES = "hull_known_phases"
 DECOMPOSITION = "decomposition"  # known phases the candidate decomposes into, e.g. "0.5 LiF + 0.5 NaF"
 NEGATIVE_FORMATION = "negative_formation"
+# True where e_above_hull < -0.05 eV/atom: below every known phase, so the reference may be missing one
+BELOW_KNOWN_HULL = "below_known_hull"
 
 # DFT stage (dft.csv; its other columns are in gapforge.structure.dft)
 DFT_BAND_GAP = "dft_band_gap"  # eV, PBE, grid + band path

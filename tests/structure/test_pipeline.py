@@ -149,6 +149,28 @@ def test_relax_stage_failures_and_best_template(built, monkeypatch, tiny_library
     assert len(relax_structures(out, references=FAKE_REFS, library=tiny_library_path)) == 5
 
 
+def test_relax_stage_hull_from_a_user_table(built, monkeypatch, tmp_path, caplog):
+    out, _ = built
+    monkeypatch.setattr(parallel, "relax_structure", _fake_relax({"KBr": -3.2, "SrF2": -4.0}))
+    phases = tmp_path / "phases.csv"  # made-up known phases
+    phases.write_text("formula,formation_energy_per_atom\nKBr,-1.0\nSrF2,-2.05\nSr2F,-0.5\n")
+    with caplog.at_level("WARNING", logger="gapforge.structure.pipeline"):
+        best = relax_structures(out, references=FAKE_REFS, hull=phases, workers=1)
+    row = best.set_index("formula")
+    # KBr: formation energy (-3.2 + 2.0) = -1.2 against the known -1.0: 0.2 below the hull, flagged
+    assert row.loc["KBr", "e_above_hull"] == pytest.approx(-0.2)
+    assert row.loc["KBr", "decomposition"] == "1 KBr"
+    assert row.loc["KBr", "below_known_hull"] is True
+    assert "KBr lies 0.200 eV/atom below the known hull" in caplog.text
+    assert "missing a phase" in caplog.text
+    # SrF2: -2.0 against -2.05: 0.05 above, not flagged; Sr2F counts as a known phase
+    assert row.loc["SrF2", "e_above_hull"] == pytest.approx(0.05)
+    assert row.loc["SrF2", "below_known_hull"] is False
+    assert row.loc["SrF2", "hull_known_phases"] == 2
+    saved = _read(out / RELAXED_FILE).set_index("formula")
+    assert saved.loc["KBr", "decomposition"] == "1 KBr"
+
+
 def test_missing_cif_is_a_row_failure(built, monkeypatch, tiny_library_path):
     out, table = built
     first = table.cif_path.dropna().iloc[0]

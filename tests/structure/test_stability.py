@@ -61,25 +61,26 @@ def test_reference_file_round_trip(tmp_path):
 
 
 def test_hull_against_known_phases(tiny_library_path):
-    hull = HullReference(load_library(tiny_library_path))
+    hull = HullReference.from_library(load_library(tiny_library_path))
     # NaCl itself: on the hull at its MP formation energy, above it when less stable.
-    e, n = hull.e_above_hull("NaCl", -2.10)
-    assert e == pytest.approx(0.0, abs=1e-9) and n == 1
-    assert hull.e_above_hull("NaCl", -2.0)[0] == pytest.approx(0.1)
-    assert hull.e_above_hull("NaCl", -2.3)[0] == pytest.approx(-0.2)  # below the known hull
-    # No known compound in K-Br: the hull is unknown, not the elements.
-    e, n = hull.e_above_hull("KBr", -1.5)
-    assert n == 0 and np.isnan(e)
+    res = hull.e_above_hull("NaCl", -2.10)
+    assert res.e_above_hull == pytest.approx(0.0, abs=1e-9) and res.n_known_phases == 1
+    assert res.decomposition == {"NaCl": pytest.approx(1.0)}
+    assert hull.e_above_hull("NaCl", -2.0).e_above_hull == pytest.approx(0.1)
+    below = hull.e_above_hull("NaCl", -2.3)
+    assert below.e_above_hull == pytest.approx(-0.2) and below.below_known_hull
+    # No known compound in K-Cl: the hull is the elements alone, and says so.
+    res = hull.e_above_hull("KCl", -1.5)
+    assert res.n_known_phases == 0 and res.e_above_hull == pytest.approx(-1.5)
+    assert "elements only" in res.reason
+    # No known phase with Br at all: unknown, with the reason.
+    res = hull.e_above_hull("KBr", -1.5)
+    assert np.isnan(res.e_above_hull) and "Br" in res.reason and res.decomposition_text == ""
     # Ternary SrTiO3 with its own MP value.
-    assert hull.e_above_hull("SrTiO3", -3.5)[0] == pytest.approx(0.0, abs=1e-9)
-    assert np.isnan(hull.e_above_hull("NaCl", float("nan"))[0])
-    # Leave-one-out for validation.
-    assert (
-        HullReference(load_library(tiny_library_path), exclude_formulas=frozenset({"NaCl"})).e_above_hull(
-            "NaCl", -2.0
-        )[1]
-        == 0
-    )
+    assert hull.e_above_hull("SrTiO3", -3.5).e_above_hull == pytest.approx(0.0, abs=1e-9)
+    assert np.isnan(hull.e_above_hull("NaCl", float("nan")).e_above_hull)
+    # Leave a system out for validation.
+    assert hull.without_systems(["Na-Cl"]).e_above_hull("NaCl", -2.0).n_known_phases == 0
 
 
 def test_mp2020_correction_only_for_checking():

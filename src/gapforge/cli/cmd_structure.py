@@ -54,7 +54,15 @@ def relax_cmd(
     input: Annotated[Path, typer.Option("--input", help="Run directory written by `gapforge structure`.")],
     library: Annotated[
         Path | None,
-        typer.Option("--library", help="Library for e_above_hull (default: the one `structure` used)."),
+        typer.Option("--library", help="Measure e_above_hull against this template library only."),
+    ] = None,
+    hull: Annotated[
+        str | None,
+        typer.Option(
+            "--hull",
+            help="Known phases for e_above_hull: a dataset name or a table of formula + "
+            "formation_energy_per_atom (default: mp-e-form, every Materials Project formation energy).",
+        ),
     ] = None,
     fmax: Annotated[float, typer.Option("--fmax", help="Force convergence threshold (eV/Å).")] = 0.05,
     steps: Annotated[int, typer.Option("--steps", help="Maximum optimiser steps per structure.")] = 500,
@@ -70,6 +78,7 @@ def relax_cmd(
         input,
         settings=RelaxSettings(fmax=fmax, max_steps=steps),
         library=library,
+        hull=hull,
         workers=workers or None,
         overwrite=overwrite,
     )
@@ -81,6 +90,7 @@ def relax_cmd(
         C.ENERGY_PER_ATOM,
         C.FORMATION_ENERGY_PER_ATOM,
         C.E_ABOVE_HULL,
+        C.DECOMPOSITION,
         C.CONVERGED,
         C.REASON,
     ]

@@ -34,6 +34,8 @@ _AGD_RAW = (
     f"https://raw.githubusercontent.com/usccolumbia/Acitve-Generative-Design/{_AGD_COMMIT}/AGD_inverse_design"
 )
 _ROOST_DATA = f"{_AGD_RAW}/roost/roost/examples/prepared_training_data"
+_CRABNET_COMMIT = "457b4d4835737ecbe4dd33e53174bd818bd82143"
+_CRABNET_MATBENCH = f"https://raw.githubusercontent.com/anthony-wang/CrabNet/{_CRABNET_COMMIT}/data/matbench"
 
 
 @dataclass(frozen=True)
@@ -46,7 +48,8 @@ class DatasetEntry:
         subdir: the folder of the data mirror that holds it.
         url: pinned public address (a commit-pinned raw file), or None.
         sha256: checksum of the file's bytes.
-        kind: ``"bandgap"`` (formula + gap) or ``"formulas"`` (formulas only).
+        kind: ``"bandgap"`` (formula + gap), ``"formulas"`` (formulas only) or
+            ``"formation_energy"`` (formula + eV/atom; read by ``gapforge.structure.hull``).
         description: one line for ``gapforge data list``.
     """
 
@@ -97,6 +100,10 @@ REGISTRY: dict[str, DatasetEntry] = {
         _e("mp-formulas", "mpid_formula_sp.csv", f"{_AGD_RAW}/AML_Roost/data/mpid_formula_sp.csv",
            "1cc1e749681525b644945907d1163650d45c2b8aae721b79f3dd9ba8b992ee37", "formulas",
            "123,805 Materials Project ids with formulas (89,374 distinct) and space groups"),
+        # the mirror holds it gzipped (sha256 5e5a424c…); pinned here: the CSV's sha256 (what the url serves)
+        DatasetEntry("mp-e-form", "mp_e_form.csv.gz", "matbench", f"{_CRABNET_MATBENCH}/mp_e_form.csv",
+                     "90e895635c96447c5be4e9070d26f26e1b4d17925102a6597ae3c4d79c32555b", "formation_energy",
+                     "132,752 Materials Project formation energies per atom (95,118 formulas, matbench)"),
     )
 }  # fmt: skip
 
@@ -175,7 +182,7 @@ def resolve(
         return find_data_file(entry.filename, entry.subdir)
     except DatasetNotFoundError:
         pass
-    cached = cache_dir() / entry.filename
+    cached = cache_dir() / _cache_name(entry)
     if cached.is_file():
         if entry.sha256 and sha256_of(cached) != entry.sha256:
             raise ChecksumError(
@@ -184,11 +191,18 @@ def resolve(
         return cached
     hint = (
         f"dataset {name} not found: put {entry.filename} in a directory listed in GAPFORGE_DATA_PATH "
-        f"or in {cache_dir()}"
+        f"or {_cache_name(entry)} in {cache_dir()}"
     )
     if not download or entry.url is None:
         raise DatasetNotFoundError(hint)
     return _download(entry, cached, hint=hint, timeout=timeout)
+
+
+def _cache_name(entry: DatasetEntry) -> str:
+    """The cache keeps what the pinned address serves (a mirror may hold it gzipped as ``filename``)."""
+    if entry.url and entry.filename.endswith(".gz") and not entry.url.endswith(".gz"):
+        return entry.filename.removesuffix(".gz")
+    return entry.filename
 
 
 def _download(entry: DatasetEntry, dest: Path, *, hint: str, timeout: float) -> Path:

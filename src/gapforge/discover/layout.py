@@ -91,6 +91,8 @@ CANDIDATE_COLUMNS = (
     C.P_IN_WINDOW,
     FORMATION_ENERGY,
     E_ABOVE_HULL,
+    C.DECOMPOSITION,
+    C.BELOW_KNOWN_HULL,
     DFT_BAND_GAP,
     TEMPLATE_FORMULA,
     N_ATOMS,
@@ -167,8 +169,11 @@ def assemble_candidates(run_dir: str | Path) -> pd.DataFrame | None:
         for col in (FORMATION_ENERGY, E_ABOVE_HULL):
             if col in rel.columns:
                 keep[col] = pd.to_numeric(rel[col], errors="coerce")
-        if TEMPLATE_FORMULA in rel.columns:
-            keep[TEMPLATE_FORMULA] = rel[TEMPLATE_FORMULA]
+        if C.HULL_KNOWN_PHASES in rel.columns:
+            keep[C.HULL_KNOWN_PHASES] = pd.to_numeric(rel[C.HULL_KNOWN_PHASES], errors="coerce")
+        for col in (TEMPLATE_FORMULA, C.DECOMPOSITION, C.BELOW_KNOWN_HULL):
+            if col in rel.columns:
+                keep[col] = rel[col]
         link = pd.Series([None] * len(rel), dtype=object)
         for col in (C.CIF_PATH, C.RELAXED_CIF_PATH):  # the relaxed one wins where it exists
             if col in rel.columns:

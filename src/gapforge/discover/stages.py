@@ -432,7 +432,7 @@ FILTER_DESCRIPTIONS = {
     "in_window": "predicted gap in the window",
     "simple": "fewer than {max_atoms} atoms and fewer than {max_elements} elements",
     "smact_valid": "charge-neutral with allowed oxidation states (SMACT)",
-    "novel": "not a known Materials Project / dataset formula",
+    "novel": "not a known formula (mp-e-form, mp-gap, mp-bandgap, mp-formulas) nor in the training data",
     "max_std": "prediction std ≤ {max_std} eV",
     "top": "the {top} most probable in the window",
 }
@@ -581,11 +581,21 @@ def stage_relax(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     return {
         "n_candidates": len(best),
         # a relaxed structure always has a formation energy; e_above_hull is NaN when the
-        # library knows no phase of its chemical system, so it cannot count relaxations
+        # hull reference has no phase with one of its elements
         "n_relaxed": int(e_form.notna().sum()),
+        "n_with_e_above_hull": int(ehull.notna().sum()),
         "n_on_hull": int((ehull <= 1e-6).sum()),
         "n_within_0.1": int((ehull <= 0.1).sum()),
+        # more than 0.05 eV/atom below every known phase: the reference may miss a phase
+        "n_below_known_hull": _n_true(best, C.BELOW_KNOWN_HULL),
     }
+
+
+def _n_true(table: pd.DataFrame, col: str) -> int:
+    """Rows whose boolean column is true (CSV round trips give "True" strings)."""
+    if col not in table.columns:
+        return 0
+    return int(table[col].map(lambda v: v is True or str(v) == "True").sum())
 
 
 def stage_stability(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
@@ -600,6 +610,7 @@ def stage_stability(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
         "n_candidates": len(table),
         "n_negative_formation": int((ef < 0).sum()),
         "n_within_0.1": int((eh <= 0.1).sum()),
+        "n_below_known_hull": _n_true(table, C.BELOW_KNOWN_HULL),
         "top": str(table[C.FORMULA].iloc[0]) if len(table) else None,
     }
 

@@ -64,22 +64,14 @@ def is_novel(reduced_formulas: Sequence[str], known: Collection[str]) -> np.ndar
 
 
 def known_formulas() -> frozenset[str]:
-    """Reduced formulas of every known Materials Project composition (``mp-formulas`` + ``mp-bandgap``).
+    """Reduced formulas of every known composition: :func:`gapforge.data.known.known_formulas`.
 
-    Needs the data (``GAPFORGE_DATA_PATH``); cached per process.
+    The union of ``mp-e-form``, ``mp-gap``, ``mp-bandgap`` and ``mp-formulas``;
+    needs the data (``GAPFORGE_DATA_PATH``); cached per process.
     """
-    return _known_formulas()
+    from gapforge.data.known import known_formulas as _known
 
-
-@functools.cache
-def _known_formulas() -> frozenset[str]:
-    from gapforge import columns as C
-    from gapforge.data import load_dataset, load_formulas
-
-    # the loaders already key every row by pymatgen's reduced formula
-    a = load_formulas("mp-formulas")[C.FORMULA].astype(str)
-    b = load_dataset("mp-bandgap")[C.FORMULA].astype(str)
-    return frozenset(a) | frozenset(b)
+    return _known()
 
 
 __all__ = ["in_window", "is_novel", "is_simple", "known_formulas", "smact_valid"]

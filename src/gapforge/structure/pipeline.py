@@ -32,12 +32,12 @@ from gapforge import columns as C
 from gapforge.errors import FormulaError, GapforgeError, InputError
 from gapforge.io import find_column, read_table, write_json, write_table
 from gapforge.structure.elmd import MODIFIED_PETTIFOR, as_composition
+from gapforge.structure.hull import DEFAULT_HULL_DATASET, HullReference
 from gapforge.structure.library import TemplateLibrary, load_library
 from gapforge.structure.parallel import Failure, run_relaxations
 from gapforge.structure.relax import RelaxResult, RelaxSettings
 from gapforge.structure.stability import (
     ElementalReferences,
-    HullReference,
     formation_energy_per_atom,
     load_elemental_references,
 )
@@ -204,6 +204,7 @@ def relax_structures(
     settings: RelaxSettings = RelaxSettings(),
     library: TemplateLibrary | str | Path | None = None,
     references: ElementalReferences | str | Path | None = None,
+    hull: HullReference | str | Path | None = None,
     workers: int | None = None,
     overwrite: bool = False,
 ) -> pd.DataFrame:
@@ -212,9 +213,13 @@ def relax_structures(
     Args:
         run_dir: directory written by :func:`build_structures`.
         settings: relaxation protocol.
-        library: library for the energy above hull (default: the one recorded by
-            :func:`build_structures`, if it can still be found).
+        library: when given (and ``hull`` is not), the energy above hull is
+            measured against this template library's formation energies only.
         references: elemental reference entries (default: the MP 2023-02-07 file).
+        hull: the known phases for the energy above hull: a
+            :class:`~gapforge.structure.hull.HullReference`, a formation-energy
+            dataset name or a table of formula + formation energy per atom
+            (default: ``mp-e-form``, every Materials Project formation energy).
         workers: processes (default: all cores).
         overwrite: redo even if ``relaxed.csv`` exists (else it is returned as is).
 
@@ -239,7 +244,7 @@ def relax_structures(
     refs = (
         references if isinstance(references, ElementalReferences) else load_elemental_references(references)
     )
-    hull = _hull_reference(run_dir, library)
+    hull = _hull_reference(run_dir, library, hull)
 
     todo = [i for i in range(len(table)) if _has_cif(table, i)]
     structures, ok_idx = [], []
@@ -267,13 +272,14 @@ def relax_structures(
         {
             "settings": asdict(settings),
             "references": refs.source,
-            "hull_library": None if hull is None else hull[1],
+            "hull_reference": None if hull is None else hull[1],
         },
         run_dir / RELAX_SETTINGS_FILE,
     )
     write_table(table, run_dir / RELAXED_ALL_FILE)
     best = select_best(table)
     write_table(best, out_path)
+    warn_below_known_hull(best)
     n_done = sum(not isinstance(r, Failure) for r in results)
     log.info(
         "relax stage: %d of %d structures relaxed; %d candidates, %d with negative formation energy",
@@ -357,8 +363,22 @@ _NUMERIC_COLUMNS = (
     C.BAND_GAP_MEAN,
     C.BAND_GAP_STD,
 )
-_BOOL_COLUMNS = (C.SAME_PROTOTYPE, C.OXIDATION_CONSISTENT, C.CONVERGED, C.NEGATIVE_FORMATION)
-_TEXT_COLUMNS = (C.REASON, C.CIF_PATH, C.SUBSTITUTION, C.TEMPLATE_ID, C.TEMPLATE_FORMULA, C.RELAXED_CIF_PATH)
+_BOOL_COLUMNS = (
+    C.SAME_PROTOTYPE,
+    C.OXIDATION_CONSISTENT,
+    C.CONVERGED,
+    C.NEGATIVE_FORMATION,
+    C.BELOW_KNOWN_HULL,
+)
+_TEXT_COLUMNS = (
+    C.REASON,
+    C.CIF_PATH,
+    C.SUBSTITUTION,
+    C.TEMPLATE_ID,
+    C.TEMPLATE_FORMULA,
+    C.RELAXED_CIF_PATH,
+    C.DECOMPOSITION,
+)
 
 
 def read_stage_table(path: str | Path) -> pd.DataFrame:
@@ -409,29 +429,46 @@ def _record_relaxation(
 
 
 def _hull_reference(
-    run_dir: Path, library: TemplateLibrary | str | Path | None
+    run_dir: Path, library: TemplateLibrary | str | Path | None, hull: HullReference | str | Path | None
 ) -> tuple[HullReference, str] | None:
+    from gapforge.data.registry import REGISTRY
+
+    if isinstance(hull, HullReference):
+        return hull, hull.source
+    if hull is not None:
+        ref = (
+            HullReference.from_dataset(str(hull)) if str(hull) in REGISTRY else HullReference.from_table(hull)
+        )
+        return ref, ref.source
     if isinstance(library, TemplateLibrary):
-        return HullReference(library), str(library.source)
-    if library is None:
-        try:
-            library = json.loads((run_dir / SETTINGS_FILE).read_text())["library"]
-        except (OSError, KeyError, ValueError):
-            library = None
-    try:
+        return HullReference.from_library(library), str(library.source)
+    if library is not None:
         lib = load_library(library)
+        return HullReference.from_library(lib), str(lib.source)
+    try:
+        ref = HullReference.from_dataset(DEFAULT_HULL_DATASET)
+        return ref, ref.source
+    except GapforgeError as exc:
+        log.warning("no %s hull reference (%s); trying the template library", DEFAULT_HULL_DATASET, exc)
+    try:
+        recorded = json.loads((run_dir / SETTINGS_FILE).read_text())["library"]
+    except (OSError, KeyError, ValueError):
+        recorded = None
+    try:
+        lib = load_library(recorded)
     except GapforgeError as exc:
         log.warning("no library for the energy above hull (%s); e_above_hull left empty", exc)
         return None
-    return HullReference(lib), str(lib.source)
+    return HullReference.from_library(lib), str(lib.source)
 
 
 def _add_stability(
     table: pd.DataFrame, refs: ElementalReferences, hull: tuple[HullReference, str] | None
 ) -> None:
-    for col in (C.FORMATION_ENERGY_PER_ATOM, C.E_ABOVE_HULL, C.HULL_KNOWN_PHASES, C.NEGATIVE_FORMATION):
-        table[col] = np.nan if col != C.NEGATIVE_FORMATION else None
-    table[C.NEGATIVE_FORMATION] = table[C.NEGATIVE_FORMATION].astype(object)
+    for col in (C.FORMATION_ENERGY_PER_ATOM, C.E_ABOVE_HULL, C.HULL_KNOWN_PHASES):
+        table[col] = np.nan
+    for col in (C.NEGATIVE_FORMATION, C.BELOW_KNOWN_HULL, C.DECOMPOSITION):
+        table[col] = pd.Series([None] * len(table), index=table.index, dtype=object)
     if C.ENERGY_PER_ATOM not in table.columns:
         return
     for i in range(len(table)):
@@ -446,7 +483,31 @@ def _add_stability(
             continue
         table.loc[i, C.FORMATION_ENERGY_PER_ATOM] = ef
         table.loc[i, C.NEGATIVE_FORMATION] = bool(ef < 0)
-        if hull is not None:
-            ehull, n_known = hull[0].e_above_hull(formula, ef)
-            table.loc[i, C.E_ABOVE_HULL] = ehull
-            table.loc[i, C.HULL_KNOWN_PHASES] = n_known
+        if hull is None:
+            continue
+        res = hull[0].e_above_hull(formula, ef)
+        table.loc[i, C.HULL_KNOWN_PHASES] = res.n_known_phases
+        if not np.isfinite(res.e_above_hull):
+            reason = table.loc[i, C.REASON] if C.REASON in table.columns else None
+            if not (isinstance(reason, str) and reason):
+                table.loc[i, C.REASON] = f"no energy above hull: {res.reason}"
+            continue
+        table.loc[i, C.E_ABOVE_HULL] = res.e_above_hull
+        table.loc[i, C.DECOMPOSITION] = res.decomposition_text
+        table.loc[i, C.BELOW_KNOWN_HULL] = res.below_known_hull
+
+
+def warn_below_known_hull(best: pd.DataFrame) -> int:
+    """Log one warning per candidate more than 0.05 eV/atom below the known hull; return how many."""
+    if C.BELOW_KNOWN_HULL not in best.columns:
+        return 0
+    flagged = best[best[C.BELOW_KNOWN_HULL].map(lambda v: v is True or str(v) == "True")]
+    for _, row in flagged.iterrows():
+        log.warning(
+            "%s lies %.3f eV/atom below the known hull (decomposition %s): "
+            "the reference may be missing a phase",
+            row[C.FORMULA],
+            -float(row[C.E_ABOVE_HULL]),
+            row.get(C.DECOMPOSITION, ""),
+        )
+    return len(flagged)

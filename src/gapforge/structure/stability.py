@@ -13,13 +13,12 @@ and MP2020 applies no correction to pure elements), so
 
 with mu_el the reference energy per atom of element el (eV/atom).
 
-Hull. ``e_above_hull`` is measured against the known phases of the template
-library that carry a formation energy (the MP-20 rows of the offline library),
-plus the elements at zero, in formation-energy space. The known phases'
+Hull. ``e_above_hull`` is measured against :class:`gapforge.structure.hull.HullReference`,
+by default every Materials Project formation energy of ``mp-e-form`` (lowest
+per formula, elements at zero), in formation-energy space. The known phases'
 formation energies come from the Materials Project (DFT), the candidate's from
 CHGNet; ``hull_known_phases`` counts the known compounds in the candidate's
-chemical system; with none, ``e_above_hull`` is NaN (unknown), never the
-formation energy against the elements dressed up as a hull distance.
+chemical system and ``decomposition`` names the hull phases at its composition.
 A negative ``e_above_hull`` means the candidate lies below the known hull.
 """
 
@@ -32,14 +31,12 @@ import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
-from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
-from pymatgen.core import Composition, Element, Structure
+from pymatgen.core import Composition, Structure
 
-from gapforge import columns as C
 from gapforge.errors import FormulaError, InputError
 from gapforge.structure.elmd import as_composition
-from gapforge.structure.library import DATA_SUBDIR, ELEMENTAL_REFERENCES_FILE, TemplateLibrary, find_data_file
+from gapforge.structure.hull import HullReference, HullResult
+from gapforge.structure.library import DATA_SUBDIR, ELEMENTAL_REFERENCES_FILE, find_data_file
 
 log = logging.getLogger(__name__)
 
@@ -143,53 +140,11 @@ def mp2020_correction_per_atom(structure: Structure | Composition | str) -> floa
     return float(sum(a.value for a in adjustments) / comp.num_atoms)
 
 
-class HullReference:
-    """Known phases with formation energies, for energies above the hull.
-
-    Args:
-        library: template library; rows with ``formation_energy_per_atom`` are used.
-        exclude_formulas: reduced formulas to leave out (e.g. the candidate itself
-            in validation).
-    """
-
-    def __init__(self, library: TemplateLibrary, *, exclude_formulas: frozenset[str] = frozenset()) -> None:
-        table = library.table
-        known = table[C.FORMATION_ENERGY_PER_ATOM].notna().to_numpy()
-        rows = table.loc[known, [C.REDUCED_FORMULA, C.FORMATION_ENERGY_PER_ATOM]]
-        # Lowest formation energy per formula (polymorphs).
-        rows = rows.groupby(C.REDUCED_FORMULA, as_index=False)[C.FORMATION_ENERGY_PER_ATOM].min()
-        self._formulas = rows[C.REDUCED_FORMULA].tolist()
-        self._eform = rows[C.FORMATION_ENERGY_PER_ATOM].to_numpy(dtype=float)
-        self._elements = [frozenset(Composition(f).get_el_amt_dict()) for f in self._formulas]
-        self._exclude = exclude_formulas
-
-    def __len__(self) -> int:
-        return len(self._formulas)
-
-    def e_above_hull(self, composition: Composition | str, e_form_per_atom: float) -> tuple[float, int]:
-        """Energy above the known hull (eV/atom) and the number of known compounds used.
-
-        Returns ``(nan, n)`` when ``e_form_per_atom`` is not finite, and
-        ``(nan, 0)`` when no known compound lies in the candidate's chemical system.
-        """
-        comp = as_composition(composition).reduced_composition
-        if not np.isfinite(e_form_per_atom):
-            return float("nan"), 0
-        chemsys = frozenset(el.symbol for el in comp.elements)
-        entries = [PDEntry(Composition({Element(el): 1}), 0.0) for el in chemsys]
-        n_known = 0
-        for f, e, els in zip(self._formulas, self._eform, self._elements, strict=True):
-            if len(els) > 1 and els <= chemsys and f not in self._exclude:
-                c = Composition(f)
-                entries.append(PDEntry(c, float(e) * c.num_atoms))
-                n_known += 1
-        if len(chemsys) == 1:
-            return float(e_form_per_atom), 0
-        if n_known == 0:
-            # an elements-only "hull" would just repeat the formation energy and read as
-            # "on the hull"; with no known compound in the system the hull is unknown
-            return float("nan"), 0
-        diagram = PhaseDiagram(entries)
-        cand = PDEntry(comp, float(e_form_per_atom) * comp.num_atoms)
-        _, ehull = diagram.get_decomp_and_e_above_hull(cand, allow_negative=True)
-        return float(ehull), n_known
+__all__ = [
+    "ElementalReferences",
+    "HullReference",
+    "HullResult",
+    "formation_energy_per_atom",
+    "load_elemental_references",
+    "mp2020_correction_per_atom",
+]
