@@ -22,7 +22,13 @@ import time
 from pathlib import Path
 
 from _common import RESULTS, machine
-from gapforge.experiments.rediscovery import RediscoverySettings, collect_runs, run_rediscovery, write_summary
+from gapforge.experiments.rediscovery import (
+    RediscoverySettings,
+    collect_runs,
+    run_rediscovery,
+    run_stability,
+    write_summary,
+)
 
 
 def _copy_results(work: Path, dest: Path) -> None:
@@ -43,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--generator-epochs", type=int, default=6)
     ap.add_argument("--iterations", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--stability-pairs",
+        type=int,
+        default=0,
+        help="after the draws: relax this many held-out + as many other >= 4 eV candidates of draw 0 "
+        "and measure the ROC-AUC of their energy above hull (0: skip)",
+    )
+    ap.add_argument("--stability-only", action="store_true", help="skip the draws (they are done)")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = RediscoverySettings(
@@ -54,9 +68,8 @@ def main(argv: list[str] | None = None) -> int:
     )
     command = "python benchmarks/bench_rediscovery.py " + " ".join(sys.argv[1:] if argv is None else argv)
     t0 = time.time()
-    for draw in range(settings.draws):  # one draw at a time, results copied as they come
-        one = RediscoverySettings(**{**settings.__dict__, "draws": draw + 1})
-        run_rediscovery(one, args.work, progress=False)
+
+    def summary() -> str:
         _copy_results(args.work, args.results)
         meta = {
             "command": command,
@@ -64,7 +77,16 @@ def main(argv: list[str] | None = None) -> int:
             "load_average": os.getloadavg(),
             "wall_minutes_this_call": (time.time() - t0) / 60,
         }
-        md = write_summary(collect_runs(args.results), settings, args.results, meta)
+        return write_summary(collect_runs(args.results), settings, args.results, meta)
+
+    md = ""
+    for draw in range(0 if args.stability_only else settings.draws):  # one draw at a time, copied as done
+        one = RediscoverySettings(**{**settings.__dict__, "draws": draw + 1})
+        run_rediscovery(one, args.work, progress=False)
+        md = summary()
+    if args.stability_pairs:
+        run_stability(args.work, draw=0, n_each=args.stability_pairs, seed=args.seed)
+        md = summary()
     print(md)
     return 0
 

@@ -447,6 +447,90 @@ def _run_draw(settings, known: pd.DataFrame, draw: int, out: Path, todo) -> None
     write_json(draw_info, out / "runs" / f"draw{draw}_info.json")
 
 
+def run_stability(
+    out: str | Path,
+    *,
+    draw: int = 0,
+    window: GapWindow = GapWindow(4.0),
+    n_each: int = 15,
+    relax_steps: int = 100,
+    workers: int = 1,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """ROC-AUC with which the pipeline's energy above hull separates held-out materials from other candidates.
+
+    Takes discover's candidates of one finished draw and window (pool formulas with the
+    predicted mean in the window), up to ``n_each`` that are held-out materials and as
+    many random others; builds their structures from templates **without** the held-out
+    systems, relaxes them with CHGNet (``relax_steps``, fmax 0.1 eV/Å) and places them on
+    the hull of ``mp-e-form`` **without** the held-out systems. Writes
+    ``OUT/runs/stability_draw{draw}_{window}.json``.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from gapforge.structure.hull import HullReference
+    from gapforge.structure.library import load_library
+    from gapforge.structure.pipeline import StructureSettings, build_structures, relax_structures
+    from gapforge.structure.relax import RelaxSettings
+    from gapforge.structure.templates import SearchSettings
+
+    out = Path(out)
+    t0 = time.perf_counter()
+    held = set((out / f"heldout_systems_draw{draw}.txt").read_text().split())
+    known = build_known(out / "work" / "known.parquet")
+    exists = set(known.loc[known[CHEMSYS].isin(held), C.FORMULA])
+    run_dir = out / "work" / f"draw{draw}" / f"discover_{window_key(window)}"
+    screened = pd.read_parquet(run_dir / "screen" / "screened.parquet")
+    ok = screened["in_window"].to_numpy(dtype=bool).copy()
+    for flag in POOL_FLAGS:
+        ok &= screened[flag].to_numpy(dtype=bool)
+    cand = screened[ok]
+    is_held = cand[C.FORMULA].isin(exists)
+    pos, neg = cand[is_held], cand[~is_held]
+    n = min(n_each, len(pos), len(neg))
+    pick = pd.concat([pos.sample(n=n, random_state=seed), neg.sample(n=n, random_state=seed)])
+    sdir = out / "work" / f"draw{draw}" / f"stability_{window_key(window)}"
+    sdir.mkdir(parents=True, exist_ok=True)
+    inp = write_table(
+        pick[[C.FORMULA, C.BAND_GAP_MEAN, C.BAND_GAP_STD]].reset_index(drop=True), sdir / "input.csv"
+    )
+    library = load_library(max_e_above_hull=0.1)
+    lib_sys = library.table[C.REDUCED_FORMULA].astype(str).map(chemical_system)
+    library = library.subset(~lib_sys.isin(held).to_numpy())
+    build_structures(inp, sdir, library=library, settings=StructureSettings(search=SearchSettings(top_k=1)))
+    hull = HullReference.from_dataset(exclude_systems=held)
+    best = relax_structures(
+        sdir, settings=RelaxSettings(fmax=0.1, max_steps=relax_steps), hull=hull, workers=workers
+    )
+    ehull = pd.to_numeric(best[C.E_ABOVE_HULL], errors="coerce")
+    y = best[C.FORMULA].isin(exists).to_numpy()
+    fin = np.isfinite(ehull.to_numpy())
+    auc = (
+        float(roc_auc_score(y[fin], -ehull.to_numpy()[fin]))
+        if fin.any() and 0 < y[fin].sum() < fin.sum()
+        else float("nan")
+    )
+    res = {
+        "draw": draw,
+        "target": str(window),
+        "n_held_out_candidates": int(is_held.sum()),
+        "n_other_candidates": int((~is_held).sum()),
+        "n_each": n,
+        "n_with_e_above_hull": int(fin.sum()),
+        "roc_auc": auc,
+        "median_e_above_hull_held_out": float(np.nanmedian(ehull[y])) if y.any() else float("nan"),
+        "median_e_above_hull_other": float(np.nanmedian(ehull[~y])) if (~y).any() else float("nan"),
+        "relax_steps": relax_steps,
+        "rows": [
+            {"formula": f, "held_out": bool(h), "e_above_hull": None if not np.isfinite(e) else float(e)}
+            for f, h, e in zip(best[C.FORMULA], y, ehull.to_numpy(), strict=True)
+        ],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    write_json(res, out / "runs" / f"stability_draw{draw}_{window_key(window)}.json")
+    return res
+
+
 def collect_runs(out: str | Path) -> pd.DataFrame:
     """Every per-run JSON file under ``OUT/runs`` as one table."""
     files = sorted(Path(out, "runs").glob("draw*_*.json"))
@@ -519,6 +603,20 @@ def render_markdown(table: pd.DataFrame, rows: pd.DataFrame, meta: dict[str, Any
                     f"{diff.std(ddof=1) if len(diff) > 1 else float('nan'):.3f} (P@100; "
                     f"campaign ahead in {(diff > 0).sum()}/{len(diff)} draws, behind in {(diff < 0).sum()})"
                 )
+    stab = meta.get("stability") or []
+    if stab:
+        lines += ["", "## Stability: energy above hull of held-out materials vs other candidates", ""]
+        lines.append(
+            "| draw | target | pairs | with e_above_hull | ROC-AUC "
+            "| median e_hull held-out / other (eV/atom) |"
+        )
+        lines.append("|---|---|---|---|---|---|")
+        for r in stab:
+            lines.append(
+                f"| {r['draw']} | {r['target']} | {r['n_each']} + {r['n_each']} | "
+                f"{r['n_with_e_above_hull']} | {r['roc_auc']:.3f} | "
+                f"{r['median_e_above_hull_held_out']:.3f} / {r['median_e_above_hull_other']:.3f} |"
+            )
     lines.append("")
     return "\n".join(lines)
 
@@ -528,7 +626,9 @@ def write_summary(
 ) -> str:
     """Write ``rediscovery.json`` and ``rediscovery.md`` from the per-run rows."""
     infos = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("draw*_info.json"))]
+    stability = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("stability_*.json"))]
     meta = {
+        "stability": stability,
         "settings": asdict(settings),
         "draws_done": sorted({int(d) for d in rows["draw"]}) if len(rows) else [],
         "wall_minutes": sum(i.get("seconds", 0.0) for i in infos) / 60,
@@ -555,5 +655,6 @@ __all__ = [
     "draw_holdout",
     "ranking_metrics",
     "run_rediscovery",
+    "run_stability",
     "window_key",
 ]
