@@ -133,7 +133,7 @@ class CampaignSettings:
     n_pool: int = 2000
     validity: str = str(DEFAULT_VALIDITY)
     compounds: str = str(DEFAULT_COMPOUND_RULE)
-    num_restarts: int = 8
+    num_restarts: int = 12
 
 
 @dataclass(frozen=True)
