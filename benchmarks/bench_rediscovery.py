@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, required=True, help="work directory (models, runs; not committed)")
     ap.add_argument("--results", type=Path, default=RESULTS / "rediscovery")
     ap.add_argument("--draws", type=int, default=5)
-    ap.add_argument("--samples", type=int, default=50_000)
+    ap.add_argument("--samples", type=int, default=100_000)
     ap.add_argument("--generator-epochs", type=int, default=6)
     ap.add_argument("--iterations", type=int, default=5)
     ap.add_argument("--seed", type=int, default=0)

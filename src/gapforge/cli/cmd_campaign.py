@@ -221,7 +221,7 @@ def rediscovery_cmd(
     ] = 6,
     n_samples: Annotated[
         int, typer.Option("--samples", help="Generator samples per draw and target.")
-    ] = 50_000,
+    ] = 100_000,
     campaign_iterations: Annotated[int, typer.Option("--iterations", help="Campaign iterations.")] = 5,
     seed: SeedOpt = 0,
     workers: WorkersOpt = 1,

@@ -95,7 +95,7 @@ class RediscoverySettings:
     targets: tuple[tuple[float, float | None], ...] = ((4.0, None), (2.0, 3.0))
     generator_epochs: int = 6
     oracle_estimators: int = 60
-    n_samples: int = 50_000
+    n_samples: int = 100_000
     campaign_iterations: int = 5
     campaign_batch: int = 10
     screening_estimators: int = 100
