@@ -393,7 +393,10 @@ def stage_screening_model(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
             out / "model", metadata={"seed": cfg.seed, "trained_on": str(path.name), "metrics": metrics}
         )
     write_json(metrics, out / "metrics.json")
-    return {"kind": cfg.screening_model.kind, **{k: metrics.get(k) for k in ("n_train", "r2", "mae", "rmse")}}
+    return {
+        "kind": cfg.screening_model.kind,
+        **{k: metrics.get(k) for k in ("n_train", "r2", "mae_eV", "rmse_eV")},
+    }
 
 
 def stage_generate(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
