@@ -406,3 +406,23 @@ def test_discoveries_rank_by_probability_in_window_then_stability():
     # without probabilities (an older screen) stability decides, then the screen's order
     old = rank_discoveries(table.drop(columns=[C.P_IN_WINDOW]))
     assert old[C.FORMULA].tolist() == ["A2O", "E2O", "C2O", "B2O", "D2O"]
+
+
+def test_an_empty_screen_says_why_and_what_to_change(tmp_path):
+    from gapforge.cli.cmd_discover import _empty_result_message
+    from gapforge.discover.stages import empty_screen_advice
+
+    cfg = resolve_config(gap_min=9.0, quick=True)
+    steps = [
+        {"filter": "readable", "n_in": 100, "n_out": 100, "removed": 0},
+        {"filter": "in_window", "n_in": 100, "n_out": 0, "removed": 100},
+    ]
+    advice = empty_screen_advice(steps, cfg)
+    assert "in_window" in advice and "≥ 9.00 eV" in advice and "--gap-min" in advice
+    run = tmp_path / "run"
+    (run / "screen").mkdir(parents=True)
+    (run / "screen" / "funnel.json").write_text(json.dumps({"steps": steps, "n_kept": 0}))
+    message = _empty_result_message(run, cfg)
+    assert message.startswith("NO DISCOVERIES") and "lower --gap-min" in message
+    (run / "screen" / "funnel.json").write_text(json.dumps({"steps": steps, "n_kept": 3}))
+    assert _empty_result_message(run, cfg) == ""
