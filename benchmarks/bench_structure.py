@@ -13,13 +13,19 @@ Writes ``bench_structure.json`` and ``bench_structure.md`` to ``--out``:
 Usage::
 
     GAPFORGE_DATA_PATH=../shared/data python benchmarks/bench_structure.py \
-        --n 200 --max-sites 12 --max-steps 300 --workers 2
+        --n 200 --max-sites 8 --max-steps 100 --top-k 5 --workers 1 --skip-candidates
+
+Resumable: every material's record is saved as it is scored
+(``bench_structure_records.json``); the same command continues where it stopped
+(``--restart`` starts afresh).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import os
 import platform
 import tempfile
 import time
@@ -57,7 +63,11 @@ def main() -> None:
     p.add_argument("--max-sites", type=int, default=12)
     p.add_argument("--max-steps", type=int, default=300)
     p.add_argument("--fmax", type=float, default=0.05)
-    p.add_argument("--top-k", type=int, default=1)
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--no-aflow", action="store_true", help="MP templates only")
+    p.add_argument("--no-prototype-ranking", action="store_true", help="rank templates by ElMD only")
+    p.add_argument("--restart", action="store_true", help="ignore the saved records of an earlier run")
+    p.add_argument("--report-only", action="store_true", help="rewrite the results from the saved records")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument(
@@ -69,7 +79,7 @@ def main() -> None:
     p.add_argument("--candidate-top-k", type=int, default=2)
     p.add_argument("--candidate-max-sites", type=int, default=12, help="largest template cell for candidates")
     p.add_argument("--skip-candidates", action="store_true")
-    p.add_argument("--chunk-size", type=int, default=20, help="materials per batch; results saved after each")
+    p.add_argument("--chunk-size", type=int, default=2, help="materials per batch; results saved after each")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results"))
     args = p.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -79,16 +89,29 @@ def main() -> None:
     refs = load_elemental_references()
     relax = RelaxSettings(fmax=args.fmax, max_steps=args.max_steps)
     vset = ValidationSettings(
-        n_materials=args.n, max_sites=args.max_sites, seed=args.seed, top_k=args.top_k, relax=relax
+        n_materials=args.n,
+        max_sites=args.max_sites,
+        seed=args.seed,
+        top_k=args.top_k,
+        relax=relax,
+        aflow_prototypes=not args.no_aflow,
+        prototype_ranking=not args.no_prototype_ranking,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     command = "python benchmarks/bench_structure.py " + " ".join(
         f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
         for k, v in vars(args).items()
-        if v is not None and v is not False
+        if v is not None and v is not False and k not in ("restart", "out", "report_only")
     )
+    records_path = args.out / "bench_structure_records.json"
+    done = []
+    if records_path.is_file() and not args.restart:
+        saved = json.loads(records_path.read_text())
+        if saved.get("command") == command:
+            done = saved["records"]
+            logging.info("resuming: %d materials already done", len(done))
 
-    def save(result, cand_summary, *, complete: bool) -> dict:
+    def save(result, cand_summary, *, complete: bool, wall=None, load=None) -> dict:
         report = {
             "benchmark": "structure stage (issue 7)",
             "complete": complete,
@@ -97,14 +120,43 @@ def main() -> None:
             "command": command,
             "validation": result.summary,
             "candidates": cand_summary,
-            "wall_time_total_s": time.perf_counter() - t0,
+            "wall_time_total_s": time.perf_counter() - t0 if wall is None else wall,
+            "load_average": os.getloadavg() if load is None else load,
         }
         write_table(result.table, args.out / "bench_structure_validation.csv")
+        write_json({"command": command, "records": result.table.to_dict(orient="records")}, records_path)
         write_json(report, args.out / "bench_structure.json")
         write_text(markdown(report), args.out / "bench_structure.md")
         return report
 
     # Candidates first (small and fixed), then the long validation saved batch by batch.
+    if args.report_only:  # rewrite the results from the saved records (e.g. after stopping a long run)
+        from dataclasses import asdict
+
+        from gapforge.structure.validation import ValidationResult, summarise
+
+        table = pd.DataFrame(done)
+        previous = json.loads(
+            (args.out / "bench_structure.json").read_text()
+        )  # the run's own last checkpoint
+        summary = summarise(table)
+        summary.update(
+            {
+                "n_materials_planned": vset.n_materials,
+                "settings": asdict(vset),
+                "wall_time_total_s": previous["validation"]["wall_time_total_s"],
+                "note": "summarised from the saved per-material records (--report-only)",
+            }
+        )
+        report = save(
+            ValidationResult(table, summary),
+            None,
+            complete=len(done) >= vset.n_materials,
+            wall=previous["wall_time_total_s"],
+            load=previous.get("load_average"),
+        )
+        print(markdown(report))
+        return
     cand_summary = None if args.skip_candidates else run_candidates(args, library, relax)
     result = validate_rebuild(
         library,
@@ -113,6 +165,7 @@ def main() -> None:
         workers=args.workers,
         chunk_size=args.chunk_size,
         checkpoint=lambda r: save(r, cand_summary, complete=False),
+        done=done,
     )
     report = save(result, cand_summary, complete=True)
     print(markdown(report))
@@ -162,16 +215,37 @@ def markdown(report: dict) -> str:
         f"1 torch thread each. Total wall time {report['wall_time_total_s']:.0f} s.",
         "",
         f"## Rebuilding {v['n_materials']} known MP structures from their formula "
-        f"(<= {s['max_sites']} sites, top-{s['top_k']} template, own formula left out)",
+        f"(<= {s['max_sites']} sites, top-{s['top_k']} templates relaxed, own formula left out of the "
+        "templates, the prototype counts and the hull)",
+        "",
+        f"Templates: MP library{' + AFLOW prototypes' if s.get('aflow_prototypes') else ''}; ranking: "
+        f"{'distinct prototypes by ElMD + prototype frequency' if s.get('prototype_ranking') else 'ElMD'}. "
+        f"Load average at the end: {report.get('load_average', ['?'])[0]} (other helpers' jobs running).",
         "",
         "| metric | value |",
         "|---|---|",
         f"| materials | {v['n_materials']} |",
         f"| rebuilt (a template and a relaxation) | {v.get('n_rebuilt')} |",
         f"| no same-stoichiometry template | {v.get('n_no_template')} |",
-        f"| StructureMatcher match rate (all materials) | {_fmt(v.get('match_rate'))} |",
-        f"| match rate among rebuilt | {_fmt(v.get('match_rate_among_rebuilt'))} |",
-        f"| match rate before relaxation | {_fmt(v.get('match_rate_unrelaxed'))} |",
+        f"| ceiling: prototype (anonymised formula + space group) among the templates | "
+        f"{_fmt(v.get('ceiling_prototype_in_library'))} |",
+        f"| StructureMatcher match, top-1 template (relaxed) | {_fmt(v.get('match_rate_top1'))} |",
+        f"| StructureMatcher match, best-of-{s['top_k']} (lowest relaxed energy) | "
+        f"{_fmt(v.get('match_rate'))} |",
+        f"| match, any of the {s['top_k']} (oracle choice) | {_fmt(v.get('match_rate_any_topk'))} |",
+        f"| best-of-{s['top_k']} match among rebuilt | {_fmt(v.get('match_rate_among_rebuilt'))} |",
+        f"| top-1 match before relaxation | {_fmt(v.get('match_rate_unrelaxed'))} |",
+        f"| e_above_hull MAE rebuilt vs MP (eV/atom; ours clipped at 0) | "
+        f"{_fmt(v.get('e_above_hull_mae_rebuilt'))} |",
+        f"| within 0.1 eV/atom: precision / recall / F1 (rebuilt) | "
+        f"{_fmt(v.get('within_0.1_precision_rebuilt'))} / {_fmt(v.get('within_0.1_recall_rebuilt'))} / "
+        f"{_fmt(v.get('within_0.1_f1_rebuilt'))} |",
+        f"| share more than 0.05 eV/atom below the hull (rebuilt) | "
+        f"{_fmt(v.get('share_below_hull_by_0.05_rebuilt'))} |",
+        f"| control: CHGNet on the MP structure, e_above_hull MAE | "
+        f"{_fmt(v.get('e_above_hull_mae_chgnet_on_mp_structure'))} |",
+        f"| control: within 0.1 eV/atom F1, CHGNet on the MP structure | "
+        f"{_fmt(v.get('within_0.1_f1_chgnet_on_mp_structure'))} |",
         f"| e_form MAE rebuilt vs MP (eV/atom) | {_fmt(v.get('e_form_mae_rebuilt_vs_mp'))} |",
         f"| e_form median AE rebuilt vs MP (eV/atom) | {_fmt(v.get('e_form_median_ae_rebuilt_vs_mp'))} |",
         f"| e_form MAE, matched only (eV/atom) | {_fmt(v.get('e_form_mae_rebuilt_vs_mp_matched_only'))} |",
@@ -182,6 +256,15 @@ def markdown(report: dict) -> str:
         f"| share converged | {_fmt(v.get('share_converged'))} |",
         f"| share with negative e_form (rebuilt) | {_fmt(v.get('share_negative_e_form_rebuilt'))} |",
         f"| validation wall time (s) | {v['wall_time_total_s']:.0f} |",
+        "",
+        "## The selection rule, on the same materials (analysis, not a tuned result)",
+        "",
+        "Kept template: the first-ranked one unless another relaxed lower by more than the margin "
+        "(0 = best-of-k, the stage's rule; infinite = top-1).",
+        "",
+        "| margin (eV/atom) | match rate |",
+        "|---|---|",
+        *[f"| {m} | {r:.3f} |" for m, r in v.get("match_rate_by_selection_margin", {}).items()],
         "",
         "## Relaxation seconds per structure by number of sites",
         "",

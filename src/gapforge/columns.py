@@ -46,6 +46,14 @@ CONVERGED = "converged"
 WALL_TIME_S = "wall_time_s"
 MAX_FORCE = "max_force"  # eV/Å at the last step
 N_TEMPLATES_RELAXED = "n_templates_relaxed"
+RELAXED_SPACEGROUP = (
+    "relaxed_spacegroup_number"  # of the relaxed structure (SpacegroupAnalyzer, symprec 0.1 Å)
+)
+RELAXED_SPACEGROUP_SYMBOL = "relaxed_spacegroup_symbol"
+SYMMETRIZED_CIF_PATH = "symmetrized_cif_path"  # the relaxed structure written with its symmetry
+PROTOTYPE_SHARE = (
+    "prototype_share"  # share of known entries of the anonymised formula in the template's space group
+)
 HULL_KNOWN_PHASES = "hull_known_phases"
 DECOMPOSITION = "decomposition"  # known phases the candidate decomposes into, e.g. "0.5 LiF + 0.5 NaF"
 NEGATIVE_FORMATION = "negative_formation"

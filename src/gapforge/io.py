@@ -106,11 +106,32 @@ def write_table(df: pd.DataFrame, path: str | Path) -> Path:
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
-    """Write ``obj`` as pretty JSON atomically."""
+    """Write ``obj`` as pretty JSON atomically; NaN and infinities become ``null`` (valid JSON)."""
     path = Path(path)
+    text = json.dumps(json_ready(obj), indent=2, sort_keys=False, allow_nan=False)
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+        tmp.write_text(text + "\n")
     return path
+
+
+def json_ready(obj: Any) -> Any:
+    """``obj`` with numpy scalars/arrays and paths converted, and NaN/inf floats as ``None``.
+
+    ``json.dumps`` writes NaN as the bare word ``NaN``, which is not JSON; every JSON
+    file gapforge writes goes through this so a strict parser can read it.
+    """
+    import math
+
+    if isinstance(obj, dict):
+        return {str(k): json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, bool) or obj is None or isinstance(obj, int | str):
+        return obj
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    converted = _json_default(obj)
+    return json_ready(converted)
 
 
 def write_text(text: str, path: str | Path) -> Path:
@@ -124,6 +145,8 @@ def write_text(text: str, path: str | Path) -> Path:
 def _json_default(obj: Any) -> Any:
     import numpy as np
 
+    if isinstance(obj, np.bool_):
+        return bool(obj)
     if isinstance(obj, np.integer):
         return int(obj)
     if isinstance(obj, np.floating):

@@ -16,7 +16,7 @@ from gapforge.models.autoencoder import (
     read_latent_file,
     train_autoencoder,
 )
-from gapforge.models.base import MODEL_CARD_FILE
+from gapforge.models.base import MODEL_CARD_FILE, file_sha256
 from gapforge.models.latent_metrics import (
     SmactSettings,
     decode_stats,
@@ -304,6 +304,11 @@ def test_load_errors(fitted: CompositionAutoencoder, tmp_path: Path) -> None:
         CompositionAutoencoder.load(tmp_path / "other")
     fitted.save(tmp_path / "corrupt")
     (tmp_path / "corrupt" / "weights.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ModelError, match=r"weights\.pt: sha256 .* does not match"):
+        CompositionAutoencoder.load(tmp_path / "corrupt")
+    card = json.loads((tmp_path / "corrupt" / MODEL_CARD_FILE).read_text())
+    card["metadata"]["files_sha256"]["weights.pt"] = file_sha256(tmp_path / "corrupt" / "weights.pt")
+    (tmp_path / "corrupt" / MODEL_CARD_FILE).write_text(json.dumps(card))
     with pytest.raises(ModelError, match="cannot load weights"):
         CompositionAutoencoder.load(tmp_path / "corrupt")
 

@@ -13,7 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gapforge.cli import app
-from gapforge.errors import FormulaError, InputError, ModelError
+from gapforge.errors import InputError, ModelError
 from gapforge.models.autoencoder import CompositionAutoencoder, train_autoencoder
 
 FORMULAS = [
@@ -73,7 +73,18 @@ def test_encode_arguments_and_files(model_dir: Path, tmp_path: Path) -> None:
     src = _table(tmp_path / "in.csv", ["LiF", "Li9F", "Xx", "MgO"])
     out = tmp_path / "z.csv"
     res = runner.invoke(
-        app, ["latent", "encode", "--model", str(model_dir), "--input", str(src), "--output", str(out)]
+        app,
+        [
+            "latent",
+            "encode",
+            "--model",
+            str(model_dir),
+            "--input",
+            str(src),
+            "--output",
+            str(out),
+            "--skip-bad",
+        ],
     )
     assert res.exit_code == 0, res.output
     assert "2 formula(s) could not be encoded" in res.output
@@ -85,10 +96,9 @@ def test_encode_arguments_and_files(model_dir: Path, tmp_path: Path) -> None:
     np.testing.assert_allclose(
         t.loc[[0, 3], [f"z{i}" for i in range(8)]].to_numpy(), ae.encode(["LiF", "MgO"]), rtol=1e-5
     )
-    strict = runner.invoke(
-        app, ["latent", "encode", "--model", str(model_dir), "--input", str(src), "--strict"]
-    )
-    assert isinstance(strict.exception, FormulaError) and "Li9F" in str(strict.exception)
+    strict = runner.invoke(app, ["latent", "encode", "--model", str(model_dir), "--input", str(src)])
+    assert isinstance(strict.exception, InputError)
+    assert f"{src}, row 2: count 9 of Li above 8" in str(strict.exception)
     both = runner.invoke(app, ["latent", "encode", "--model", str(model_dir), "LiF", "--input", str(src)])
     assert both.exit_code != 0
     one_pass = tmp_path / "z1.npy"

@@ -57,10 +57,12 @@ def test_train_rejects_bad_split(tmp_path: Path) -> None:
 
 
 def test_predict_formulas_prints_a_table(forest_dir: Path) -> None:
-    res = runner.invoke(app, ["predict", "--model", str(forest_dir), "LiF", "GaAs", "Xx2O"])
+    bad = runner.invoke(app, ["predict", "--model", str(forest_dir), "LiF", "GaAs", "Xx2O"])
+    assert isinstance(bad.exception, InputError) and "argument 3: unknown element" in str(bad.exception)
+    res = runner.invoke(app, ["predict", "--model", str(forest_dir), "LiF", "GaAs", "Xx2O", "--skip-bad"])
     assert res.exit_code == 0, res.output
-    lines = res.output.strip().splitlines()
-    assert lines[0].split() == ["formula", "band_gap_mean", "band_gap_std", "reason"]
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].split() == ["formula", "band_gap_mean", "(eV)", "band_gap_std", "(eV)", "reason"]
     assert [ln.split()[0] for ln in lines[1:]] == ["LiF", "GaAs", "Xx2O"]
     assert float(lines[1].split()[1]) > float(lines[2].split()[1])
     assert "nan" in lines[3] and "Xx" in lines[3]
@@ -75,9 +77,11 @@ def test_predict_file(forest_dir: Path, tmp_path: Path, suffix: str) -> None:
     else:
         src.to_parquet(inp, index=False)
     out = tmp_path / f"out{suffix}"
-    res = runner.invoke(
-        app, ["predict", "--model", str(forest_dir), "--input", str(inp), "--output", str(out)]
-    )
+    cmd = ["predict", "--model", str(forest_dir), "--input", str(inp), "--output", str(out)]
+    bad = runner.invoke(app, cmd)
+    assert isinstance(bad.exception, InputError) and f"{inp}, row 3: unknown element" in str(bad.exception)
+    assert not out.exists()
+    res = runner.invoke(app, [*cmd, "--skip-bad"])
     assert res.exit_code == 0, res.output
     got = (
         pd.read_csv(out, keep_default_na=False, na_values=[""]) if suffix == ".csv" else pd.read_parquet(out)
@@ -85,7 +89,7 @@ def test_predict_file(forest_dir: Path, tmp_path: Path, suffix: str) -> None:
     assert list(got.columns) == ["formula", "band_gap_mean", "band_gap_std", "reason"]
     assert got["formula"].tolist() == ["LiF", "NaN", "Xx", "SrTiO3"]  # sodium nitride stays a formula
     assert got["band_gap_mean"].isna().tolist() == [False, False, True, False]
-    assert "1 could not be predicted" in res.output
+    assert "1 of 4 formulas could not be predicted" in res.output
 
 
 def test_predict_file_without_formula_column(forest_dir: Path, tmp_path: Path) -> None:
@@ -156,5 +160,5 @@ def test_train_oracle_tiny(tmp_path: Path) -> None:
     assert card["kind"] == "roost" and card["params"]["n_members"] == 2
     assert card["params"]["elem_heads"] == 3 and card["params"]["trunk_hidden"] == [1024, 512]
     assert [m["epochs_run"] for m in card["metadata"]["members"]] == [2, 2]
-    res = runner.invoke(app, ["predict", "--model", str(out), "LiF", "Xx"])
+    res = runner.invoke(app, ["predict", "--model", str(out), "LiF", "Xx", "--skip-bad"])
     assert res.exit_code == 0 and "Xx" in res.output

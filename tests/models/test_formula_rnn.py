@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 
 from gapforge.encoding import FormulaEncoder, n_elements_of
 from gapforge.errors import InputError, ModelError
+from gapforge.models.base import file_sha256
 from gapforge.models.formula_rnn import FormulaRNN, element_order
 from gapforge.screening.generate import generate_formulas, load_generator
 
@@ -133,6 +134,11 @@ def test_save_load_round_trip_and_errors(tmp_path):
     assert np.array_equal(a[0], b[0])
     # partial, corrupt, wrong kind, wrong format
     (tmp_path / "rnn" / "weights.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ModelError, match=r"weights\.pt: sha256 .* does not match"):
+        FormulaRNN.load(tmp_path / "rnn")
+    card = json.loads((tmp_path / "rnn" / "model.json").read_text())
+    card["metadata"]["files_sha256"]["weights.pt"] = file_sha256(tmp_path / "rnn" / "weights.pt")
+    (tmp_path / "rnn" / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="cannot load generator weights"):
         FormulaRNN.load(tmp_path / "rnn")
     (tmp_path / "rnn" / "weights.pt").unlink()

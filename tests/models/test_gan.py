@@ -191,10 +191,23 @@ def test_load_errors(tmp_path):
     model = FormulaGAN(**TINY, epochs=1).fit(FORMULAS)
     model.save(tmp_path / "g")
     (tmp_path / "g" / "generator.pt").write_bytes(b"not a torch file")
+    with pytest.raises(ModelError, match=r"generator\.pt: sha256 .* does not match"):
+        FormulaGAN.load(tmp_path / "g")
+    _record_digest(tmp_path / "g", "generator.pt")
     with pytest.raises(ModelError, match="cannot load generator weights"):
         FormulaGAN.load(tmp_path / "g")
     with pytest.raises(ModelError, match="not trained"):
         FormulaGAN(**TINY).generate(10)
+
+
+def _record_digest(directory, name):
+    """Make model.json agree with a changed file, so the load goes past the sha256 check."""
+    from gapforge.models.base import file_sha256
+
+    card = json.loads((directory / "model.json").read_text())
+    card["metadata"].setdefault("files_sha256", {})[name] = file_sha256(directory / name)
+    card["metadata"].pop("weights_sha256", None)
+    (directory / "model.json").write_text(json.dumps(card))
 
 
 def test_generation_quality_measures():

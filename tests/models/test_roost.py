@@ -7,6 +7,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gapforge.models.base import file_sha256
+
 torch = pytest.importorskip("torch")
 pytest.importorskip("aviary")
 
@@ -122,6 +124,11 @@ def test_broken_directories(fitted: RoostEnsemble, tmp_path: Path) -> None:
     with pytest.raises(ModelError, match="partial"):
         load_model(d)
     (d / "roost_weights.pt").write_bytes(b"garbage")
+    with pytest.raises(ModelError, match=r"roost_weights\.pt: sha256 .* does not match"):
+        load_model(d)
+    card = json.loads((d / "model.json").read_text())
+    card["metadata"]["weights_sha256"] = file_sha256(d / "roost_weights.pt")
+    (d / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="cannot load weights"):
         load_model(d)
     (d / "w.bak").rename(d / "roost_weights.pt")

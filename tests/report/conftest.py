@@ -172,18 +172,42 @@ def write_run(run: Path, *, full: bool = True) -> Path:
     (run / "structure/relaxed").mkdir()
     (run / "structure/cifs/00002_LiF_1_mp-1138.cif").write_text(LIF_CIF)
     (run / "structure/relaxed/00002_LiF_1_mp-1138.cif").write_text(LIF_CIF)
+    # the columns the relax stage writes (gapforge.structure.pipeline), one row per candidate
     pd.DataFrame(
         {
             "formula": ["SrYF5", "LiF"],
             "candidate_row": [1, 2],
+            "template_material_id": ["mp-1", "mp-1138"],
             "template_formula": ["BaYF5", "NaCl"],
             "cif_path": ["cifs/00001_SrYF5_1_mp-1.cif", "cifs/00002_LiF_1_mp-1138.cif"],
             "relaxed_cif_path": [None, "relaxed/00002_LiF_1_mp-1138.cif"],
+            "energy_per_atom": [np.nan, -4.87],
+            "relax_steps": [150, 37],
+            "converged": [False, True],
+            "max_force": [0.31, 0.012],
             "formation_energy_per_atom": [np.nan, -3.12],
             "e_above_hull": [np.nan, 0.0],
+            "hull_known_phases": [np.nan, 1],
             "reason": ["not converged in 150 steps", ""],
         }
     ).to_csv(run / "structure/relaxed.csv", index=False)
+    initial = pd.DataFrame(
+        {
+            "formula": ["NaCl", "AlN", "LiF", "MgO"],
+            "band_gap": [5.0, 4.2, 8.7, 7.6],
+            "source": "initial",
+            "iteration": 0,
+        }
+    )
+    found = pd.DataFrame(
+        {
+            "formula": ["SrF2", "CaF2", "BN"],
+            "band_gap": [6.5, 6.9, 5.1],
+            "source": "campaign",
+            "iteration": [4, 6, 8],
+        }
+    )
+    pd.concat([initial, found]).to_csv(run / "campaign/labelled.csv", index=False)
     (run / "dft").mkdir()
     pd.DataFrame({"formula": ["LiF"], "dft_band_gap": [8.94], "status": ["ok"]}).to_csv(
         run / "dft/dft.csv", index=False

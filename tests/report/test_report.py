@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
+import json
 import re
 
 import numpy as np
@@ -22,6 +23,10 @@ IMG = re.compile(r'<img alt="([^"]+)" src="data:image/png;base64,([A-Za-z0-9+/=]
 
 def _images(page: str) -> dict[str, np.ndarray]:
     return {alt: imread(io.BytesIO(base64.b64decode(data)), format="png") for alt, data in IMG.findall(page)}
+
+
+def _b64(text: str) -> str:
+    return base64.b64encode(text.encode()).decode()
 
 
 def _candidate_rows(page: str) -> list[str]:
@@ -65,13 +70,18 @@ def test_full_report_has_every_section_table_and_figure(hand_run):
         "generator",
         "funnel",
         "configuration",
+        "structures",
     ):
         assert f'<section id="{anchor}">' in page
     assert _candidate_rows(page) == ["LiF", "SrYF5", "MgF2", "KAlF4"]
     assert "8.70 ± 0.25" in page  # predicted gap ± std
     assert "-3.120" in page and "8.940" in page  # formation energy, DFT gap
-    assert '<a href="structure/relaxed/00002_LiF_1_mp-1138.cif">' in page
-    assert "00001_SrYF5_1_mp-1.cif</a> (missing)" in page  # the CIF file is not in the run directory
+    # the CIF travels inside the page as a download link
+    cif = (hand_run / "structure/relaxed/00002_LiF_1_mp-1138.cif").read_text()
+    assert f'download="00002_LiF_1_mp-1138.cif" href="data:chemical/x-cif;base64,{_b64(cif)}"' in page
+    assert "00001_SrYF5_1_mp-1.cif (missing)" in page  # the CIF file is not in the run directory
+    # templates link to their Materials Project pages
+    assert '<a class="mp" href="https://next-gen.materialsproject.org/materials/mp-1138">NaCl</a>' in page
     images = _images(page)
     assert set(images) == {
         "top candidates predicted gaps",
@@ -91,18 +101,24 @@ def test_full_report_has_every_section_table_and_figure(hand_run):
         assert re.search(rf"<td>{name}</td>.*?<td class=\"num\">{removed}</td>", page)
     # campaign facts computed from the table
     assert re.search(r"valid decodes</td><td class=\"num\">64<", page)
-    assert re.search(r"best gap found \(eV\)</td><td class=\"num\">7.000<", page)
+    # a window target: the best label inside the window (>= 6 eV), and where it came from
+    assert re.search(r"best gap found in the window \(eV\)</td><td class=\"num\">8.700<", page)
+    assert re.search(r"found by</td><td class=\"num\">already in the initial labelled set<", page)
+    # metric names in words, with units
+    assert "mean absolute error (eV)" in page and "mae_eV" not in page
 
 
 def test_report_is_self_contained(hand_run):
     page = render_report(hand_run)
     assert "<script" not in page.lower()
-    assert not re.search(r"""(src|href)=["']?(https?:)?//""", page)
+    assert not re.search(r"""src=["']?(https?:)?//""", page)  # nothing is loaded from elsewhere
     assert not re.search(r"""<link[^>]+stylesheet""", page)
     assert "@import" not in page and "url(" not in page
-    # every non-image reference is a relative link inside the run directory
-    for href in re.findall(r'href="([^"#][^"]*)"', page):
-        assert not href.startswith(("/", "http", "file:")), href
+    # every link is in the page itself (anchors, data: downloads) or a Materials Project page
+    hrefs = re.findall(r'href="([^"]*)"', page)
+    assert hrefs
+    for href in hrefs:
+        assert href.startswith(("#", "data:", "https://next-gen.materialsproject.org/materials")), href
 
 
 def test_partial_run_says_not_run_and_skipped(partial_run):
@@ -192,9 +208,15 @@ def test_campaign_figure_traces_the_table():
     best_ax, rate_ax = fig.axes
     step = best_ax.get_lines()[0]
     assert step.get_ydata().tolist() == [2.0, 2.5, 2.5]
-    rate, cumulative = rate_ax.get_lines()
+    lines = {line.get_label(): line for line in rate_ax.get_lines()}
+    rate, cumulative = lines["this iteration"], lines["cumulative"]
     assert rate.get_ydata().tolist() == [50.0, 100.0, 75.0]
     assert cumulative.get_ydata() == pytest.approx([50.0, 75.0, 75.0])
+    # no series hidden under another: the thick cumulative line lies beneath, translucent
+    assert cumulative.get_zorder() < rate.get_zorder() and cumulative.get_alpha() < 1
+    # iterations are whole numbers on the axis
+    ticks = rate_ax.xaxis.get_major_locator().tick_values(0.5, 3.5)
+    assert len(ticks) and all(float(t).is_integer() for t in ticks)
     lo, hi = best_ax.get_ylim()
     assert lo <= 2.0 and hi < 10  # the open window does not stretch the axis
 
@@ -213,6 +235,9 @@ def test_funnel_and_generator_figures():
     elements_ax = fig.axes[0]
     heights = [p.get_height() for p in elements_ax.patches]
     assert heights == [0, 2, 1, 1]  # bins 1..4 elements
+    for ax in fig.axes:  # counts: whole-number ticks on both axes
+        for axis, (lo, hi) in ((ax.xaxis, ax.get_xlim()), (ax.yaxis, ax.get_ylim())):
+            assert all(float(t).is_integer() for t in axis.get_major_locator().tick_values(lo, hi))
 
 
 def test_campaign_figure_for_a_closed_window_counts_hits():
@@ -238,3 +263,45 @@ def test_no_candidates_says_why(partial_run):
     page = render_report(partial_run)
     assert "0 candidate formulas passed every filter" in page
     assert "The highest predicted gap among the 4 screened formulas is 5.10 eV." in page
+
+
+def test_window_probability_and_decomposition_when_the_run_has_them(hand_run):
+    """Columns written by newer stages (p_in_window, decomposition) show up; older runs say why not."""
+    cand = pd.read_csv(hand_run / "screen" / "candidates.csv")
+    cand["p_in_window"] = [0.62, 0.97, 0.81, 0.55]
+    cand["p_metal"] = [0.05, 0.01, 0.02, 0.20]
+    cand["fidelity"] = "pbe"
+    cand.to_csv(hand_run / "screen" / "candidates.csv", index=False)
+    rel = pd.read_csv(hand_run / "structure" / "relaxed.csv")
+    before = render_report(hand_run)
+    assert "decomposition" not in rel.columns
+    # LiF sits on the hull: no products to name
+    assert "0.000 (on or below the hull of the known phases: no decomposition products)" in before
+    rel.loc[rel["formula"] == "LiF", "e_above_hull"] = 0.042
+    rel["decomposition"] = ["", "0.5 LiF + 0.5 NaF"]
+    rel.to_csv(hand_run / "structure" / "relaxed.csv", index=False)
+    library = hand_run / "library.csv"
+    pd.DataFrame(
+        {
+            "material_id": ["mp-1138", "mp-682", "mp-9999"],
+            "reduced_formula": ["LiF", "NaF", "NaF"],
+            "formation_energy_per_atom": [-3.1, -2.9, -2.5],  # mp-682 is NaF's lowest-energy entry
+        }
+    ).to_csv(library, index=False)
+    (hand_run / "structure" / "structure_settings.json").write_text(json.dumps({"library": str(library)}))
+    page = render_report(hand_run)
+    head = page.split('<table id="candidate-table">', 1)[1].split("</thead>", 1)[0]
+    assert "<th>P(gap in window) (%)</th>" in head
+    assert head.index("Predicted gap") < head.index("P(gap in window)") < head.index("Formation energy")
+    assert re.search(
+        r'<td class="formula">LiF</td><td class="num">8.70 ± 0.25</td><td class="num">97.0</td>', page
+    )
+    assert "P(gap in ≥ 6.00 eV) = 97 %" in page  # beside mean ± std in the structure card
+    assert "<th>P(metal) (%)</th>" in head and "and stand for PBE (DFT) band gaps" in page
+    mp = "https://next-gen.materialsproject.org/materials/"
+    assert (
+        f'0.042 → decomposes into 0.5 <a class="mp" href="{mp}mp-1138">LiF</a> + '
+        f'0.5 <a class="mp" href="{mp}mp-682">NaF</a>'
+    ) in page
+    # SrYF5 has no energy above hull: the card says why instead of a blank
+    assert "not computed: no relaxed energy" in page

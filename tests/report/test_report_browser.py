@@ -46,8 +46,14 @@ def browser(tmp_path_factory):
         f"--user-data-dir={profile}",
     ):
         options.add_argument(flag)
+    downloads = tmp_path_factory.mktemp("downloads")
+    options.add_experimental_option(
+        "prefs", {"download.default_directory": str(downloads), "download.prompt_for_download": False}
+    )
     driver = webdriver.Chrome(service=Service(str(CHROMEDRIVER)), options=options)
     driver.set_page_load_timeout(60)
+    driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": str(downloads)})
+    driver.downloads = downloads  # where a clicked download lands
     try:
         yield driver
     finally:
@@ -80,11 +86,10 @@ def test_report_opens_with_its_table_and_images(browser, hand_run):
         assert img.get_attribute("src").startswith("data:image/png;base64,")
         assert img.is_displayed()
 
-    # the CIF link resolves inside the run directory
-    link = browser.find_element(By.LINK_TEXT, "00002_LiF_1_mp-1138.cif")
-    target = Path(link.get_attribute("href").removeprefix("file://"))
-    assert target == (hand_run / "structure" / "relaxed" / "00002_LiF_1_mp-1138.cif").resolve()
-    assert target.read_text().startswith("data_LiF")
+    # the table's structure cell jumps to the structure card and carries the CIF
+    view = rows[0].find_element(By.LINK_TEXT, "view")
+    assert view.get_attribute("href").endswith("#structure-LiF")
+    assert rows[0].find_element(By.CSS_SELECTOR, "a.cif").get_attribute("href").startswith("data:")
 
     # the page made no network request (everything is inline)
     resources = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name)")
@@ -99,3 +104,47 @@ def test_partial_report_reads_not_run_in_the_browser(browser, partial_run):
     assert any(n.startswith("Not run: the campaign stage") for n in notes)
     assert any(n.startswith("Not run: the generate stage") for n in notes)
     assert len(browser.find_elements(By.CSS_SELECTOR, "#candidate-table tbody tr")) == 4
+
+
+def test_structure_view_and_cif_downloads_work_with_the_page_copied_alone(browser, hand_run, tmp_path):
+    """The page moved alone to another directory still draws the structures and hands out the CIFs."""
+    from pymatgen.core import Structure
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    from gapforge.report.structure_view import drawn_atoms, structure_facts
+
+    alone = tmp_path / "elsewhere"
+    alone.mkdir()
+    page = shutil.copy(build_report(hand_run), alone / "report.html")
+    expected = (hand_run / "structure" / "relaxed" / "00002_LiF_1_mp-1138.cif").read_text()
+    shutil.rmtree(hand_run)  # nothing of the run directory is left to lean on
+    browser.get(Path(page).resolve().as_uri())
+
+    card = browser.find_element(By.ID, "structure-LiF")
+    svg = card.find_element(By.CSS_SELECTOR, "svg.structure")
+    assert svg.is_displayed()
+    box = svg.rect
+    assert box["width"] >= 200 and box["height"] >= 200
+    atoms = svg.find_elements(By.CSS_SELECTOR, "circle.atom")
+    # rock-salt LiF, conventional cell: 4 Li + 4 F and their images on the faces, edges and corners
+    conventional = structure_facts(Structure.from_str(expected, fmt="cif")).conventional
+    assert len(atoms) == len(drawn_atoms(conventional)) == 27
+    assert {a.get_attribute("data-element") for a in atoms} == {"Li", "F"}
+    for atom in atoms[:5]:  # really painted: a circle with a size and the element's colour
+        assert atom.rect["width"] > 3 and atom.get_attribute("fill").startswith("#")
+    text = card.text
+    assert "Fm-3m (No. 225)" in text and "converged (37 steps" in text
+    assert "density (g/cm³)" in text
+    mp = card.find_element(By.LINK_TEXT, "mp-1138")
+    assert mp.get_attribute("href") == "https://next-gen.materialsproject.org/materials/mp-1138"
+
+    # both CIFs of the card download from the page itself
+    target = browser.downloads / "00002_LiF_1_mp-1138.cif"
+    for label in ("relaxed CIF", "unrelaxed CIF"):
+        for old in browser.downloads.iterdir():
+            old.unlink()
+        card.find_element(By.LINK_TEXT, label).click()
+        WebDriverWait(browser, 20).until(lambda _: target.is_file() and target.read_text() == expected)
+        structure = Structure.from_file(target)
+        assert structure.composition.reduced_formula == "LiF"

@@ -255,7 +255,9 @@ def test_cli_screen_with_a_saved_forest(tmp_path):
     out = tmp_path / "cand.csv"
     runner = CliRunner()
     args = ["screen", "--model", str(model_dir), "--input", str(src), "--gap-min", "4", "--out", str(out)]
-    res = runner.invoke(app, [*args, "--known", str(known)])
+    bad = runner.invoke(app, [*args, "--known", str(known)])
+    assert f"{src}, row 6: unknown element" in str(bad.exception) and not out.exists()
+    res = runner.invoke(app, [*args, "--known", str(known), "--skip-bad"])
     assert res.exit_code == 0, res.output
     cand = pd.read_csv(out, keep_default_na=False, na_values=[])
     assert "LiF" not in set(cand[C.FORMULA])  # known

@@ -13,6 +13,12 @@ import pandas as pd
 import pytest
 
 from gapforge.errors import GapforgeError, InputError
+from gapforge.structure.energy_scale import (
+    LEGACY_TO_MP2020_PER_ANION_ATOM,
+    anion_class,
+    anion_fraction,
+    legacy_to_mp2020,
+)
 from gapforge.structure.hull import HullReference, HullResult, chemical_system
 
 # A made-up A-B system with A = Cu, B = Au (the energies are invented):
@@ -138,14 +144,30 @@ def test_from_dataset_through_the_data_path(tmp_path: Path, monkeypatch: pytest.
         fh.write("formula,target\nCu1Au1,-1.0\nCu2Au2,-0.9\nCu2Au1,-0.5\nNa1N1,-0.1\n")
     monkeypatch.setenv("GAPFORGE_DATA_PATH", str(tmp_path))
     monkeypatch.setenv("GAPFORGE_CACHE", str(tmp_path / "cache"))
-    ref = HullReference.from_dataset()
+    ref = HullReference.from_dataset(to_mp2020=False)
     assert "mp-e-form" in ref.source
     assert ref.e_above_hull("Cu2Au", -0.5).e_above_hull == pytest.approx(1 / 6)
     assert ref.formation_energy("NaN") == pytest.approx(-0.1)
+    # by default mp-e-form moves onto the MP2020 scale: the nitride by its anion offset, not Cu-Au
+    mp2020 = HullReference.from_dataset()
+    assert "MP2020" in mp2020.source
+    assert mp2020.formation_energy("NaN") == pytest.approx(-0.1 + 0.5 * LEGACY_TO_MP2020_PER_ANION_ATOM["N"])
+    assert mp2020.formation_energy("CuAu") == pytest.approx(-1.0)
     held = HullReference.from_dataset(exclude_systems=["Cu-Au"])
     assert len(held) == 1
     with pytest.raises(InputError, match="no formation energies"):
         HullReference.from_dataset("mp-bandgap")
+
+
+def test_energy_scale_classes_and_offsets() -> None:
+    assert anion_class("NaBr") == "Br"
+    assert anion_class("Fe2O3") == "O+U"
+    assert anion_class("SbF3") == "F"  # the most electronegative element is the anion
+    assert anion_class("NiAl") == "none" and anion_class("O2") == "none"
+    assert anion_fraction("Fe2O3") == pytest.approx(0.6)
+    # NaBr: half its atoms are Br, MP2020 corrects Br by -0.531 eV per Br atom, legacy did not
+    assert legacy_to_mp2020("NaBr", -1.5) == pytest.approx(-1.5 - 0.531 / 2)
+    assert legacy_to_mp2020("NiAl", -0.6) == -0.6
 
 
 class ReplayRester:

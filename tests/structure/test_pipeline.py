@@ -28,7 +28,8 @@ from gapforge.structure.templates import SearchSettings
 
 # Made-up references for the fast (fake-relaxation) tests; the slow test uses the real MP file.
 FAKE_REFS = ElementalReferences(dict.fromkeys(("K", "Br", "Sr", "F", "Ba", "Zr", "O", "Li", "N"), -2.0))
-SETTINGS = StructureSettings(search=SearchSettings(top_k=2))
+# the tiny library alone: no AFLOW prototypes, no prototype counts from the real data
+SETTINGS = StructureSettings(search=SearchSettings(top_k=2), prototype_ranking=False, aflow_prototypes=False)
 
 
 def _read(path):
@@ -200,6 +201,8 @@ def test_cli_structure_and_relax(tmp_path, files, tiny_library_path, monkeypatch
             str(out),
             "--top-k",
             "2",
+            "--no-aflow",
+            "--no-prototype-ranking",
         ],
     )
     assert res.exit_code == 0, res.output
@@ -232,7 +235,9 @@ def test_end_to_end_with_chgnet(tmp_path, files, tiny_library_path, data_path):
         files / "candidates.csv",
         out,
         library=tiny_library_path,
-        settings=StructureSettings(search=SearchSettings(top_k=1)),
+        settings=StructureSettings(
+            search=SearchSettings(top_k=1), prototype_ranking=False, aflow_prototypes=False
+        ),
     )
     best = relax_structures(out, settings=RelaxSettings(fmax=0.05, max_steps=150), workers=1)
     row = best.set_index("formula")

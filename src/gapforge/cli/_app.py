@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -20,16 +20,27 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_enable=False,
     add_completion=False,
+    rich_markup_mode=None,  # click's plain help: no '<bool>' metavar after a flag
 )
-data_app = typer.Typer(help="Inspect the datasets.", no_args_is_help=True)
-train_app = typer.Typer(help="Train a model (oracle, forest, autoencoder, gan).", no_args_is_help=True)
+data_app = typer.Typer(help="Inspect the datasets.", no_args_is_help=True, rich_markup_mode=None)
+train_app = typer.Typer(
+    help="Train a model: oracle (Roost), forest, autoencoder, gan or rnn.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
+)
 latent_app = typer.Typer(
-    help="Encode formulas to the autoencoder's latent space and back.", no_args_is_help=True
+    help="Encode formulas to the autoencoder's latent space and back.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
 campaign_app = typer.Typer(
-    help="Run, resume or drive (ask/tell) an active-learning campaign.", no_args_is_help=True
+    help="Run, resume or drive (ask/tell) an active-learning campaign.",
+    no_args_is_help=True,
+    rich_markup_mode=None,
 )
-reproduce_app = typer.Typer(help="Reproduce the paper's experiments.", no_args_is_help=True)
+reproduce_app = typer.Typer(
+    help="Reproduce the paper's experiments.", no_args_is_help=True, rich_markup_mode=None
+)
 
 app.add_typer(data_app, name="data")
 app.add_typer(train_app, name="train")
@@ -38,10 +49,24 @@ app.add_typer(campaign_app, name="campaign")
 app.add_typer(reproduce_app, name="reproduce")
 
 # Options that mean the same in every sub-command.
-SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed.")]
-OutOpt = Annotated[Path, typer.Option("--out", help="Output file or directory.")]
-WorkersOpt = Annotated[int, typer.Option("--workers", help="Worker processes (default: all cores).")]
-OverwriteOpt = Annotated[bool, typer.Option("--overwrite", help="Replace existing output.")]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Random seed (an integer; same seed, same result).")]
+#: --out of commands whose --out is a directory they create (help says what goes in it where it matters).
+OutOpt = Annotated[Path, typer.Option("--out", help="Output directory (created).")]
+
+
+def out_option(help_text: str) -> Any:
+    """An ``--out`` option with its own help (what the file or directory holds)."""
+    return typer.Option("--out", help=help_text)
+
+
+#: --workers of commands that run torch in this process: the number of torch threads.
+WorkersOpt = Annotated[int, typer.Option("--workers", help="Torch threads used by this command.")]
+OverwriteOpt = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite", help="Replace an existing output (without it an existing output is refused)."
+    ),
+]
 ModelOpt = Annotated[
     str,
     typer.Option("--model", help="Saved model directory, or 'default' for the model shipped in the package."),

@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from gapforge.cli._app import OutOpt, OverwriteOpt, SeedOpt, WorkersOpt, campaign_app, reproduce_app
+from gapforge.cli._app import (
+    OutOpt,
+    OverwriteOpt,
+    SeedOpt,
+    WorkersOpt,
+    campaign_app,
+    out_option,
+    reproduce_app,
+)
+from gapforge.cli._policy import check_table_output, refuse_existing
 
 RunArg = Annotated[Path, typer.Argument(help="Campaign run directory.")]
 
@@ -34,7 +43,7 @@ def _print_summary(result) -> None:
 @campaign_app.command("run")
 def run_cmd(
     config: Annotated[Path, typer.Option("--config", help="Campaign config (.yaml, .json or .toml).")],
-    out: OutOpt,
+    out: Annotated[Path, out_option("Campaign run directory (created; state saved after every iteration).")],
     overwrite: OverwriteOpt = False,
     workers: WorkersOpt = 1,
 ) -> None:
@@ -68,11 +77,13 @@ def ask_cmd(
         Path | None, typer.Option("--output", help="Also write the proposals to this CSV/Parquet file.")
     ] = None,
     workers: WorkersOpt = 1,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write the next proposals for an external oracle to RUN/pending.csv (asking twice: same batch)."""
     from gapforge.active.campaign import Campaign
     from gapforge.io import write_table
 
+    check_table_output(output, overwrite=overwrite)
     _threads(workers)
     camp = Campaign.open(run)
     table = camp.ask()
@@ -126,7 +137,7 @@ def table1_cmd(
     budget: Annotated[
         int, typer.Option("--budget", help="Latent proposals per AL run (paper: 1000).")
     ] = 1000,
-    q: Annotated[int, typer.Option("--q", help="Proposals per BO iteration.")] = 20,
+    q: Annotated[int, typer.Option("--q", help="Latent points proposed per BO iteration.")] = 20,
     experiments: Annotated[
         str, typer.Option("--experiments", help="Comma-separated subset of exp1,exp2,exp3,exp4.")
     ] = "exp1,exp2,exp3,exp4",
@@ -196,11 +207,17 @@ def table1_cmd(
 
 @reproduce_app.command("merge-table1")
 def merge_table1_cmd(
-    runs: Annotated[list[Path], typer.Argument(help="Output directories of 'gapforge reproduce table1'.")],
+    runs: Annotated[
+        list[Path],
+        typer.Argument(metavar="RUN", help="Output directories of 'gapforge reproduce table1'."),
+    ],
     out: OutOpt,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Combine table-1 runs made in parallel (e.g. one experiment each) into one table."""
     from gapforge.experiments.table1 import merge_table1
+
+    refuse_existing(*(out / name for name in ("runs.csv", "table1.json", "table1.md")), overwrite=overwrite)
 
     typer.echo(merge_table1(runs, out).markdown)
 

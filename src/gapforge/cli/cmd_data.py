@@ -7,7 +7,8 @@ from typing import Annotated
 
 import typer
 
-from gapforge.cli._app import data_app
+from gapforge.cli._app import OverwriteOpt, data_app
+from gapforge.cli._policy import refuse_existing
 from gapforge.data.loaders import load_dataset
 from gapforge.data.registry import REGISTRY, resolve
 from gapforge.data.summary import summarize_dataset
@@ -38,12 +39,14 @@ def data_show(
         ),
     ] = "error",
     json_out: Annotated[
-        Path | None, typer.Option("--json", help="Also write the summary as JSON here.")
+        Path | None, typer.Option("--json", help="Also write the summary as JSON to this file.")
     ] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Rows, distinct formulas, elements, band-gap statistics and how many formulas are encodable."""
     if duplicates not in ("error", "mean", "min", "max", "first"):
         raise typer.BadParameter(f"unknown policy {duplicates!r}", param_hint="--duplicates")
+    refuse_existing(json_out, overwrite=overwrite)
     df = load_dataset(name, duplicates=duplicates)  # type: ignore[arg-type]
     s = summarize_dataset(df, name=name)
     typer.echo(f"dataset            {s.name}")

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gapforge.cli._app import OutOpt, OverwriteOpt, app
+from gapforge.cli._app import app, out_option
 from gapforge.structure.dft import RESULTS_FILE, DFTSettings, format_results, run_dft
 
 _DEFAULT = DFTSettings()
@@ -23,13 +23,16 @@ def dft(
             "relaxed_cif_path/cif_path column.",
         ),
     ],
-    out: OutOpt,
+    out: Annotated[Path, out_option("Output directory: dft.csv, one folder per structure, cache/.")],
     top: Annotated[
-        int | None, typer.Option("--top", help="Only the first N structures (table order, or CIFs by name).")
+        int | None,
+        typer.Option(
+            "--top", help="Only the first N structures (table order, or CIFs by name). Default: all."
+        ),
     ] = None,
     ecut: Annotated[float, typer.Option("--ecut", help="Plane-wave cutoff (eV).")] = _DEFAULT.ecut,
     kpt_density: Annotated[
-        float, typer.Option("--kpt-density", help="k-point density (points per 1/Å, 2π included).")
+        float, typer.Option("--kpt-density", help="k-point density (points per Å⁻¹, 2π included).")
     ] = _DEFAULT.kpt_density,
     spinpol: Annotated[
         bool, typer.Option("--spinpol/--no-spinpol", help="Spin-polarised.")
@@ -49,7 +52,13 @@ def dft(
     workers: Annotated[
         int, typer.Option("--workers", help="Structures computed at once, one process each (default: 1).")
     ] = 1,
-    overwrite: OverwriteOpt = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option(
+            "--overwrite",
+            help="Recompute every structure, ignoring the cache (else cached results are used).",
+        ),
+    ] = False,
 ) -> None:
     """Compute the PBE band gap (and total energy) of each structure with GPAW.
 

@@ -8,14 +8,36 @@ from typing import Annotated
 
 import typer
 
-from gapforge.cli._app import OutOpt, OverwriteOpt, app
+from gapforge.cli._app import OverwriteOpt, app, out_option
+from gapforge.cli._policy import refuse_existing
+
+#: The stage names --until and --redo accept, in order (kept in step with DISCOVER_STAGES by a test).
+STAGE_NAMES = (
+    "data",
+    "oracle",
+    "autoencoder",
+    "campaign",
+    "screening_model",
+    "generate",
+    "screen",
+    "structure",
+    "relax",
+    "stability",
+    "dft",
+    "report",
+)
+_STAGE_NAMES = ", ".join(STAGE_NAMES)
 
 
 @app.command("discover")
 def discover_cmd(
-    out: OutOpt,
+    out: Annotated[Path, out_option("Run directory (created; a rerun with the same settings resumes it).")],
     gap_min: Annotated[
-        float | None, typer.Option("--gap-min", help="Lower edge of the target band-gap window (eV).")
+        float | None,
+        typer.Option(
+            "--gap-min",
+            help="Lower edge of the target band-gap window (eV); required unless the settings file sets it.",
+        ),
     ] = None,
     gap_max: Annotated[
         float | None,
@@ -28,11 +50,28 @@ def discover_cmd(
     quick: Annotated[
         bool, typer.Option("--quick", help="Small budgets: minutes on 2 cores with the shipped models.")
     ] = False,
-    seed: Annotated[int | None, typer.Option("--seed", help="Random seed (default 0).")] = None,
-    overwrite: OverwriteOpt = False,
-    until: Annotated[str | None, typer.Option("--until", help="Stop after this stage.")] = None,
+    seed: Annotated[
+        int | None, typer.Option("--seed", help="Random seed. Default: the settings file's, else 0.")
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Start afresh: delete the run directory's contents first."),
+    ] = False,
+    until: Annotated[
+        str | None,
+        typer.Option(
+            "--until",
+            metavar="STAGE",
+            help=f"Stop after this stage; default: run every stage ({_STAGE_NAMES}).",
+        ),
+    ] = None,
     redo: Annotated[
-        list[str] | None, typer.Option("--redo", help="Run this stage (and every later one) again.")
+        list[str] | None,
+        typer.Option(
+            "--redo",
+            metavar="STAGE",
+            help=f"Run this stage and every later one again; repeatable ({_STAGE_NAMES}).",
+        ),
     ] = None,
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the resolved settings and the stages; run nothing.")
@@ -88,10 +127,18 @@ def _empty_result_message(run_dir: Path, cfg) -> str:
 def report_cmd(
     run_dir: Annotated[Path, typer.Argument(help="Run directory written by `gapforge discover`.")],
     output: Annotated[
-        Path | None, typer.Option("--output", help="Page to write (default RUN/report.html).")
+        Path | None,
+        typer.Option(
+            "--output",
+            help="Another file to write the page to. Default: RUN/report.html, the run's own page, "
+            "which is always refreshed.",
+        ),
     ] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Write RUN/report.html: candidates, parity plot, campaign traces, latent map, generator, funnel."""
     from gapforge.report import build_report
+
+    refuse_existing(output, overwrite=overwrite)
 
     typer.echo(str(build_report(run_dir, output)))

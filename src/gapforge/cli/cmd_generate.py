@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from gapforge.cli._app import ModelOpt, OutOpt, OverwriteOpt, SeedOpt, app, train_app
+from gapforge.cli._app import OverwriteOpt, SeedOpt, app, out_option, train_app
+from gapforge.cli._policy import (
+    SkipBadOpt,
+    check_formulas,
+    check_table_output,
+    refuse_existing,
+    usable_formulas,
+)
 
 # options shared by the generator trainers
 TrainSetOpt = Annotated[
@@ -33,11 +40,14 @@ def _echo_trained(result) -> None:
 
 @train_app.command("gan")
 def train_gan_cmd(
-    out: OutOpt,
+    out: Annotated[Path, out_option("Model directory to create (model.json and the weights).")],
     epochs: Annotated[int, typer.Option("--epochs", help="Training epochs.")] = 10,
     seed: SeedOpt = 0,
     max_minutes: Annotated[
-        float | None, typer.Option("--max-minutes", help="Stop training after this wall time.")
+        float | None,
+        typer.Option(
+            "--max-minutes", help="Stop training after this wall time (minutes). Default: no limit."
+        ),
     ] = None,
     train_set: TrainSetOpt = "smact-valid",
     n_eval: NEvalOpt = 50_000,
@@ -61,15 +71,15 @@ def train_gan_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Formulas per critic step.")] = 64,
     lr: Annotated[float, typer.Option("--lr", help="Adam learning rate of both networks.")] = 3e-4,
     input_file: TrainFormulasOpt = None,
+    skip_bad: SkipBadOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train the MATGAN-style formula generator (WGAN-GP) on the Materials Project formulas."""
     from gapforge.models.gan import train_gan
-    from gapforge.screening.screen import read_formula_column
 
     result = train_gan(
         out,
-        formulas=None if input_file is None else read_formula_column(input_file),
+        formulas=None if input_file is None else usable_formulas(input_file, skip_bad=skip_bad),
         epochs=epochs,
         seed=seed,
         max_minutes=max_minutes,
@@ -87,7 +97,7 @@ def train_gan_cmd(
 
 @train_app.command("rnn")
 def train_rnn_cmd(
-    out: OutOpt,
+    out: Annotated[Path, out_option("Model directory to create (model.json and the weights).")],
     epochs: Annotated[
         int, typer.Option("--epochs", help="Training epochs (the best held-out one is kept).")
     ] = 30,
@@ -99,15 +109,15 @@ def train_rnn_cmd(
     ] = 1.25,
     n_eval: NEvalOpt = 50_000,
     input_file: TrainFormulasOpt = None,
+    skip_bad: SkipBadOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train the autoregressive formula generator (a GRU writing element, count, ..., stop)."""
     from gapforge.models.formula_rnn import train_rnn_generator
-    from gapforge.screening.screen import read_formula_column
 
     result = train_rnn_generator(
         out,
-        formulas=None if input_file is None else read_formula_column(input_file),
+        formulas=None if input_file is None else usable_formulas(input_file, skip_bad=skip_bad),
         epochs=epochs,
         seed=seed,
         train_set=train_set,
@@ -121,7 +131,13 @@ def train_rnn_cmd(
 
 @app.command("generate")
 def generate_cmd(
-    out: OutOpt,
+    out: Annotated[
+        Path,
+        out_option(
+            "Table of the distinct formulas (.parquet or .csv: formula, n_generated, n_atoms, "
+            "n_elements); the counts go to <stem>.summary.json beside it."
+        ),
+    ],
     model: Annotated[
         str,
         typer.Option(
@@ -131,7 +147,7 @@ def generate_cmd(
         ),
     ] = "default",
     n: Annotated[
-        int, typer.Option("-n", "--n-samples", help="Samples to draw from the generator.")
+        int, typer.Option("-n", "--n-samples", help="Samples to draw from the generator (at least 1).")
     ] = 1_180_000,
     seed: SeedOpt = 0,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Samples per batch.")] = 16_384,
@@ -144,7 +160,11 @@ def generate_cmd(
         ),
     ] = None,
     temperature: Annotated[
-        float | None, typer.Option("--temperature", help="Sampling temperature (default: the model's).")
+        float | None,
+        typer.Option(
+            "--temperature",
+            help="Sampling temperature. Default: the one saved with the model (rnn 1.25, gan 1.0).",
+        ),
     ] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
@@ -171,15 +191,29 @@ def generate_cmd(
 @app.command("screen")
 def screen_cmd(
     input_file: Annotated[Path, typer.Option("--input", help="Table of formulas (CSV or Parquet).")],
-    out: OutOpt,
+    out: Annotated[
+        Path,
+        out_option(
+            "Candidate table (.csv or .parquet); <stem>.screened<ext> and <stem>.funnel.json go beside it."
+        ),
+    ],
     gap_min: Annotated[float, typer.Option("--gap-min", help="Lowest predicted band gap kept (eV).")],
     gap_max: Annotated[
-        float | None, typer.Option("--gap-max", help="Highest predicted band gap kept (eV).")
+        float | None,
+        typer.Option("--gap-max", help="Highest predicted band gap kept (eV). Default: no upper edge."),
     ] = None,
-    model: ModelOpt = "default",
-    max_atoms: Annotated[int, typer.Option("--max-atoms", help="Keep formulas with fewer atoms.")] = 8,
+    model: Annotated[
+        str,
+        typer.Option(
+            "--model",
+            help="Band-gap model directory, or 'default' for the random forest shipped in the package.",
+        ),
+    ] = "default",
+    max_atoms: Annotated[
+        int, typer.Option("--max-atoms", help="Keep formulas with fewer atoms per reduced formula unit.")
+    ] = 8,
     max_elements: Annotated[
-        int, typer.Option("--max-elements", help="Keep formulas with fewer elements.")
+        int, typer.Option("--max-elements", help="Keep formulas with fewer distinct elements.")
     ] = 4,
     no_smact: Annotated[bool, typer.Option("--no-smact", help="Do not require SMACT validity.")] = False,
     keep_known: Annotated[bool, typer.Option("--keep-known", help="Do not require novelty.")] = False,
@@ -198,12 +232,23 @@ def screen_cmd(
             "and noble gases; 'none' keeps every element).",
         ),
     ] = None,
+    skip_bad: SkipBadOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Predict band gaps and filter: elements, gap window, simplicity, SMACT validity, novelty."""
     from gapforge.screening.rules import parse_element_list
-    from gapforge.screening.screen import ScreenSettings, read_formula_column, screen_file
+    from gapforge.screening.screen import (
+        ScreenSettings,
+        funnel_path,
+        read_formula_column,
+        screen_file,
+        screened_path,
+    )
     from gapforge.window import GapWindow
+
+    check_table_output(out, overwrite=overwrite)
+    refuse_existing(screened_path(out), funnel_path(out), overwrite=overwrite)
+    checked = check_formulas(read_formula_column(input_file), path=input_file, skip_bad=skip_bad)
 
     settings = ScreenSettings(
         window=GapWindow(gap_min, gap_max),
@@ -219,4 +264,8 @@ def screen_cmd(
     typer.echo(json.dumps(result.funnel, indent=1))
     if result.n_candidates == 0:
         typer.echo("no formula passed every filter; wrote an empty candidate table with headers", err=True)
+    if checked.n_bad:
+        typer.echo(
+            f"{checked.n_bad} formulas could not be used (see dropped_by in {screened_path(out)})", err=True
+        )
     typer.echo(f"{result.n_candidates} candidates; wrote {out} and {result.summary_path}")

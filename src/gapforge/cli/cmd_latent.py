@@ -11,7 +11,15 @@ from typing import Annotated
 import numpy as np
 import typer
 
-from gapforge.cli._app import ModelOpt, OutOpt, OverwriteOpt, SeedOpt, WorkersOpt, latent_app, train_app
+from gapforge.cli._app import ModelOpt, OverwriteOpt, SeedOpt, WorkersOpt, latent_app, out_option, train_app
+from gapforge.cli._policy import (
+    SkipBadOpt,
+    check_formulas,
+    check_table_output,
+    refuse_existing,
+    refuse_model_reasons,
+    usable_formulas,
+)
 from gapforge.errors import InputError
 
 
@@ -23,13 +31,12 @@ def _set_threads(workers: int | None) -> None:
 
 
 def _check_output(path: Path, overwrite: bool) -> None:
-    if path.exists() and not overwrite:
-        raise InputError("output exists (use --overwrite)", path=path)
+    refuse_existing(path, overwrite=overwrite)
 
 
 @train_app.command("autoencoder")
 def train_autoencoder_cmd(
-    out: OutOpt,
+    out: Annotated[Path, out_option("Model directory to create (model.json and the weights).")],
     arch: Annotated[
         str,
         typer.Option("--arch", help="softmax (per-element softmax decoder, beta-VAE) or paper (reference)."),
@@ -41,9 +48,14 @@ def train_autoencoder_cmd(
     ] = 0.05,
     beta: Annotated[float | None, typer.Option("--beta", help="KL weight (softmax; default 0.01).")] = None,
     latent_noise: Annotated[
-        float | None, typer.Option("--latent-noise", help="Std of Gaussian noise on the code while training.")
+        float | None,
+        typer.Option(
+            "--latent-noise", help="Std of Gaussian noise on the code while training (default: none)."
+        ),
     ] = None,
-    latent_dim: Annotated[int, typer.Option("--latent-dim", help="Latent dimension.")] = 128,
+    latent_dim: Annotated[
+        int, typer.Option("--latent-dim", help="Latent dimension (numbers per code).")
+    ] = 128,
     hidden: Annotated[
         int | None,
         typer.Option("--hidden", help="Width of the set encoder and softmax decoder layers (softmax: 512)."),
@@ -68,7 +80,10 @@ def train_autoencoder_cmd(
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Mini-batch size.")] = 128,
     max_formulas: Annotated[
-        int | None, typer.Option("--max-formulas", help="Train on a random subsample of this many formulas.")
+        int | None,
+        typer.Option(
+            "--max-formulas", help="Train on a random subsample of this many formulas. Default: all."
+        ),
     ] = None,
     input_file: Annotated[
         Path | None,
@@ -81,6 +96,7 @@ def train_autoencoder_cmd(
         int, typer.Option("--samples", help="Random latent points per method in the evaluation.")
     ] = 2000,
     workers: WorkersOpt = 1,
+    skip_bad: SkipBadOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Train a composition autoencoder on the distinct encodable Materials Project formulas."""
@@ -92,7 +108,7 @@ def train_autoencoder_cmd(
         raise typer.BadParameter(f"unknown precision {precision!r}", param_hint="--precision")
     formulas = None
     if input_file is not None:
-        formulas = _read_formulas(input_file)
+        formulas = usable_formulas(input_file, skip_bad=skip_bad)
     params: dict = {"latent_dim": latent_dim, "batch_size": batch_size, "threads": workers}
     if beta is not None:
         params["beta"] = beta
@@ -152,18 +168,15 @@ def _read_formulas(path: Path) -> list[str]:
 
 @latent_app.command("encode")
 def latent_encode(
-    formulas: Annotated[list[str] | None, typer.Argument(help="Formulas to encode (or use --input).")] = None,
+    formulas: Annotated[
+        list[str] | None, typer.Argument(metavar="FORMULA", help="Formulas to encode (or use --input).")
+    ] = None,
     model: ModelOpt = "default",
     input_file: Annotated[Path | None, typer.Option("--input", help="Table with a formula column.")] = None,
     output: Annotated[
         Path | None, typer.Option("--output", help="Output table (.csv/.parquet) or .npy (valid rows only).")
     ] = None,
-    strict: Annotated[
-        bool,
-        typer.Option(
-            "--strict/--lenient", help="Fail on a formula that cannot be encoded (default: NaN row)."
-        ),
-    ] = False,
+    skip_bad: SkipBadOpt = False,
     refine_steps: Annotated[
         int | None,
         typer.Option(
@@ -184,15 +197,16 @@ def latent_encode(
     if bool(formulas) == (input_file is not None):
         raise typer.BadParameter("give formulas as arguments or --input FILE (exactly one)")
     items = list(formulas) if formulas else _read_formulas(input_file)  # type: ignore[arg-type]
-    if output is not None:
-        _check_output(output, overwrite)
+    if output is not None and output.suffix.lower() != ".npy":
+        check_table_output(output, overwrite=overwrite)
+    refuse_existing(output, overwrite=overwrite)
+    parsed = check_formulas(items, path=input_file, skip_bad=True)  # first bad row in file order below
     ae = CompositionAutoencoder.load(model)
     if refine_steps is not None:
         ae.refine_steps = refine_steps
-    if strict:
-        ae.encode(items)  # raises on the first formula that cannot be encoded
     table = encode_table(ae, items)
-    n_bad = int((table["reason"] != "").sum())
+    reasons = [p or m for p, m in zip(parsed.reasons, table["reason"], strict=True)]
+    n_bad = refuse_model_reasons(reasons, items, path=input_file, skip_bad=skip_bad)
     if output is None:
         show = table[["formula", "reduced_formula", "reason", "z0", "z1", "z2"]]
         typer.echo(show.to_string(index=False, float_format=lambda v: f"{v:.4f}"))
@@ -271,7 +285,7 @@ def latent_sample(
 
 @latent_app.command("map")
 def latent_map_cmd(
-    out: OutOpt,
+    out: Annotated[Path, out_option("PNG file of the map.")],
     model: ModelOpt = "default",
     dataset: Annotated[
         str, typer.Option("--dataset", help="Labelled dataset (name or file) for the colours.")

@@ -7,10 +7,21 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any
 
+import numpy as np
+import pandas as pd
 import typer
 
 from gapforge import columns as C
-from gapforge.cli._app import ModelOpt, OutOpt, OverwriteOpt, SeedOpt, app, train_app
+from gapforge.cli._app import ModelOpt, OverwriteOpt, SeedOpt, app, out_option, train_app
+from gapforge.cli._policy import (
+    SkipBadOpt,
+    check_formulas,
+    check_table_output,
+    read_formula_table,
+    refuse_existing,
+    refuse_model_reasons,
+)
+from gapforge.io import write_table
 
 DataOpt = Annotated[
     str, typer.Option("--data", help="Dataset name (gapforge data list) or a labelled CSV/Parquet/JSON file.")
@@ -19,6 +30,7 @@ HoldoutOpt = Annotated[
     list[str] | None,
     typer.Option(
         "--holdout",
+        metavar="DATASET",
         help="Dataset whose formulas are removed before the split and scored after training "
         "(repeatable; default: test-500 when --data is mp-bandgap).",
     ),
@@ -87,7 +99,9 @@ def _train(
 @train_app.command("oracle")
 def train_oracle(
     data: DataOpt = "mp-bandgap",
-    out: OutOpt = Path("models/oracle"),
+    out: Annotated[Path, out_option("Model directory to create (model.json and the weights).")] = Path(
+        "models/oracle"
+    ),
     seed: SeedOpt = 0,
     epochs: Annotated[
         int,
@@ -99,9 +113,9 @@ def train_oracle(
     ] = 40,
     members: Annotated[int, typer.Option("--members", help="Ensemble members.")] = 3,
     patience: Annotated[int, typer.Option("--patience", help="Early-stopping patience (epochs).")] = 6,
-    batch_size: Annotated[int, typer.Option("--batch-size")] = 128,
+    batch_size: Annotated[int, typer.Option("--batch-size", help="Formulas per training step.")] = 128,
     learning_rate: Annotated[float, typer.Option("--lr", help="AdamW peak learning rate.")] = 1e-3,
-    threads: Annotated[int, typer.Option("--threads", help="Torch threads for training.")] = 1,
+    threads: Annotated[int, typer.Option("--threads", help="Torch threads used for training.")] = 1,
     widths: Annotated[
         str,
         typer.Option(
@@ -136,7 +150,9 @@ def train_oracle(
 @train_app.command("forest")
 def train_forest(
     data: DataOpt = "mp-bandgap",
-    out: OutOpt = Path("models/forest"),
+    out: Annotated[Path, out_option("Model directory to create (model.json and the weights).")] = Path(
+        "models/forest"
+    ),
     seed: SeedOpt = 0,
     estimator: Annotated[
         str,
@@ -145,15 +161,29 @@ def train_forest(
         ),
     ] = "rf",
     n_estimators: Annotated[
-        int | None, typer.Option("--n-estimators", help="Trees (rf) or iterations (hgb).")
+        int | None,
+        typer.Option(
+            "--n-estimators", help="Trees (rf; default 60) or boosting iterations (hgb; default 500)."
+        ),
     ] = None,
-    learning_rate: Annotated[float | None, typer.Option("--lr", help="Boosting learning rate (hgb).")] = None,
-    min_samples_leaf: Annotated[int | None, typer.Option("--min-samples-leaf")] = None,
+    learning_rate: Annotated[
+        float | None, typer.Option("--lr", help="Boosting learning rate (hgb only; default 0.1).")
+    ] = None,
+    min_samples_leaf: Annotated[
+        int | None,
+        typer.Option("--min-samples-leaf", help="Fewest formulas per leaf (rf default 3, hgb default 20)."),
+    ] = None,
     max_features: Annotated[
-        float | None, typer.Option("--max-features", help="Share of features per split.")
+        float | None,
+        typer.Option(
+            "--max-features", help="Share of the descriptors tried per split, 0-1 (rf default 0.33, hgb 1.0)."
+        ),
     ] = None,
     max_leaf_nodes: Annotated[
-        int | None, typer.Option("--max-leaf-nodes", help="Leaves per tree (0 = unbounded).")
+        int | None,
+        typer.Option(
+            "--max-leaf-nodes", help="Leaves per tree, 0 = unbounded (rf default 1000, hgb default 63)."
+        ),
     ] = None,
     holdout: HoldoutOpt = None,
     no_holdout: NoHoldoutOpt = False,
@@ -180,13 +210,16 @@ def train_forest(
 
 
 def _echo_predictions(table: Any) -> None:
-    """Print a prediction table: formula, mean and std (eV, 3 decimals), and the reason of a failure."""
+    """Print a prediction table under a header with units: formula, mean and std (eV), reason."""
     width = max(len(C.FORMULA), *(len(f) for f in table[C.FORMULA]))
+    mean_head, std_head = f"{C.BAND_GAP_MEAN} (eV)", f"{C.BAND_GAP_STD} (eV)"
 
     def line(formula: str, mean: str, std: str, reason: str) -> str:
-        return f"{formula:<{width}}  {mean:>13}  {std:>12}" + (f"  {reason}" if reason else "")
+        return f"{formula:<{width}}  {mean:>{len(mean_head)}}  {std:>{len(std_head)}}" + (
+            f"  {reason}" if reason else ""
+        )
 
-    typer.echo(line(C.FORMULA, C.BAND_GAP_MEAN, C.BAND_GAP_STD, C.REASON))
+    typer.echo(line(C.FORMULA, mean_head, std_head, C.REASON))
     for formula, mean, std, reason in zip(
         table[C.FORMULA], table[C.BAND_GAP_MEAN], table[C.BAND_GAP_STD], table[C.REASON], strict=True
     ):
@@ -199,35 +232,59 @@ def _echo_predictions(table: Any) -> None:
 @app.command("predict")
 def predict(
     formulas: Annotated[
-        list[str] | None, typer.Argument(help="Formulas to predict (or use --input).")
+        list[str] | None, typer.Argument(metavar="FORMULA", help="Formulas to predict (or use --input).")
     ] = None,
     model: ModelOpt = "default",
     kind: KindOpt = "oracle",
     input_path: Annotated[
-        Path | None, typer.Option("--input", help="CSV/Parquet table with a formula/composition column.")
+        Path | None,
+        typer.Option("--input", help="CSV/Parquet table with a formula/composition column."),
     ] = None,
     output_path: Annotated[
-        Path | None, typer.Option("--output", help="CSV/Parquet file for the predictions (with --input).")
+        Path | None,
+        typer.Option(
+            "--output",
+            help="CSV/Parquet/JSON file for the predictions: formula, band_gap_mean and band_gap_std "
+            "(eV), reason. Default: print them.",
+        ),
     ] = None,
+    skip_bad: SkipBadOpt = False,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Predict band gaps (eV, mean and std) of formulas or of a table of formulas."""
-    from gapforge.models.registry import predict_file, predict_formulas
+    from gapforge.models.registry import predict_formulas
 
+    if input_path is not None and formulas:
+        raise typer.BadParameter("give formulas or --input, not both")
+    if input_path is None and not formulas:
+        raise typer.BadParameter("give one or more formulas, or --input FILE")
+    check_table_output(output_path, overwrite=overwrite)
     if input_path is not None:
-        if formulas:
-            raise typer.BadParameter("give formulas or --input, not both")
-        if output_path is None:
-            raise typer.BadParameter("--input needs --output", param_hint="--output")
-        out = predict_file(input_path, output_path, model, kind)
-        bad = int((out[C.REASON] != "").sum())
-        typer.echo(
-            f"wrote {len(out)} predictions to {output_path}"
-            + (f" ({bad} could not be predicted)" if bad else "")
-        )
-        return
-    if not formulas:
-        raise typer.BadParameter("give one or more formulas, or --input FILE --output FILE")
-    _echo_predictions(predict_formulas(formulas, model, kind))
+        df, col = read_formula_table(input_path)
+        values = ["" if pd.isna(v) else str(v) for v in df[col].tolist()]
+    else:
+        values = list(formulas or [])
+    checked = check_formulas(values, path=input_path, skip_bad=True)  # first bad row in file order below
+    usable = [i for i, why in enumerate(checked.reasons) if not why]
+    pred = predict_formulas([values[i] for i in usable], model, kind)
+    out = pd.DataFrame(
+        {
+            C.FORMULA: values,
+            C.BAND_GAP_MEAN: np.nan,
+            C.BAND_GAP_STD: np.nan,
+            C.REASON: list(checked.reasons),
+        }
+    )
+    for col in (C.BAND_GAP_MEAN, C.BAND_GAP_STD, C.REASON):
+        out.loc[usable, col] = pred[col].to_numpy()
+    n_bad = refuse_model_reasons(out[C.REASON], values, path=input_path, skip_bad=skip_bad)
+    if output_path is not None:
+        write_table(out, output_path)
+        typer.echo(f"wrote {len(out)} predictions to {output_path}", err=True)
+    else:
+        _echo_predictions(out)
+    if n_bad:
+        typer.echo(f"{n_bad} of {len(out)} formulas could not be predicted (see the reason column)", err=True)
 
 
 @app.command("evaluate")
@@ -235,10 +292,15 @@ def evaluate(
     data: DataOpt = "test-500",
     model: ModelOpt = "default",
     kind: KindOpt = "oracle",
-    out: Annotated[Path | None, typer.Option("--out", help="Parity plot PNG to write.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Parity plot to write (.png). Default: no plot.")
+    ] = None,
+    overwrite: OverwriteOpt = False,
 ) -> None:
     """Score a model on a labelled dataset: R², MAE, RMSE (eV) and an optional parity plot."""
     from gapforge.models.registry import evaluate_model
+
+    refuse_existing(out, overwrite=overwrite)
 
     ev = evaluate_model(model, data, out=out, kind=kind)
     m = ev.metrics

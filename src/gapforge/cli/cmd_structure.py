@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from gapforge import columns as C
-from gapforge.cli._app import OutOpt, OverwriteOpt, WorkersOpt, app
+from gapforge.cli._app import app, out_option
 
 
 @app.command("structure")
@@ -16,16 +16,33 @@ def structure_cmd(
     input: Annotated[
         Path, typer.Option("--input", help="Candidate table (CSV/Parquet) with a formula column.")
     ],
-    out: OutOpt,
+    out: Annotated[
+        Path, out_option("Output directory: structures.csv and cifs/ (an existing table is reused).")
+    ],
     library: Annotated[
         Path | None,
         typer.Option("--library", help="Template library (CSV/Parquet); default: the offline MP library."),
     ] = None,
-    top_k: Annotated[int, typer.Option("--top-k", help="Templates kept per candidate.")] = 3,
+    top_k: Annotated[
+        int, typer.Option("--top-k", help="Templates kept per candidate (relaxed; the lowest energy wins).")
+    ] = 5,
     max_template_e_above_hull: Annotated[
         float, typer.Option("--max-template-ehull", help="Skip templates above this e_above_hull (eV/atom).")
     ] = 0.1,
-    overwrite: OverwriteOpt = False,
+    aflow: Annotated[
+        bool, typer.Option("--aflow/--no-aflow", help="Add pymatgen's 288 AFLOW prototypes to the templates.")
+    ] = True,
+    prototype_ranking: Annotated[
+        bool,
+        typer.Option(
+            "--prototype-ranking/--no-prototype-ranking",
+            help="Rank distinct prototypes by ElMD and how common they are among MP entries.",
+        ),
+    ] = True,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Build again even if OUT/structures.csv exists (else it is used)."),
+    ] = False,
 ) -> None:
     """Find templates by ElMD, substitute elements and write one CIF per candidate and template."""
     from gapforge.structure.pipeline import STRUCTURES_FILE, StructureSettings, build_structures
@@ -34,7 +51,10 @@ def structure_cmd(
     if top_k < 1:
         raise typer.BadParameter("--top-k must be at least 1")
     settings = StructureSettings(
-        search=SearchSettings(top_k=top_k), max_template_e_above_hull=max_template_e_above_hull
+        search=SearchSettings(top_k=top_k),
+        max_template_e_above_hull=max_template_e_above_hull,
+        aflow_prototypes=aflow,
+        prototype_ranking=prototype_ranking,
     )
     existed = (out / STRUCTURES_FILE).exists() and not overwrite
     table = build_structures(input, out, library=library, settings=settings, overwrite=overwrite)
@@ -66,8 +86,19 @@ def relax_cmd(
     ] = None,
     fmax: Annotated[float, typer.Option("--fmax", help="Force convergence threshold (eV/Å).")] = 0.05,
     steps: Annotated[int, typer.Option("--steps", help="Maximum optimiser steps per structure.")] = 500,
-    workers: WorkersOpt = 0,
-    overwrite: OverwriteOpt = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Structures relaxed at once, one process each. Default: one per core this process "
+            "may use (os.sched_getaffinity).",
+            min=1,
+        ),
+    ] = None,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Relax again even if INPUT/relaxed.csv exists (else it is reused)."),
+    ] = False,
 ) -> None:
     """Relax every substituted structure with CHGNet; formation energy and e_above_hull per candidate."""
     from gapforge.structure.pipeline import RELAXED_FILE, relax_structures
@@ -79,7 +110,7 @@ def relax_cmd(
         settings=RelaxSettings(fmax=fmax, max_steps=steps),
         library=library,
         hull=hull,
-        workers=workers or None,
+        workers=workers,
         overwrite=overwrite,
     )
     if existed:

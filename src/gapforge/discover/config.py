@@ -210,14 +210,15 @@ class StructureStageSettings:
 
     Attributes:
         max_candidates: top candidates of the screen given a structure.
-        templates: templates tried per candidate (nearest by ElMD).
+        templates: templates relaxed per candidate (distinct prototypes by ElMD and
+            prototype frequency); the lowest relaxed energy is kept.
         relax_steps: most FIRE steps of each relaxation.
         fmax: force convergence criterion (eV/Å).
         workers: relaxation processes (``None``: all cores).
     """
 
     max_candidates: int = 30
-    templates: int = 3
+    templates: int = 5
     relax_steps: int = 500
     fmax: float = 0.05
     workers: int | None = None

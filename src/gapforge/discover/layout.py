@@ -140,6 +140,46 @@ def rank_discoveries(table: pd.DataFrame) -> pd.DataFrame:
     return cand
 
 
+#: Columns of :data:`CANDIDATE_COLUMNS` that hold numbers (NaN where a stage gave no value).
+NUMERIC_CANDIDATE_COLUMNS = (
+    C.BAND_GAP_MEAN,
+    C.BAND_GAP_STD,
+    C.P_IN_WINDOW,
+    FORMATION_ENERGY,
+    E_ABOVE_HULL,
+    DFT_BAND_GAP,
+)
+
+
+#: Columns of :data:`CANDIDATE_COLUMNS` that hold yes/no flags (empty where a stage gave no value).
+FLAG_CANDIDATE_COLUMNS = tuple(c for c in (SMACT_VALID, NOVEL, C.BELOW_KNOWN_HULL) if c in CANDIDATE_COLUMNS)
+
+
+def with_full_schema(table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with every column of :data:`CANDIDATE_COLUMNS` (missing ones added empty), in order.
+
+    The ranked ``stability/discoveries.csv`` is written through this, so a run
+    with no discoveries (or whose structure stages were skipped) still has every
+    column a reader indexes, with zero rows or empty values.
+    """
+    out = table.copy()
+    for col in CANDIDATE_COLUMNS:
+        if col not in out.columns:
+            if col in NUMERIC_CANDIDATE_COLUMNS or col == RANK:
+                out[col] = np.nan
+            elif col in FLAG_CANDIDATE_COLUMNS:
+                out[col] = pd.Series([None] * len(out), index=out.index, dtype=object)
+            else:
+                out[col] = ""
+    if len(out) == 0:  # typed, so that sums and comparisons on the empty table give 0, not ""
+        for col in NUMERIC_CANDIDATE_COLUMNS:
+            out[col] = out[col].astype(float)
+        for col in FLAG_CANDIDATE_COLUMNS:
+            out[col] = out[col].astype(bool)
+    rest = [c for c in out.columns if c not in CANDIDATE_COLUMNS]
+    return out[list(CANDIDATE_COLUMNS) + rest]
+
+
 def assemble_candidates(run_dir: str | Path) -> pd.DataFrame | None:
     """Join the screen's candidates with their structures, stability and DFT gaps.
 
@@ -221,4 +261,5 @@ __all__ = [
     "REPORT",
     "assemble_candidates",
     "rank_discoveries",
+    "with_full_schema",
 ]

@@ -44,7 +44,14 @@ import pandas as pd
 from gapforge import columns as C
 from gapforge.discover import layout as L
 from gapforge.discover.config import DiscoverConfig
-from gapforge.discover.engine import PipelineResult, Stage, StageSkipped, run_pipeline, stage_dir
+from gapforge.discover.engine import (
+    PIPELINE_FILE,
+    PipelineResult,
+    Stage,
+    StageSkipped,
+    run_pipeline,
+    stage_dir,
+)
 from gapforge.errors import GapforgeError, InputError
 from gapforge.io import read_table, write_json, write_table
 
@@ -606,6 +613,7 @@ def stage_stability(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     table = L.assemble_candidates(run_dir)
     if table is None:
         raise StageSkipped("the screen wrote no candidates")
+    table = L.with_full_schema(table)  # every column, even with no discoveries
     write_table(table, stage_dir(run_dir, "stability") / "discoveries.csv")
     ef = pd.to_numeric(table.get(L.FORMATION_ENERGY, pd.Series(dtype=float)), errors="coerce")
     eh = pd.to_numeric(table.get(L.E_ABOVE_HULL, pd.Series(dtype=float)), errors="coerce")
@@ -700,13 +708,28 @@ def discover(
     Raises:
         GapforgeError: a stage failed; ``report.html`` then shows the stages done so far.
     """
+    pipeline_file = Path(run_dir) / PIPELINE_FILE
+    before = _signature(pipeline_file)
     try:
         return run_pipeline(
             run_dir, config, DISCOVER_STAGES, overwrite=overwrite, until=until, redo=redo, progress=progress
         )
     except GapforgeError:
-        _partial_report(Path(run_dir))
+        # only a stage that failed in this call rewrites the report; a refusal before any stage ran
+        # (different settings, run directory in use, unknown stage name) leaves the old run untouched
+        after = _signature(pipeline_file)
+        if after is not None and after != before:
+            _partial_report(Path(run_dir))
         raise
+
+
+def _signature(path: Path) -> tuple[int, int] | None:
+    """(inode, mtime in ns) of a file, or None: changes whenever the file is rewritten (atomically)."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_mtime_ns
 
 
 def _partial_report(run_dir: Path) -> None:

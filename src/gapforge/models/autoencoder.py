@@ -45,7 +45,7 @@ import pandas as pd
 from gapforge.encoding import MP_BANDGAP_ELEMENTS, FormulaEncoder
 from gapforge.errors import FormulaError, InputError, ModelError
 from gapforge.io import atomic_path, write_json
-from gapforge.models.base import MODEL_CARD_FILE, resolve_model_dir
+from gapforge.models.base import MODEL_CARD_FILE, resolve_model_dir, verify_weights, weights_record
 
 log = logging.getLogger(__name__)
 
@@ -786,6 +786,11 @@ class CompositionAutoencoder:
             "history": [asdict(h) for h in getattr(self, "history_", [])],
             "versions": _versions(),
             **(metadata or {}),
+            **weights_record(
+                directory,
+                [WEIGHTS_FILE, LATENT_FILE, TRAINING_FORMULAS_FILE]
+                + [HELDOUT_FORMULAS_FILE] * (directory / HELDOUT_FORMULAS_FILE).is_file(),
+            ),
         }
         write_json({"kind": KIND, "params": self.get_params(), "metadata": meta}, directory / MODEL_CARD_FILE)
         log.info("saved %s autoencoder to %s", self.arch, directory)
@@ -810,6 +815,7 @@ class CompositionAutoencoder:
         for name in (WEIGHTS_FILE, LATENT_FILE, TRAINING_FORMULAS_FILE):
             if not (path / name).is_file():
                 raise ModelError(f"{path}: incomplete model directory ({name} missing)")
+        verify_weights(path, card.get("metadata", {}), [WEIGHTS_FILE, LATENT_FILE, TRAINING_FORMULAS_FILE])
         params = dict(card["params"])
         params["channels"] = tuple(params["channels"])
         model = cls(**params)

@@ -23,6 +23,8 @@ from typing import Protocol, Self, runtime_checkable
 import pandas as pd
 
 MODEL_CARD_FILE = "model.json"
+#: ``metadata`` key of ``model.json`` mapping each weights/data file of a model directory to its sha256.
+FILES_SHA256_KEY = "files_sha256"
 
 
 @runtime_checkable
@@ -90,14 +92,15 @@ def rebuild_from_card(
 ) -> tuple[object, dict]:
     """Read ``model.json``, check kind and format, rebuild ``cls(**params)``.
 
-    Shared by every model's ``load``: also checks that ``weights_file`` is there.
+    Shared by every model's ``load``: also checks that ``weights_file`` is there and
+    that its sha256 is the one recorded in ``model.json`` (:func:`verify_weights`).
 
     Returns:
         The unfitted model and the card (``{"kind", "params", "metadata"}``).
 
     Raises:
         ModelError: unreadable card, another kind, another format version,
-            incompatible parameters, or a missing weights file.
+            incompatible parameters, a missing weights file or one whose sha256 differs.
     """
     import json
 
@@ -123,4 +126,60 @@ def rebuild_from_card(
         raise ModelError(f"{card_path}: incompatible parameters ({exc})") from exc
     if not (directory / weights_file).is_file():
         raise ModelError(f"{directory}: partial model directory, {weights_file} is missing")
+    verify_weights(directory, meta, [weights_file])
     return model, card
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def weights_record(directory: str | Path, files: Sequence[str]) -> dict[str, dict[str, str]]:
+    """``{"files_sha256": {name: sha256}}`` of the named files of a model directory, for ``model.json``.
+
+    Every model's ``save`` merges this into its card's metadata, and every ``load``
+    checks it with :func:`verify_weights` before reading a byte of the weights.
+    """
+    directory = Path(directory)
+    return {FILES_SHA256_KEY: {name: file_sha256(directory / name) for name in files}}
+
+
+def verify_weights(directory: str | Path, metadata: dict, files: Sequence[str]) -> None:
+    """Check the named files of a model directory against the sha256 recorded in ``model.json``.
+
+    The record is ``metadata["files_sha256"][name]``, or for older cards the single
+    ``metadata["weights_sha256"]`` of ``metadata["weights_file"]``. A file without a
+    record (a model saved before gapforge recorded digests) is loaded with a warning.
+
+    Raises:
+        ModelError: a file's sha256 differs from the recorded one (one line naming the file).
+    """
+    import logging
+
+    from gapforge.errors import ModelError
+
+    directory = Path(directory)
+    recorded = dict(metadata.get(FILES_SHA256_KEY) or {})
+    if metadata.get("weights_sha256") and metadata.get("weights_file"):
+        recorded.setdefault(str(metadata["weights_file"]), str(metadata["weights_sha256"]))
+    for name in files:
+        path = directory / name
+        expected = recorded.get(name)
+        if expected is None:
+            logging.getLogger(__name__).warning(
+                "%s: no sha256 recorded in %s; loaded without verification", path, MODEL_CARD_FILE
+            )
+            continue
+        actual = file_sha256(path)
+        if actual != expected:
+            raise ModelError(
+                f"{path}: sha256 {actual[:12]}... does not match {expected[:12]}... recorded in "
+                f"{MODEL_CARD_FILE} (the file is corrupt or was changed; retrain or reinstall the model)"
+            )

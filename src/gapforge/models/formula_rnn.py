@@ -46,7 +46,7 @@ import numpy as np
 from gapforge.encoding import FormulaEncoder, reduce_counts
 from gapforge.errors import InputError, ModelError
 from gapforge.io import atomic_path, write_json, write_text
-from gapforge.models.base import MODEL_CARD_FILE, rebuild_from_card
+from gapforge.models.base import MODEL_CARD_FILE, rebuild_from_card, weights_record
 from gapforge.models.generation import (
     TRAIN_SETS,
     GeneratedFormulas,
@@ -408,6 +408,7 @@ class FormulaRNN:
             "train_seconds": getattr(self, "train_seconds_", None),
             "history": getattr(self, "history_", []),
             **(metadata or {}),
+            **weights_record(directory, [WEIGHTS_FILE]),
         }
         write_json({"kind": KIND, "params": self.get_params(), "metadata": meta}, directory / MODEL_CARD_FILE)
         return directory

@@ -38,7 +38,7 @@ import numpy as np
 from gapforge.encoding import FormulaEncoder, reduce_counts
 from gapforge.errors import InputError, ModelError
 from gapforge.io import atomic_path, write_json
-from gapforge.models.base import MODEL_CARD_FILE
+from gapforge.models.base import MODEL_CARD_FILE, verify_weights, weights_record
 from gapforge.models.generation import (  # re-exported: the GAN's public API before they were shared
     TRAIN_SETS,
     GeneratedFormulas,
@@ -428,6 +428,7 @@ class FormulaGAN:
             "train_seconds": getattr(self, "train_seconds_", None),
             "history_tail": getattr(self, "history_", [])[-5:],
             **(metadata or {}),
+            **weights_record(directory, [WEIGHTS_FILE, CRITIC_FILE]),
         }
         write_json({"kind": KIND, "params": self.get_params(), "metadata": meta}, directory / MODEL_CARD_FILE)
         return directory
@@ -460,9 +461,12 @@ class FormulaGAN:
         weights = directory / WEIGHTS_FILE
         if not weights.is_file():
             raise ModelError(f"{directory}: {WEIGHTS_FILE} is missing")
+        critic_path = directory / CRITIC_FILE
+        verify_weights(
+            directory, card.get("metadata", {}), [WEIGHTS_FILE] + [CRITIC_FILE] * critic_path.is_file()
+        )
         model.generator_ = load_weights(gen, weights)
         model.metadata_ = card.get("metadata", {})
-        critic_path = directory / CRITIC_FILE
         if critic_path.is_file():  # optional: only needed to judge samples or continue training
             critic = _build_critic(e * k, model.critic_hidden)
             try:

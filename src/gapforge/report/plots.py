@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from gapforge import columns as C
 
@@ -122,12 +123,18 @@ def parity_figure(
     ax.set_aspect("equal")
     if metrics:
         lines = []
-        for key, label in (("r2", "R²"), ("mae", "MAE"), ("rmse", "RMSE"), ("n", "n")):
-            if key in metrics and metrics[key] is not None:
+        for keys, label in (
+            (("r2",), "R²"),
+            (("mae_eV", "mae"), "MAE"),
+            (("rmse_eV", "rmse"), "RMSE"),
+            (("n",), "n"),
+        ):
+            key = next((k for k in keys if metrics.get(k) is not None), None)
+            if key is not None:
                 v = metrics[key]
                 lines.append(
-                    f"{label} = {v:.3f}" + (" eV" if key in ("mae", "rmse") else "")
-                    if key != "n"
+                    f"{label} = {v:.3f}" + (" eV" if label in ("MAE", "RMSE") else "")
+                    if label != "n"
                     else f"n = {int(v)}"
                 )
         ax.text(
@@ -174,17 +181,9 @@ def campaign_figure(iterations: pd.DataFrame, *, window: tuple[float, float] | N
             ylabel="formulas in window (so far)",
             title=f"Hits in {window[0]:.2f}–{window[1]:.2f} eV so far",
         )
+        ax1.yaxis.set_major_locator(MaxNLocator(integer=True))
         ax1.legend(fontsize=8, loc="lower right")
     else:
-        if "best_gap" in iterations:
-            ax1.plot(
-                it,
-                iterations["best_gap"].to_numpy(dtype=float),
-                "o",
-                ms=3,
-                color="0.6",
-                label="best of the iteration",
-            )
         ax1.step(
             it,
             iterations["best_so_far"].to_numpy(dtype=float),
@@ -192,22 +191,43 @@ def campaign_figure(iterations: pd.DataFrame, *, window: tuple[float, float] | N
             color="C0",
             lw=2,
             label="best so far",
+            zorder=2,
         )
+        if "best_gap" in iterations:  # hollow markers on top: visible where they touch the step line
+            ax1.plot(
+                it,
+                iterations["best_gap"].to_numpy(dtype=float),
+                "o",
+                ms=5,
+                mfc="none",
+                mec="C3",
+                mew=1.2,
+                ls="none",
+                label="best of the iteration",
+                zorder=3,
+            )
         ax1.set(xlabel="iteration", ylabel="band gap (eV)", title="Best labelled gap so far")
         _shade_window(ax1, window)
         ax1.legend(fontsize=8, loc="lower right")
     rate = iterations["valid_rate"].to_numpy(dtype=float)
-    ax2.plot(it, 100 * rate, "o-", ms=3, color="C1", label="this iteration")
-    if "valid_first_rate" in iterations:
-        first = iterations["valid_first_rate"].to_numpy(dtype=float)
-        ax2.plot(it, 100 * first, "s--", ms=3, color="C4", lw=1, label="acquisition optimum only")
+    # the thick cumulative line goes underneath, translucent; the per-iteration series are drawn over it
+    # with different markers and line styles, so no series hides another where their values coincide
     if {"n_valid", "n_proposed"} <= set(iterations.columns):
         cum = np.cumsum(iterations["n_valid"].to_numpy(float)) / np.maximum(
             np.cumsum(iterations["n_proposed"].to_numpy(float)), 1
         )
-        ax2.plot(it, 100 * cum, color="C3", lw=2, label="cumulative")
+        ax2.plot(it, 100 * cum, color="C3", lw=4, alpha=0.45, label="cumulative", zorder=1)
+    ax2.plot(it, 100 * rate, "o-", ms=4, color="C1", lw=1.2, label="this iteration", zorder=3)
+    if "valid_first_rate" in iterations:
+        first = iterations["valid_first_rate"].to_numpy(dtype=float)
+        ax2.plot(
+            it, 100 * first, "s", ms=6, mfc="none", mec="C4", ls=":", color="C4", lw=1,
+            label="acquisition optimum only", zorder=4,
+        )  # fmt: skip
     ax2.set(xlabel="iteration", ylabel="valid decodes (%)", ylim=(-2, 102), title="Valid-decode rate")
     ax2.legend(fontsize=8, loc="lower right")
+    for ax in (ax1, ax2):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 
@@ -296,6 +316,9 @@ def generator_figure(
     if max_atoms is not None:
         ax2.axvline(max_atoms - 0.5, color="k", ls="--", lw=1, label=f"screen: < {max_atoms}")
         ax2.legend(fontsize=8)
+    for ax in (ax1, ax2):  # counts of elements, atoms and formulas are whole numbers
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
     return fig
 
 

@@ -80,11 +80,11 @@ def generate_formulas(
         overwrite: replace an existing output.
 
     Raises:
-        InputError: ``n`` is negative, the output exists without ``overwrite``,
+        InputError: ``n`` is below 1, the output exists without ``overwrite``,
             or the output name has an unknown extension.
     """
-    if n < 0:
-        raise InputError("number of samples must be >= 0", value=n)
+    if n < 1:
+        raise InputError("number of samples (-n) must be at least 1", value=n)
     if batch_size < 1:
         raise InputError("batch size must be >= 1", value=batch_size)
     if out is not None:

@@ -55,6 +55,9 @@ log = logging.getLogger(__name__)
 
 #: Default dataset of :meth:`HullReference.from_dataset`.
 DEFAULT_HULL_DATASET = "mp-e-form"
+#: Datasets whose formation energies carry the legacy MP corrections; moved onto the MP2020
+#: scale of CHGNet by default (:mod:`gapforge.structure.energy_scale`).
+LEGACY_CORRECTED_DATASETS = frozenset({"mp-e-form"})
 #: Column names recognised as the formation-energy column (eV/atom), in order of preference.
 FORMATION_ENERGY_ALIASES: tuple[str, ...] = (
     "formation_energy_per_atom",
@@ -226,11 +229,20 @@ class HullReference:
         *,
         path: str | Path | None = None,
         exclude_systems: Iterable[str | Iterable[str]] = (),
+        to_mp2020: bool | None = None,
     ) -> HullReference:
         """A reference from a named formation-energy dataset (default ``mp-e-form``).
 
         The table is parsed once per process and file; held-out systems are
         applied on top of that.
+
+        Args:
+            name: registry name or file.
+            path: explicit file for the name.
+            exclude_systems: chemical systems whose formulas are left out.
+            to_mp2020: move legacy-corrected energies onto the MP2020 scale of
+                CHGNet (:func:`gapforge.structure.energy_scale.legacy_to_mp2020`);
+                default: for the datasets of :data:`LEGACY_CORRECTED_DATASETS`.
 
         Raises:
             DatasetNotFoundError: the dataset is not available.
@@ -243,6 +255,11 @@ class HullReference:
         file = resolve(name, path=path)
         energies = _energies_of_file(str(Path(file).resolve()), Path(file).stat().st_mtime_ns)
         src = f"{name} ({file})" if entry is not None else str(file)
+        if to_mp2020 is None:
+            to_mp2020 = name in LEGACY_CORRECTED_DATASETS
+        if to_mp2020:
+            energies = _on_mp2020_scale(energies)
+            src += ", moved onto the MP2020 correction scale"
         return cls(energies, source=src, exclude_systems=exclude_systems)
 
     @classmethod
@@ -362,31 +379,47 @@ class HullReference:
             out.update(self._by_system.get(sub, {}))
         return out
 
-    def diagram(self, system: str | Iterable[str]) -> tuple[PhaseDiagram, int]:
-        """The phase diagram of ``system`` (cached) and its number of known compounds."""
+    def diagram(
+        self, system: str | Iterable[str], *, leave_out: Iterable[str] = ()
+    ) -> tuple[PhaseDiagram, int]:
+        """The phase diagram of ``system`` and its number of known compounds.
+
+        Cached per system; with ``leave_out`` (reduced formulas) it is built
+        without them and not cached.
+        """
         key = chemical_system(system)
-        hit = self._cache.get(key)
+        drop = frozenset(leave_out)
+        hit = None if drop else self._cache.get(key)
         if hit is not None:
             self._cache.move_to_end(key)
             return hit
         entries = [PDEntry(Composition(el), 0.0, name=el) for el in sorted(key)]
-        phases = self.known_phases(key)
+        phases = {f: e for f, e in self.known_phases(key).items() if f not in drop}
         for formula, e in phases.items():
             comp = Composition(formula)
             entries.append(PDEntry(comp, e * comp.num_atoms, name=formula))
         built = (PhaseDiagram(entries), len(phases))
-        self._cache[key] = built
-        if len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
+        if not drop:
+            self._cache[key] = built
+            if len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
         return built
 
-    def e_above_hull(self, composition: str | Composition, formation_energy_per_atom: float) -> HullResult:
+    def e_above_hull(
+        self,
+        composition: str | Composition,
+        formation_energy_per_atom: float,
+        *,
+        leave_out: Iterable[str] = (),
+    ) -> HullResult:
         """Energy above the known hull (eV/atom) and decomposition of one composition.
 
         Args:
             composition: formula or Composition of the candidate.
             formation_energy_per_atom: its formation energy (eV/atom) on the
-                reference's energy scale.
+                reference's energy scale (:attr:`energy_scale`).
+            leave_out: known formulas (reduced) left out for this query only,
+                e.g. the candidate's own formula in a leave-one-out validation.
 
         Returns:
             A :class:`HullResult`; NaN (with the reason) when the energy is not
@@ -409,7 +442,7 @@ class HullReference:
             )
         if len(system) == 1:
             return HullResult(formula, e, {formula: 1.0}, 0)
-        diagram, n_known = self.diagram(system)
+        diagram, n_known = self.diagram(system, leave_out=[normalize_formula(f) for f in leave_out])
         cand = PDEntry(comp, e * comp.num_atoms, name=formula)
         decomp, ehull = diagram.get_decomp_and_e_above_hull(cand, allow_negative=True, on_error="ignore")
         if decomp is None or ehull is None or not np.isfinite(ehull):
@@ -433,6 +466,12 @@ class HullReference:
 
 
 # ---------------------------------------------------------------------- reading tables
+
+
+def _on_mp2020_scale(energies: Mapping[str, float]) -> dict[str, float]:
+    from gapforge.structure.energy_scale import legacy_to_mp2020
+
+    return {f: (legacy_to_mp2020(f, e) if len(_element_set(f)) > 1 else e) for f, e in energies.items()}
 
 
 @functools.cache

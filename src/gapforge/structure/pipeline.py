@@ -30,7 +30,7 @@ from tqdm.auto import tqdm
 
 from gapforge import columns as C
 from gapforge.errors import FormulaError, GapforgeError, InputError
-from gapforge.io import find_column, read_table, write_json, write_table
+from gapforge.io import atomic_path, find_column, read_table, write_json, write_table
 from gapforge.structure.elmd import MODIFIED_PETTIFOR, as_composition
 from gapforge.structure.hull import DEFAULT_HULL_DATASET, HullReference
 from gapforge.structure.library import TemplateLibrary, load_library
@@ -53,6 +53,9 @@ SETTINGS_FILE = "structure_settings.json"
 RELAX_SETTINGS_FILE = "relax_settings.json"
 CIF_DIR = "cifs"
 RELAXED_CIF_DIR = "relaxed"
+SYMMETRIZED_CIF_DIR = "relaxed_symmetrized"
+#: Symmetry tolerance (Å) for the relaxed structure's space group and symmetrised CIF.
+SYMPREC = 0.1
 
 
 @dataclass(frozen=True)
@@ -64,11 +67,17 @@ class StructureSettings:
         substitution: element substitution and volume rescaling.
         max_template_e_above_hull: templates above this known e_above_hull
             (eV/atom) are not used (the offline library has some far off the hull).
+        prototype_ranking: rank templates with the prototype counts of ``mp-formulas``
+            (see :mod:`gapforge.structure.templates`); skipped with a warning when
+            the data is missing.
+        aflow_prototypes: add pymatgen's 288 AFLOW prototypes to the templates.
     """
 
     search: SearchSettings = field(default_factory=SearchSettings)
     substitution: SubstitutionSettings = field(default_factory=SubstitutionSettings)
     max_template_e_above_hull: float | None = 0.1
+    prototype_ranking: bool = True
+    aflow_prototypes: bool = True
 
 
 def read_candidates(path: str | Path) -> tuple[pd.DataFrame, list[Composition]]:
@@ -130,12 +139,15 @@ def build_structures(
         ehull = library.table[C.E_ABOVE_HULL].to_numpy(dtype=float)
         library = library.subset(~(ehull > settings.max_template_e_above_hull))
     lib_source = library.source if lib_path is None else str(Path(lib_path).resolve())
+    if settings.aflow_prototypes:
+        library = with_aflow_prototypes(library)
+    prototypes = _prototype_counts() if settings.prototype_ranking else None
 
     searchable = [
         i for i, c in enumerate(comps) if all(el in MODIFIED_PETTIFOR for el in c.get_el_amt_dict())
     ]
     matches_for: dict[int, list[Any]] = {i: [] for i in range(len(comps))}
-    found = search_templates([comps[i] for i in searchable], library, settings.search)
+    found = search_templates([comps[i] for i in searchable], library, settings.search, prototypes=prototypes)
     for i, m in zip(searchable, found, strict=True):
         matches_for[i] = m
 
@@ -159,6 +171,7 @@ def build_structures(
                 C.TEMPLATE_FORMULA: match.formula,
                 C.TEMPLATE_SPACEGROUP: library.table.loc[match.index, C.SPACEGROUP_NUMBER],
                 C.ELMD: match.elmd,
+                C.PROTOTYPE_SHARE: match.prototype_share,
                 C.SAME_PROTOTYPE: match.same_anonymized_formula,
             }
             if not match.same_anonymized_formula:
@@ -256,11 +269,17 @@ def relax_structures(
             table.loc[i, C.REASON] = f"cannot read CIF: {type(exc).__name__}: {exc}"
     results = run_relaxations(structures, settings, workers=workers, desc="relax")
 
-    for col in (C.RELAXED_CIF_PATH, C.REASON, C.CONVERGED):
+    for col in (
+        C.RELAXED_CIF_PATH,
+        C.SYMMETRIZED_CIF_PATH,
+        C.RELAXED_SPACEGROUP_SYMBOL,
+        C.REASON,
+        C.CONVERGED,
+    ):
         if col not in table.columns:
             table[col] = None
         table[col] = table[col].astype(object)
-    for col in (C.ENERGY_PER_ATOM, C.RELAX_STEPS, C.WALL_TIME_S, C.MAX_FORCE):
+    for col in (C.ENERGY_PER_ATOM, C.RELAX_STEPS, C.WALL_TIME_S, C.MAX_FORCE, C.RELAXED_SPACEGROUP):
         table[col] = np.nan
     for i, res in zip(ok_idx, results, strict=True):
         if isinstance(res, Failure):
@@ -331,6 +350,7 @@ def _order_columns(table: pd.DataFrame, input_columns: pd.Index) -> pd.DataFrame
         C.TEMPLATE_FORMULA,
         C.TEMPLATE_SPACEGROUP,
         C.ELMD,
+        C.PROTOTYPE_SHARE,
         C.SAME_PROTOTYPE,
         C.SUBSTITUTION,
         C.OXIDATION_CONSISTENT,
@@ -350,6 +370,8 @@ _NUMERIC_COLUMNS = (
     C.TEMPLATE_RANK,
     C.TEMPLATE_SPACEGROUP,
     C.ELMD,
+    C.PROTOTYPE_SHARE,
+    C.RELAXED_SPACEGROUP,
     C.VOLUME_SCALE,
     C.NSITES,
     C.ENERGY_PER_ATOM,
@@ -378,6 +400,8 @@ _TEXT_COLUMNS = (
     C.TEMPLATE_FORMULA,
     C.RELAXED_CIF_PATH,
     C.DECOMPOSITION,
+    C.SYMMETRIZED_CIF_PATH,
+    C.RELAXED_SPACEGROUP_SYMBOL,
 )
 
 
@@ -417,6 +441,14 @@ def _record_relaxation(
     rel = Path(RELAXED_CIF_DIR) / Path(str(table.loc[i, C.CIF_PATH])).name
     write_cif(res.final_structure, run_dir / rel)
     table.loc[i, C.RELAXED_CIF_PATH] = rel.as_posix()
+    sym = symmetrize(res.final_structure)
+    if sym is not None:
+        sym_rel = Path(SYMMETRIZED_CIF_DIR) / rel.name
+        with atomic_path(run_dir / sym_rel) as tmp:
+            tmp.write_text(sym.cif)
+        table.loc[i, C.SYMMETRIZED_CIF_PATH] = sym_rel.as_posix()
+        table.loc[i, C.RELAXED_SPACEGROUP] = sym.number
+        table.loc[i, C.RELAXED_SPACEGROUP_SYMBOL] = sym.symbol
     table.loc[i, C.ENERGY_PER_ATOM] = res.energy_per_atom
     table.loc[i, C.RELAX_STEPS] = res.steps
     table.loc[i, C.CONVERGED] = res.converged
@@ -426,6 +458,54 @@ def _record_relaxation(
         table.loc[i, C.REASON] = (
             f"not converged in {settings.max_steps} steps (max force {res.max_force:.3f} eV/Å)"
         )
+
+
+@dataclass(frozen=True)
+class Symmetrized:
+    """Space group of a structure and its CIF written with the symmetry operations."""
+
+    number: int
+    symbol: str
+    cif: str
+
+
+def symmetrize(structure: Any, symprec: float = SYMPREC) -> Symmetrized | None:
+    """Space group (pymatgen ``SpacegroupAnalyzer``) and symmetrised CIF; None when spglib fails."""
+    from pymatgen.io.cif import CifWriter
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        sga = SpacegroupAnalyzer(structure, symprec=symprec)
+        refined = sga.get_refined_structure()
+        return Symmetrized(
+            int(sga.get_space_group_number()),
+            str(sga.get_space_group_symbol()),
+            str(CifWriter(refined, symprec=symprec)),
+        )
+    except Exception as exc:  # spglib gives up on some distorted cells
+        log.debug("no symmetry for %s: %s", structure.composition.reduced_formula, exc)
+        return None
+
+
+def with_aflow_prototypes(library: TemplateLibrary) -> TemplateLibrary:
+    """The library with pymatgen's AFLOW prototypes appended (once)."""
+    from gapforge.structure.prototypes import AFLOW_ID_PREFIX, aflow_prototype_library
+
+    ids = library.table[C.MATERIAL_ID].astype(str)
+    if ids.str.startswith(AFLOW_ID_PREFIX).any():
+        return library
+    table = pd.concat([library.table, aflow_prototype_library()], ignore_index=True)
+    return TemplateLibrary(table, source=f"{library.source} + aflow-prototypes")
+
+
+def _prototype_counts() -> Any:
+    from gapforge.structure.prototypes import PrototypeCounts
+
+    try:
+        return PrototypeCounts.load()
+    except GapforgeError as exc:
+        log.warning("no prototype counts (%s); templates ranked by ElMD only", exc)
+        return None
 
 
 def _hull_reference(

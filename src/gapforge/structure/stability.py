@@ -11,7 +11,10 @@ and MP2020 applies no correction to pure elements), so
 
     E_form / atom = [E_CHGNet(compound) - sum_el n_el * mu_el] / N_atoms,
 
-with mu_el the reference energy per atom of element el (eV/atom).
+with mu_el the reference energy per atom of element el (eV/atom). The default
+hull reference (``mp-e-form``, legacy MP corrections) is moved onto this MP2020
+scale per anion (:mod:`gapforge.structure.energy_scale`, measured by
+``benchmarks/bench_energy_scale.py``).
 
 Hull. ``e_above_hull`` is measured against :class:`gapforge.structure.hull.HullReference`,
 by default every Materials Project formation energy of ``mp-e-form`` (lowest

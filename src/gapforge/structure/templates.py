@@ -7,6 +7,16 @@ are returned instead (flagged ``same_anonymized_formula=False``: their
 structures cannot hold the candidate's composition by a one-to-one
 substitution). The search is vectorised: candidates are grouped by anonymised
 formula and each group is one ``cdist`` against the matching library rows.
+
+Prototype ranking (with ``prototypes=`` counts): the same-pattern templates are
+grouped by prototype (anonymised formula + space group); each prototype is
+represented by its nearest template by ElMD and scored
+``ElMD + prototype_weight * -ln(share)``, where ``share`` is the fraction of the
+known entries with the candidate's anonymised formula that take that space
+group (:class:`~gapforge.structure.prototypes.PrototypeCounts`). The top-k are
+then k *different* prototypes, best score first (then, if fewer prototypes
+exist, the next-nearest templates), so relaxing k templates tries k structure
+types instead of k copies of one.
 """
 
 from __future__ import annotations
@@ -22,6 +32,13 @@ from pymatgen.core import Composition
 from gapforge import columns as C
 from gapforge.structure.elmd import as_composition, cumulative_matrix, elmd_matrix
 from gapforge.structure.library import TemplateLibrary
+from gapforge.structure.prototypes import PrototypeCounts, prototype_prior
+
+#: Weight of the prototype prior against ElMD, chosen on a development set of known
+#: materials disjoint from the benchmark's (benchmarks/bench_template_ranking.py).
+PROTOTYPE_WEIGHT = 4.0
+#: Known formulas (nearest by ElMD) whose space groups give the prototype shares.
+PROTOTYPE_NEIGHBOURS: int | None = 5
 
 log = logging.getLogger(__name__)
 
@@ -35,12 +52,22 @@ class SearchSettings:
         fallback_nearest: when no template shares the anonymised formula, return
             the nearest overall (else return nothing).
         exclude_same_formula: never return a template with the candidate's own
-            reduced formula (for validation by rebuilding known structures).
+            reduced formula (for validation by rebuilding known structures); the
+            prototype counts then leave the formula's own entries out too.
+        prototype_weight: weight of the prototype prior ``-ln(share)`` against
+            ElMD (used when counts are given; see the module docstring).
+        distinct_prototypes: the top-k are different prototypes where possible.
+        neighbours: the prototype share is taken among this many known formulas
+            nearest to the candidate by ElMD (with its anonymised formula); None:
+            among all known formulas of that anonymised formula.
     """
 
-    top_k: int = 3
+    top_k: int = 5
     fallback_nearest: bool = True
     exclude_same_formula: bool = False
+    prototype_weight: float = PROTOTYPE_WEIGHT
+    distinct_prototypes: bool = True
+    neighbours: int | None = PROTOTYPE_NEIGHBOURS
 
 
 @dataclass(frozen=True)
@@ -62,6 +89,7 @@ class TemplateMatch:
     elmd: float
     rank: int
     same_anonymized_formula: bool
+    prototype_share: float = float("nan")
 
     def to_dict(self) -> dict[str, object]:
         """Plain dict of the fields."""
@@ -72,6 +100,8 @@ def search_templates(
     formulas: Sequence[Composition | str],
     library: TemplateLibrary,
     settings: SearchSettings = SearchSettings(),
+    *,
+    prototypes: PrototypeCounts | None = None,
 ) -> list[list[TemplateMatch]]:
     """Find the top-k templates for every formula.
 
@@ -79,6 +109,7 @@ def search_templates(
         formulas: candidate formulas (already validated; see :func:`as_composition`).
         library: the template library.
         settings: top-k and fallback rules.
+        prototypes: prototype counts for the ranking prior (None: ElMD only).
 
     Returns:
         One list of matches per formula, nearest first (possibly empty).
@@ -103,9 +134,14 @@ def search_templates(
             continue
         dist = elmd_matrix(cum[cand_idx], library.cumulative[lib_idx])
         for row, ci in enumerate(cand_idx):
-            matches = _top_k(
-                dist[row], lib_idx, ci, reduced, lib_formula, lib_ids, ehull, settings, same=True
-            )
+            if settings.distinct_prototypes:
+                matches = _top_k_prototypes(
+                    dist[row], lib_idx, ci, reduced, library, ehull, settings, str(pattern), prototypes
+                )
+            else:
+                matches = _top_k(
+                    dist[row], lib_idx, ci, reduced, lib_formula, lib_ids, ehull, settings, same=True
+                )
             if matches:
                 results[ci] = matches
             else:
@@ -160,6 +196,72 @@ def _top_k(
                 elmd=float(d[j]),
                 rank=rank,
                 same_anonymized_formula=same,
+            )
+        )
+    return matches
+
+
+def _top_k_prototypes(
+    dist: np.ndarray,
+    lib_idx: np.ndarray,
+    ci: int,
+    reduced: np.ndarray,
+    library: TemplateLibrary,
+    ehull: np.ndarray,
+    settings: SearchSettings,
+    pattern: str,
+    prototypes: PrototypeCounts | None,
+) -> list[TemplateMatch]:
+    """Top-k over distinct prototypes (see the module docstring); same-pattern templates only."""
+    lib_formula = library.table[C.REDUCED_FORMULA].to_numpy(dtype=object)
+    lib_ids = library.table[C.MATERIAL_ID].to_numpy(dtype=object).astype(str)
+    sg = library.table[C.SPACEGROUP_NUMBER].to_numpy(dtype=float)
+    keep = np.ones(len(lib_idx), dtype=bool)
+    if settings.exclude_same_formula:
+        keep &= lib_formula[lib_idx] != reduced[ci]
+    idx = lib_idx[keep]
+    d = dist[keep]
+    if len(idx) == 0:
+        return []
+    leave_out = str(reduced[ci]) if settings.exclude_same_formula else None
+    local = None
+    if prototypes is not None and settings.neighbours:
+        local = prototypes.local_shares(str(reduced[ci]), pattern, k=settings.neighbours, leave_out=leave_out)
+    # nearest first (ties: lower e_above_hull, then id), so each prototype's first row is its representative
+    order = np.lexsort((lib_ids[idx], ehull[idx], np.round(d, 10)))
+    reps: dict[object, tuple[int, float, float]] = {}  # prototype -> (position in order, score, share)
+    for pos in order:
+        g = sg[idx[pos]]
+        key = ("sg", int(g)) if np.isfinite(g) else ("id", int(idx[pos]))
+        if key in reps:
+            continue
+        share = float("nan")
+        prior = 0.0
+        if prototypes is not None and np.isfinite(g):
+            if local is not None:
+                share = local.get(int(g), 0.0)
+            else:
+                share = prototypes.share(pattern, int(g), leave_out=leave_out)
+            prior = prototype_prior(share)
+        reps[key] = (int(pos), float(d[pos]) + settings.prototype_weight * prior, share)
+    ranked = sorted(reps.values(), key=lambda r: (r[1], d[r[0]], lib_ids[idx[r[0]]]))
+    chosen = [r[0] for r in ranked[: settings.top_k]]
+    shares = {r[0]: r[2] for r in ranked}
+    if len(chosen) < settings.top_k:  # fewer prototypes than k: the next-nearest templates
+        taken = set(chosen)
+        chosen += [int(p) for p in order if int(p) not in taken][: settings.top_k - len(chosen)]
+    matches = []
+    for rank, pos in enumerate(chosen, start=1):
+        li = int(idx[pos])
+        matches.append(
+            TemplateMatch(
+                index=li,
+                material_id=str(lib_ids[li]),
+                formula=str(lib_formula[li]),
+                elmd=float(d[pos]),
+                rank=rank,
+                same_anonymized_formula=True,
+                prototype_share=shares.get(pos, float("nan")),
             )
         )
     return matches

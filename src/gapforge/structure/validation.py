@@ -7,8 +7,15 @@ CHGNet relaxation of the top-k, the lowest-energy result kept. Measured:
 
 - match rate: pymatgen ``StructureMatcher`` (default tolerances) between the
   rebuilt and the true structure, over all sampled materials (a material with
-  no template counts as not matched); also before relaxation and "any of top-k";
+  no template counts as not matched): top-1 (the first-ranked template, relaxed),
+  best-of-k (the lowest relaxed energy of the k, what the stage keeps), any of
+  the k, and the rank-1 template before relaxation;
+- the ceiling: the share of materials whose prototype (anonymised formula +
+  space group) is among the usable templates at all (own formula left out);
 - formation-energy MAE of the rebuilt structure against the Materials Project;
+- energy above hull of the rebuilt structure against the ``mp-e-form`` hull
+  (on the MP2020 scale, own formula left out of it) against MP's own
+  ``e_above_hull``: MAE, and precision / recall / F1 of "within 0.1 eV/atom";
 - the same MAE for CHGNet on the true MP structure (no relaxation): the
   potential's own error, separating it from the structure-prediction error;
 - relaxation wall time per structure by number of sites.
@@ -30,6 +37,7 @@ from pymatgen.core import Structure
 
 from gapforge import columns as C
 from gapforge.errors import GapforgeError
+from gapforge.structure.hull import HullReference
 from gapforge.structure.library import TemplateLibrary
 from gapforge.structure.parallel import Failure, run_relaxations
 from gapforge.structure.relax import RelaxResult, RelaxSettings
@@ -57,16 +65,20 @@ class ValidationSettings:
         relax: relaxation protocol.
         substitution: substitution settings.
         static_truth: also evaluate CHGNet on the true structure (control).
+        prototype_ranking: rank templates with the prototype counts (own formula left out).
+        aflow_prototypes: add pymatgen's AFLOW prototypes to the templates.
     """
 
     n_materials: int = 200
     max_sites: int = 12
     seed: int = 0
-    top_k: int = 1
+    top_k: int = 5
     max_template_e_above_hull: float | None = 0.1
     relax: RelaxSettings = field(default_factory=lambda: RelaxSettings(max_steps=300))
     substitution: SubstitutionSettings = field(default_factory=SubstitutionSettings)
     static_truth: bool = True
+    prototype_ranking: bool = True
+    aflow_prototypes: bool = True
 
 
 @dataclass(frozen=True)
@@ -102,6 +114,8 @@ def validate_rebuild(
     workers: int | None = None,
     chunk_size: int | None = None,
     checkpoint: Callable[[ValidationResult], None] | None = None,
+    done: list[dict[str, Any]] | None = None,
+    hull: HullReference | None = None,
 ) -> ValidationResult:
     """Rebuild known structures from their formulas and score the stage.
 
@@ -113,17 +127,36 @@ def validate_rebuild(
         chunk_size: materials per batch (default: all at once); after each batch
             ``checkpoint`` gets the result so far, so a long run can be stopped early.
         checkpoint: called with the partial result after each batch.
+        done: records of an earlier, interrupted run (materials already done are skipped).
+        hull: reference for the energy above hull (default: ``mp-e-form`` on the MP2020 scale);
+            each material's own formula is left out of it.
     """
     start = time.perf_counter()
     targets = sample_known(library, settings)
+    records: list[dict[str, Any]] = list(done or [])
+    seen = {r[C.MATERIAL_ID] for r in records}
+    targets = targets[~targets[C.MATERIAL_ID].isin(seen)]
     chunk_size = chunk_size or max(1, len(targets))
-    records: list[dict[str, Any]] = []
     templates = _template_subset(library, settings)
-    result = ValidationResult(table=pd.DataFrame(), summary={})
+    prototypes = None
+    if settings.prototype_ranking:
+        from gapforge.structure.prototypes import PrototypeCounts
+
+        prototypes = PrototypeCounts.load()
+    if hull is None:
+        hull = HullReference.from_dataset()
+    result = _result(records, settings, library, templates, start)
     for lo in range(0, len(targets), chunk_size):
         records.extend(
             _validate_chunk(
-                library, templates, targets.iloc[lo : lo + chunk_size], references, settings, workers
+                library,
+                templates,
+                targets.iloc[lo : lo + chunk_size],
+                references,
+                settings,
+                workers,
+                prototypes=prototypes,
+                hull=hull,
             )
         )
         result = _result(records, settings, library, templates, start)
@@ -134,11 +167,30 @@ def validate_rebuild(
 
 
 def _template_subset(library: TemplateLibrary, settings: ValidationSettings) -> TemplateLibrary:
+    if settings.aflow_prototypes:
+        from gapforge.structure.pipeline import with_aflow_prototypes
+
+        library = with_aflow_prototypes(library)
     tmask = np.ones(len(library), dtype=bool)
     if settings.max_template_e_above_hull is not None:
         tmask &= ~(library.table[C.E_ABOVE_HULL].to_numpy(dtype=float) > settings.max_template_e_above_hull)
     tmask &= library.table[C.NSITES].to_numpy(dtype=float) <= settings.max_sites
     return library.subset(tmask)
+
+
+def prototype_in_templates(
+    formula: str, anonymized: str, spacegroup: float, templates: TemplateLibrary
+) -> bool:
+    """Whether a template of another formula has this prototype (anonymised formula + space group)."""
+    if not np.isfinite(spacegroup):
+        return False
+    t = templates.table
+    same = (
+        (t[C.ANONYMIZED_FORMULA].to_numpy() == anonymized)
+        & (t[C.SPACEGROUP_NUMBER].to_numpy(dtype=float) == float(spacegroup))
+        & (t[C.REDUCED_FORMULA].to_numpy() != formula)
+    )
+    return bool(same.any())
 
 
 def _validate_chunk(
@@ -148,10 +200,13 @@ def _validate_chunk(
     references: ElementalReferences,
     settings: ValidationSettings,
     workers: int | None,
+    *,
+    prototypes: Any = None,
+    hull: HullReference | None = None,
 ) -> list[dict[str, Any]]:
     search = SearchSettings(top_k=settings.top_k, fallback_nearest=False, exclude_same_formula=True)
     formulas = targets[C.REDUCED_FORMULA].tolist()
-    found = search_templates(formulas, templates, search)
+    found = search_templates(formulas, templates, search, prototypes=prototypes)
 
     records: list[dict[str, Any]] = []
     tasks: list[Structure] = []
@@ -165,6 +220,11 @@ def _validate_chunk(
             C.NSITES: len(true),
             C.SPACEGROUP_NUMBER: row[C.SPACEGROUP_NUMBER],
             "e_form_mp": row[C.FORMATION_ENERGY_PER_ATOM],
+            "e_above_hull_mp": row[C.E_ABOVE_HULL],
+            "prototype_in_library": prototype_in_templates(
+                row[C.REDUCED_FORMULA], row[C.ANONYMIZED_FORMULA], float(row[C.SPACEGROUP_NUMBER]), templates
+            ),
+            "template_ids": [m.material_id for m in matches],
             "_true": true,
             "_subs": {},
             "_relaxed": {},
@@ -199,7 +259,7 @@ def _validate_chunk(
 
     matcher = StructureMatcher()
     for rec in records:
-        _score(rec, matcher, references)
+        _score(rec, matcher, references, hull)
     return [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
 
 
@@ -220,14 +280,20 @@ def _result(
     return ValidationResult(table=table, summary=summary)
 
 
-def _score(rec: dict[str, Any], matcher: StructureMatcher, refs: ElementalReferences) -> None:
+def _score(
+    rec: dict[str, Any], matcher: StructureMatcher, refs: ElementalReferences, hull: HullReference | None
+) -> None:
     formula = rec["formula"]
     e_true = rec.get("energy_per_atom_true", np.nan)
     rec["e_form_chgnet_true_structure"] = (
         formation_energy_per_atom(formula, e_true, refs) if np.isfinite(e_true) else np.nan
     )
     rec["mp2020_correction_per_atom"] = mp2020_correction_per_atom(formula)
+    if hull is not None and np.isfinite(rec["e_form_chgnet_true_structure"]):
+        res = hull.e_above_hull(formula, rec["e_form_chgnet_true_structure"], leave_out=[formula])
+        rec["e_above_hull_chgnet_true_structure"] = res.e_above_hull
     rec["match_unrelaxed"] = False
+    rec["match_top1"] = False
     rec["match_any_topk"] = False
     rec["match"] = False
     subs = rec["_subs"]
@@ -258,9 +324,17 @@ def _score(rec: dict[str, Any], matcher: StructureMatcher, refs: ElementalRefere
             "match": bool(_fit(matcher, best.final_structure, rec["_true"])),
             "relax_times_s": [r.wall_time_s for r in ok.values()],
             "relax_nsites": [len(r.final_structure) for r in ok.values()],
+            "energies_by_rank": {int(k): float(r.energy_per_atom) for k, r in ok.items()},
         }
     )
-    rec["match_any_topk"] = any(_fit(matcher, r.final_structure, rec["_true"]) for r in ok.values())
+    matches = {rank: _fit(matcher, r.final_structure, rec["_true"]) for rank, r in ok.items()}
+    rec["matches_by_rank"] = {int(k): bool(v) for k, v in matches.items()}
+    rec["match_top1"] = bool(matches.get(1, False))
+    rec["match_any_topk"] = any(matches.values())
+    if hull is not None:
+        res = hull.e_above_hull(formula, rec["e_form_rebuilt"], leave_out=[formula])
+        rec["e_above_hull_rebuilt"] = res.e_above_hull
+        rec["hull_known_phases"] = res.n_known_phases
     if not best.converged and rec["reason"] is None:
         rec["reason"] = f"not converged (max force {best.max_force:.3f} eV/Å)"
 
@@ -284,7 +358,11 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
         rebuilt = pd.Series(False, index=table.index)
     out["n_rebuilt"] = int(rebuilt.sum())
     out["n_no_template"] = int(table["reason"].fillna("").str.startswith("no template").sum())
-    out["match_rate"] = float(table["match"].mean())
+    out["match_rate"] = float(table["match"].mean())  # best-of-k (lowest relaxed energy)
+    if "match_top1" in table:
+        out["match_rate_top1"] = float(table["match_top1"].fillna(False).astype(bool).mean())
+    if "prototype_in_library" in table:
+        out["ceiling_prototype_in_library"] = float(table["prototype_in_library"].astype(bool).mean())
     out["match_rate_among_rebuilt"] = float(table.loc[rebuilt, "match"].mean()) if rebuilt.any() else None
     out["match_rate_unrelaxed"] = float(table["match_unrelaxed"].mean())
     out["match_rate_any_topk"] = float(table["match_any_topk"].mean())
@@ -311,8 +389,64 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
             (e_true + corr - table.loc[truth, "e_form_mp"]).abs().mean()
         )
         out["share_negative_e_form_mp"] = float((table["e_form_mp"] < 0).mean())
+    out["match_rate_by_selection_margin"] = selection_margin_rates(table)
+    out.update(_hull_figures(table, "e_above_hull_rebuilt", "rebuilt"))
+    out.update(_hull_figures(table, "e_above_hull_chgnet_true_structure", "chgnet_on_mp_structure"))
     out["relax_seconds_by_nsites"] = relax_time_by_sites(table)
     return out
+
+
+def selection_margin_rates(
+    table: pd.DataFrame, margins: tuple[float, ...] = (0.0, 0.01, 0.025, 0.05, 0.1, float("inf"))
+) -> dict[str, float]:
+    """Match rate if the kept template were the first-ranked one unless another relaxed lower by > margin.
+
+    Margin 0 is best-of-k (lowest energy), infinity is top-1. Computed from the
+    recorded energies and matches of every relaxed template (an analysis of the
+    selection rule on the same materials, not a tuned result).
+    """
+    if "energies_by_rank" not in table or "matches_by_rank" not in table:
+        return {}
+    out = {}
+    for margin in margins:
+        hits = []
+        for energies, matches in zip(table["energies_by_rank"], table["matches_by_rank"], strict=True):
+            if not isinstance(energies, dict) or not energies:
+                hits.append(False)
+                continue
+            e = {int(k): float(v) for k, v in energies.items()}
+            m = {int(k): bool(v) for k, v in matches.items()}
+            first = min(e)
+            lowest = min(e, key=lambda r: (e[r], r))
+            pick = lowest if e[first] - e[lowest] > margin else first
+            hits.append(m.get(pick, False))
+        out[str(margin)] = float(np.mean(hits))
+    return out
+
+
+def _hull_figures(table: pd.DataFrame, col: str, label: str, threshold: float = 0.1) -> dict[str, Any]:
+    """MAE against MP's e_above_hull (ours clipped at 0) and P/R/F1 of "within ``threshold`` eV/atom"."""
+    if col not in table or "e_above_hull_mp" not in table:
+        return {}
+    ok = table[col].notna() & table["e_above_hull_mp"].notna()
+    if not ok.any():
+        return {}
+    pred = table.loc[ok, col].astype(float).clip(lower=0.0)
+    true = table.loc[ok, "e_above_hull_mp"].astype(float)
+    pp, tp_ = pred <= threshold, true <= threshold
+    tp = int((pp & tp_).sum())
+    precision = tp / max(int(pp.sum()), 1)
+    recall = tp / max(int(tp_.sum()), 1)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {
+        f"e_above_hull_n_{label}": int(ok.sum()),
+        f"e_above_hull_mae_{label}": float((pred - true).abs().mean()),
+        f"e_above_hull_median_ae_{label}": float((pred - true).abs().median()),
+        f"within_{threshold}_precision_{label}": precision,
+        f"within_{threshold}_recall_{label}": recall,
+        f"within_{threshold}_f1_{label}": f1,
+        f"share_below_hull_by_0.05_{label}": float((table.loc[ok, col].astype(float) < -0.05).mean()),
+    }
 
 
 def relax_time_by_sites(table: pd.DataFrame, bins: tuple[int, ...] = (1, 4, 8, 12, 20, 40)) -> list[dict]:

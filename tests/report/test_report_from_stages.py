@@ -1,0 +1,82 @@
+"""The report of a run directory made by the real structure and relax stages (CHGNet replaced by a stand-in).
+
+The structure stage really substitutes the candidates into the tiny template library and
+writes its CIFs; the relax stage writes ``relaxed.csv`` and the relaxed CIFs exactly as in a
+discover run. The report must draw each structure, say whether it converged, and carry the
+very CIF files the stages wrote.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import shutil
+from pathlib import Path
+
+import pandas as pd
+
+from gapforge.report import build_report
+from gapforge.structure import parallel
+from gapforge.structure.pipeline import StructureSettings, build_structures, relax_structures
+from gapforge.structure.relax import RelaxationError, RelaxResult
+from gapforge.structure.stability import ElementalReferences
+from gapforge.structure.templates import SearchSettings
+
+FILES = Path(__file__).resolve().parents[1] / "files" / "structures"
+REFS = ElementalReferences(dict.fromkeys(("K", "Br", "Sr", "F", "Ba", "Zr", "O", "Li", "N"), -2.0))
+
+
+def _stand_in_for_chgnet(structure, settings):
+    """Ba compounds blow up; SrF2 stops before converging; the rest 'relax' where they are."""
+    formula = structure.composition.reduced_formula
+    if "Ba" in formula:
+        raise RelaxationError("cell volume changed by a factor 9.00 (blow-up)")
+    return RelaxResult(
+        final_structure=structure,
+        energy_per_atom={"KBr": -3.1, "SrF2": -4.0}.get(formula, -3.0),
+        steps=12 if formula != "SrF2" else 500,
+        converged=formula != "SrF2",
+        wall_time_s=0.01,
+        max_force=0.01 if formula != "SrF2" else 0.21,
+    )
+
+
+def test_report_of_a_run_made_by_the_structure_and_relax_stages(tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    (run / "screen").mkdir(parents=True)
+    (run / "config.json").write_text('{"gap_min": 4.0, "gap_max": null}')
+    shutil.copy(FILES / "candidates.csv", run / "screen" / "candidates.csv")
+    settings = StructureSettings(search=SearchSettings(top_k=2))
+    build_structures(run / "screen" / "candidates.csv", run / "structure", library=FILES / "tiny_library.csv",
+                     settings=settings)  # fmt: skip
+    monkeypatch.setattr(parallel, "relax_structure", _stand_in_for_chgnet)
+    relaxed = relax_structures(
+        run / "structure", references=REFS, library=FILES / "tiny_library.csv", workers=1
+    )
+
+    page = build_report(run).read_text()
+    cards = dict(re.findall(r'<div class="card" id="structure-(\w+)">(.*?)</div></div>', page, re.S))
+    with_cif = relaxed.loc[relaxed["cif_path"].notna(), "formula"].tolist()
+    assert sorted(cards) == sorted(with_cif) and {"KBr", "SrF2", "BaZrO3"} <= set(cards)
+    kbr, srf2 = cards["KBr"], cards["SrF2"]
+    assert kbr.count('<svg class="structure"') == 1 and kbr.count('class="atom"') >= 8
+    assert "Fm-3m (No. 225)" in kbr  # rock salt, from the NaCl template
+    assert "converged (12 steps, largest force 0.010 eV/Å, threshold 0.05 eV/Å)" in kbr
+    assert "NOT converged (500 steps, largest force 0.210 eV/Å, threshold 0.05 eV/Å)" in srf2
+    assert "Fm-3m (No. 225)" in srf2  # fluorite
+    assert "density (g/cm³)" in kbr and "a, b, c (Å), conventional cell" in kbr
+    # the tiny library's ids are not Materials Project ids: shown, never linked
+    row = relaxed.set_index("formula").loc["KBr"]
+    assert f"{row['template_formula']} ({row['template_material_id']})" in kbr
+    assert "materialsproject" not in kbr
+    # no known compound of K-Br in the tiny library: the card says so instead of a blank
+    assert "No energy above hull" in kbr
+    # the CIFs in the page are the files the relax stage wrote, byte for byte
+    cif = (run / "structure" / row["relaxed_cif_path"]).read_text()
+    assert base64.b64encode(cif.encode()).decode() in kbr
+    unrelaxed = (run / "structure" / row["cif_path"]).read_text()
+    assert base64.b64encode(unrelaxed.encode()).decode() in kbr
+    # BaZrO3 blew up: its card shows the substituted perovskite and says why it is not relaxed
+    assert "not relaxed (" in cards["BaZrO3"] and "blow-up" in cards["BaZrO3"]
+    assert "Pm-3m (No. 221)" in cards["BaZrO3"]
+    assert pd.read_csv(run / "structure" / "relaxed.csv")["formula"].nunique() == len(relaxed)
