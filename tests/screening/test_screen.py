@@ -148,12 +148,13 @@ def test_ranking_puts_candidates_first_by_probability_in_window(model):
 
 
 def test_excluded_elements_and_max_std_are_filters(model):
-    formulas = ["XeF2", "KrF2", "RbF", "PoO2", "TcO2", "SrYF5"]
+    formulas = ["XeF2", "KrF2", "RbF", "PoO2", "TcO2", "SrYF5", "F2"]
     res = screen(formulas, model, ScreenSettings(window=GapWindow(0.0), require_novel=False), known=KNOWN)
     t = res.table.set_index(C.FORMULA)
     assert not t.loc[["XeF2", "KrF2", "PoO2", "TcO2"], "allowed_elements"].any()
     assert t.loc[["RbF", "SrYF5"], "allowed_elements"].all()
     assert "allowed_elements" in res.funnel["required"]
+    assert not t.loc["F2", "compound"] and t.loc["RbF", "compound"]  # an element is no discovery
     keep_all = screen(
         formulas, model, ScreenSettings(window=GapWindow(0.0), exclude_elements=(), require_novel=False)
     )
@@ -173,7 +174,7 @@ def test_filters_can_be_switched_off(model):
         ScreenSettings(window=GapWindow(5.5), require_simple=False, require_smact=False, require_novel=False),
         known=KNOWN,
     )
-    assert loose.funnel["required"] == ["readable", "predicted", "allowed_elements", "in_window"]
+    assert loose.funnel["required"] == ["readable", "predicted", "compound", "allowed_elements", "in_window"]
     assert set(strict.candidates[C.FORMULA]) <= set(loose.candidates[C.FORMULA])
     assert "LiF" in set(loose.candidates[C.FORMULA])
     wider = screen(

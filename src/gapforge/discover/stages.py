@@ -438,6 +438,7 @@ FILTER_DESCRIPTIONS = {
     "duplicates": "one row per distinct reduced formula",
     "readable": "formula can be parsed and encoded",
     "predicted": "the screening model returned a prediction",
+    "compound": "at least two elements",
     "allowed_elements": "no excluded element ({excluded})",
     "in_window": "predicted gap in the window",
     "simple": "fewer than {max_atoms} atoms and fewer than {max_elements} elements",

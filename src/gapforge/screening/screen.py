@@ -45,6 +45,7 @@ logger = logging.getLogger(__name__)
 FLAGS = (
     "readable",
     "predicted",
+    "compound",
     "allowed_elements",
     "in_window",
     "simple",
@@ -67,6 +68,7 @@ class ScreenSettings:
         require_simple: apply the simplicity rule.
         require_smact: require SMACT validity.
         require_novel: require the formula to be unknown.
+        require_compound: require at least two elements (F2 or O2 is no discovery).
         exclude_elements: formulas with any of these elements are dropped (default:
             radioactive elements and noble gases,
             :data:`~gapforge.screening.rules.DEFAULT_EXCLUDED_ELEMENTS`).
@@ -82,6 +84,7 @@ class ScreenSettings:
     require_simple: bool = True
     require_smact: bool = True
     require_novel: bool = True
+    require_compound: bool = True
     exclude_elements: tuple[str, ...] = DEFAULT_EXCLUDED_ELEMENTS
     max_std: float | None = None
     top: int | None = None
@@ -104,6 +107,8 @@ class ScreenSettings:
     def required(self) -> tuple[str, ...]:
         """The flags a candidate must have."""
         req = ["readable", "predicted"]
+        if self.require_compound:
+            req.append("compound")
         if self.exclude_elements:
             req.append("allowed_elements")
         req.append("in_window")
@@ -251,6 +256,7 @@ def screen(
     flags = {
         "readable": readable,
         "predicted": predicted,
+        "compound": readable & (n_elements_of(counts) >= 2),
         "allowed_elements": readable
         & ~excluded_counts_mask(counts, encoder.elements, settings.exclude_elements),
         "in_window": window.contains(mean),
