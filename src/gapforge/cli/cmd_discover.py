@@ -76,6 +76,14 @@ def discover_cmd(
     dry_run: Annotated[
         bool, typer.Option("--dry-run", help="Print the resolved settings and the stages; run nothing.")
     ] = False,
+    fidelity: Annotated[
+        str | None,
+        typer.Option(
+            "--fidelity",
+            help="Which gap the window means: pbe (default, the paper's) or experiment "
+            "(the oracle's experimental-gap head labels everything).",
+        ),
+    ] = None,
 ) -> None:
     """Run every stage, from labelled data to a ranked, relaxed candidate list and RUN/report.html.
 
@@ -84,7 +92,9 @@ def discover_cmd(
     from gapforge.discover import resolve_config
     from gapforge.discover.stages import DISCOVER_STAGES, discover
 
-    cfg = resolve_config(gap_min=gap_min, gap_max=gap_max, seed=seed, quick=quick, config_file=config)
+    cfg = resolve_config(
+        gap_min=gap_min, gap_max=gap_max, seed=seed, quick=quick, config_file=config, fidelity=fidelity
+    )
     if dry_run:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))
         for stage in DISCOVER_STAGES:

@@ -234,6 +234,14 @@ def screen_cmd(
     ] = None,
     skip_bad: SkipBadOpt = False,
     overwrite: OverwriteOpt = False,
+    fidelity: Annotated[
+        str,
+        typer.Option(
+            "--fidelity",
+            help="pbe (default: the screening model's PBE gaps) or experiment (the oracle's "
+            "experimental-gap head; --model then names the oracle; ~10x slower).",
+        ),
+    ] = "pbe",
 ) -> None:
     """Predict band gaps and filter: elements, gap window, simplicity, SMACT validity, novelty."""
     from gapforge.screening.rules import parse_element_list
@@ -260,7 +268,9 @@ def screen_cmd(
         **({} if exclude_elements is None else {"exclude_elements": parse_element_list(exclude_elements)}),
     )
     known = None if known_file is None else read_formula_column(known_file)
-    result = screen_file(input_file, out, model=model, settings=settings, known=known, overwrite=overwrite)
+    result = screen_file(
+        input_file, out, model=model, settings=settings, known=known, overwrite=overwrite, fidelity=fidelity
+    )
     typer.echo(json.dumps(result.funnel, indent=1))
     if result.n_candidates == 0:
         typer.echo("no formula passed every filter; wrote an empty candidate table with headers", err=True)

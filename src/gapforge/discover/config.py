@@ -99,11 +99,15 @@ class ModelSettings:
         oracle: band-gap oracle that labels the campaign's proposals (Roost).
         autoencoder: composition autoencoder that defines the latent space.
         generator: formula generator (``default`` = ``rnn``, the autoregressive one; ``gan``).
+        fidelity: which gap the oracle labels and the window means: ``pbe`` (default,
+            the paper's) or ``experiment`` (the oracle's experimental-gap head; the
+            initial and hold-out labels are then the oracle's experimental predictions).
     """
 
     oracle: str = "default"
     autoencoder: str = "default"
     generator: str = "default"
+    fidelity: str = "pbe"
 
 
 @dataclass(frozen=True)
@@ -319,6 +323,7 @@ def resolve_config(
     seed: int | None = None,
     quick: bool = False,
     config_file: str | Path | None = None,
+    fidelity: str | None = None,
 ) -> DiscoverConfig:
     """Preset, then settings file, then explicit arguments -> a checked configuration.
 
@@ -328,6 +333,7 @@ def resolve_config(
         seed: run seed; ``None`` keeps the file's value (or 0).
         quick: use the ``quick`` preset (also selectable as ``preset = "quick"`` in the file).
         config_file: TOML, JSON or YAML settings file.
+        fidelity: ``pbe`` or ``experiment``; ``None`` keeps the file's value (or ``pbe``).
 
     Raises:
         InputError: unreadable file, unknown key, bad value, or no ``gap_min``.
@@ -347,6 +353,8 @@ def resolve_config(
         merged["gap_max"] = gap_max
     if seed is not None:
         merged["seed"] = seed
+    if fidelity is not None:
+        merged = _merge(merged, {"models": {"fidelity": fidelity}})
     if "gap_min" not in merged:
         raise InputError(
             "no target band gap: give --gap-min (or gap_min in the settings file)", path=config_file
@@ -491,6 +499,8 @@ def _check_config(cfg: DiscoverConfig) -> None:
         fail("preset", f"must be one of {', '.join(PRESETS)}", cfg.preset)
     if cfg.seed < 0:
         fail("seed", "must be >= 0", cfg.seed)
+    if cfg.models.fidelity not in ("pbe", "experiment"):
+        fail("models.fidelity", "must be pbe or experiment", cfg.models.fidelity)
     positive = {
         "data.n_initial": cfg.data.n_initial,
         "campaign.batch_size": cfg.campaign.batch_size,

@@ -70,10 +70,10 @@ def _unavailable(stage: str, exc: BaseException) -> StageUnavailableError:
 # shared, cached loaders
 # ---------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=4)
-def _oracle(model: str) -> Any:
-    from gapforge.models.registry import load_model
+def _oracle(model: str, fidelity: str = "pbe") -> Any:
+    from gapforge.models.registry import load_predictor
 
-    return load_model(model, kind="oracle")
+    return load_predictor(model, kind="oracle", fidelity=fidelity)
 
 
 @functools.lru_cache(maxsize=4)
@@ -103,6 +103,13 @@ def _model_card(directory: Path) -> dict[str, Any]:
         return {}
 
 
+def _relabel(oracle: Any, table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its band gaps replaced by ``oracle``'s predictions (rows it cannot predict dropped)."""
+    pred = oracle.predict(table[C.FORMULA].tolist())[C.BAND_GAP_MEAN].to_numpy()
+    keep = np.isfinite(pred)
+    return table.assign(**{C.BAND_GAP: pred})[keep].reset_index(drop=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # stages
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +136,10 @@ def stage_data(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
         source = f"{cfg.data.dataset} (random {cfg.data.n_initial})"
     if len(initial) < 2:
         raise InputError("the initial labelled set needs at least 2 formulas", value=len(initial))
+    if cfg.models.fidelity != "pbe":  # the dataset's labels are PBE gaps: relabel with the oracle's head
+        oracle = _oracle(cfg.models.oracle, cfg.models.fidelity)
+        initial, holdout = (_relabel(oracle, t) for t in (initial, holdout))
+        source += f" (labels: the oracle's {cfg.models.fidelity} predictions)"
     initial = initial.assign(source="initial", iteration=0)
     write_table(holdout, out / "holdout.csv")
     write_table(initial, out / "initial.csv")
@@ -144,17 +155,17 @@ def stage_data(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
 
 def stage_oracle(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     """Load the oracle once (fails early on a missing model) and record which one it is."""
-    from gapforge.models.base import resolve_model_dir
-    from gapforge.models.registry import DEFAULT_MODELS
+    from gapforge.models.registry import model_dir
 
-    directory = resolve_model_dir(cfg.models.oracle, DEFAULT_MODELS["oracle"])
-    model = _oracle(cfg.models.oracle)
+    directory = model_dir(cfg.models.oracle, "oracle")
+    model = _oracle(cfg.models.oracle, cfg.models.fidelity)
     card = _model_card(directory)
     metrics = (card.get("metadata") or {}).get("metrics") or {}
     write_json(
         {
             "model": str(directory),
             "kind": getattr(model, "kind", card.get("kind")),
+            "fidelity": cfg.models.fidelity,
             "params": card.get("params"),
             "metrics": metrics,
         },
@@ -230,7 +241,7 @@ def stage_campaign(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
             "initial": {"dataset": str((run_dir / L.INITIAL).resolve())},
         }
     )
-    oracle = ModelOracle(_oracle(cfg.models.oracle), name="oracle")
+    oracle = ModelOracle(_oracle(cfg.models.oracle, cfg.models.fidelity), name="oracle")
     if cfg.campaign.iterations == 0:
         result = None
     elif (out / STATE_FILE).is_file():

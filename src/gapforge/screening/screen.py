@@ -383,6 +383,7 @@ def screen_file(
     settings: ScreenSettings | None = None,
     known: Collection[str] | None = None,
     overwrite: bool = False,
+    fidelity: str = "pbe",
 ) -> ScreenResult:
     """``gapforge screen``: screen a formula table and write the results.
 
@@ -399,6 +400,9 @@ def screen_file(
         settings: filters.
         known: reduced formulas that are not novel (default: the MP formulas).
         overwrite: replace existing outputs.
+        fidelity: ``pbe`` (default: ``model``'s PBE gaps) or ``experiment``: the gaps
+            of the oracle's experimental head (``model`` then names an oracle directory
+            or ``"default"`` for the shipped oracle; Roost + head, ~10x slower than the forest).
 
     Raises:
         InputError: unreadable/empty input, no formula column, outputs exist.
@@ -411,7 +415,12 @@ def screen_file(
             raise InputError("output exists (use --overwrite)", path=path)
     settings = settings or ScreenSettings()
     values = read_formula_column(input_path)
-    fitted = load_band_gap_model(model)
+    if fidelity == "pbe":
+        fitted = load_band_gap_model(model)
+    else:
+        from gapforge.models.registry import load_predictor
+
+        fitted = load_predictor(model, kind="oracle", fidelity=fidelity)
     result = screen(values, fitted, settings, known=known, source=input_path)
     write_table(result.table, screened_path(out))
     write_table(result.candidates, out)
@@ -419,6 +428,7 @@ def screen_file(
         "input": str(input_path),
         "model": str(model),
         "model_kind": getattr(fitted, "kind", type(fitted).__name__),
+        "fidelity": fidelity,
         "settings": settings.to_dict(),
         "funnel": result.funnel,
         "outputs": {"candidates": str(out), "screened": str(screened_path(out))},
