@@ -355,7 +355,7 @@ def _write_latent_map(
 def _screening_model(run_dir: Path, cfg: DiscoverConfig) -> Any:
     """The model the screen uses: the oracle (``screening_model.kind = "oracle"``) or the trained one."""
     if cfg.screening_model.kind == "oracle":
-        return _oracle(cfg.models.oracle)
+        return _oracle(cfg.models.oracle, cfg.models.fidelity)
     from gapforge.models.registry import load_model
 
     return load_model(run_dir / L.SCREENING_MODEL_DIR)
@@ -377,7 +377,7 @@ def stage_screening_model(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     labelled = read_table(path if path.is_file() else run_dir / L.INITIAL)
     metrics: dict[str, Any] = {}
     if cfg.screening_model.kind == "oracle":
-        model = _oracle(cfg.models.oracle)
+        model = _oracle(cfg.models.oracle, cfg.models.fidelity)
         metrics["n_train"] = None
         metrics["note"] = (
             f"the oracle ({cfg.models.oracle}) screens; the hold-out rows may be in its training data, "
