@@ -156,13 +156,18 @@ def test_excluded_elements_and_max_std_are_filters(model):
     assert "allowed_elements" in res.funnel["required"]
     assert not t.loc["F2", "compound"] and t.loc["RbF", "compound"]  # an element is no discovery
     keep_all = screen(
-        formulas, model, ScreenSettings(window=GapWindow(0.0), exclude_elements=(), require_novel=False)
+        formulas,
+        model,
+        ScreenSettings(window=GapWindow(0.0), exclude_elements=(), require_novel=False),
+        known=KNOWN,
     )
     readable = keep_all.table[keep_all.table["readable"]]
     assert readable["allowed_elements"].all() and "allowed_elements" not in keep_all.funnel["required"]
     std = res.table.set_index(C.FORMULA)[C.BAND_GAP_STD]
     cut = float(std.dropna().median())
-    tight = screen(formulas, model, ScreenSettings(window=GapWindow(0.0), max_std=cut, require_novel=False))
+    tight = screen(
+        formulas, model, ScreenSettings(window=GapWindow(0.0), max_std=cut, require_novel=False), known=KNOWN
+    )
     assert (tight.candidates[C.BAND_GAP_STD] <= cut).all()
 
 
