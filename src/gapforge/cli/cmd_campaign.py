@@ -9,11 +9,13 @@ from typing import Annotated
 import typer
 
 from gapforge.cli._app import (
+    ExecutorOpt,
     OutOpt,
     OverwriteOpt,
     SeedOpt,
     WorkersOpt,
     campaign_app,
+    executor_settings,
     out_option,
     reproduce_app,
 )
@@ -188,8 +190,13 @@ def table1_cmd(
     seed: SeedOpt = 0,
     overwrite: OverwriteOpt = False,
     workers: WorkersOpt = 1,
+    executor: ExecutorOpt = None,
 ) -> None:
-    """Reproduce the paper's Table 1 with BS, AL and random-label controls (mean ± sd over repeats)."""
+    """Reproduce the paper's Table 1 with BS, AL and random-label controls (mean ± sd over repeats).
+
+    Every (experiment, repeat) is an independent task (in this process, or on --executor's
+    workers); rows are saved as each ends and a rerun into the same --out runs only the missing ones.
+    """
     from gapforge.experiments.table1 import Table1Settings, reproduce_table1
 
     _threads(workers)
@@ -207,7 +214,8 @@ def table1_cmd(
         validity=validity,
         seed=seed,
     )
-    result = reproduce_table1(settings, out, overwrite=overwrite)
+    where = None if executor is None else executor_settings(executor)
+    result = reproduce_table1(settings, out, overwrite=overwrite, executor=where)
     typer.echo(result.markdown)
     typer.echo(f"written to {out}")
 

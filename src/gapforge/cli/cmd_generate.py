@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from gapforge.cli._app import OverwriteOpt, SeedOpt, app, out_option, train_app
+from gapforge.cli._app import (
+    ExecutorOpt,
+    OverwriteOpt,
+    SeedOpt,
+    app,
+    executor_settings,
+    out_option,
+    train_app,
+)
 from gapforge.cli._policy import (
     SkipBadOpt,
     check_formulas,
@@ -242,8 +250,12 @@ def screen_cmd(
             "experimental-gap head; --model then names the oracle; ~10x slower).",
         ),
     ] = "pbe",
+    executor: ExecutorOpt = None,
 ) -> None:
-    """Predict band gaps and filter: elements, gap window, simplicity, SMACT validity, novelty."""
+    """Predict band gaps and filter: elements, gap window, simplicity, SMACT validity, novelty.
+
+    With --executor, each prediction batch (PBE fidelity) is a task on the executor's workers.
+    """
     from gapforge.screening.rules import parse_element_list
     from gapforge.screening.screen import (
         ScreenSettings,
@@ -269,7 +281,14 @@ def screen_cmd(
     )
     known = None if known_file is None else read_formula_column(known_file)
     result = screen_file(
-        input_file, out, model=model, settings=settings, known=known, overwrite=overwrite, fidelity=fidelity
+        input_file,
+        out,
+        model=model,
+        settings=settings,
+        known=known,
+        overwrite=overwrite,
+        fidelity=fidelity,
+        executor=None if executor is None else executor_settings(executor),
     )
     typer.echo(json.dumps(result.funnel, indent=1))
     if result.n_candidates == 0:

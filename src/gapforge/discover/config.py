@@ -23,7 +23,10 @@ so they cannot drift apart: the campaign's ``validity``/``compounds`` from
 from :class:`~gapforge.screening.screen.ScreenSettings`.
 
 The resolved configuration is written to ``RUN/config.json``; a run directory is
-only resumed with the same configuration.
+only resumed with the same configuration. Where the heavy stages run is not part
+of it: the file's ``[executor]`` section (or ``--executor FILE``) is read by
+:func:`resolve_executor` into :class:`~gapforge.executor.ExecutorSettings`, so a
+run directory resumes on a laptop or a cluster alike.
 
 Example:
     >>> cfg = resolve_config(gap_min=4.0, quick=True)
@@ -218,14 +221,15 @@ class StructureStageSettings:
             prototype frequency); the lowest relaxed energy is kept.
         relax_steps: most FIRE steps of each relaxation.
         fmax: force convergence criterion (eV/Å).
-        workers: relaxation processes (``None``: all cores).
+
+    Where the relaxations run (and on how many workers) is the ``[executor]``
+    section's business, not a scientific setting.
     """
 
     max_candidates: int = 30
     templates: int = 5
     relax_steps: int = 500
     fmax: float = 0.05
-    workers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -339,6 +343,14 @@ def resolve_config(
         InputError: unreadable file, unknown key, bad value, or no ``gap_min``.
     """
     file_values: dict[str, Any] = {} if config_file is None else read_config_file(config_file)
+    file_values.pop(EXECUTOR_SECTION, None)  # where tasks run: not a scientific setting
+    structure = file_values.get("structure")
+    if isinstance(structure, dict) and "workers" in structure:
+        raise InputError(
+            "structure.workers moved to the [executor] section (workers = N): where the "
+            "relaxations run is not part of the run's settings",
+            path=config_file,
+        )
     preset = "quick" if quick else str(file_values.get("preset", "default"))
     if preset not in PRESETS:
         raise InputError(f"unknown preset (use {' or '.join(PRESETS)})", path=config_file, value=preset)
@@ -360,6 +372,32 @@ def resolve_config(
             "no target band gap: give --gap-min (or gap_min in the settings file)", path=config_file
         )
     return DiscoverConfig.from_dict(merged, source=config_file)
+
+
+#: Section of a settings file that says where the heavy stages run (not in config.json).
+EXECUTOR_SECTION = "executor"
+
+
+def resolve_executor(
+    *, config_file: str | Path | None = None, executor_file: str | Path | None = None
+) -> Any:
+    """Executor settings: ``--executor FILE``, else the settings file's ``[executor]``, else the default.
+
+    Returns:
+        :class:`~gapforge.executor.ExecutorSettings` (default: a local Dask cluster on every core).
+
+    Raises:
+        InputError: unreadable file or bad executor setting.
+    """
+    from gapforge.executor import ExecutorSettings, executor_settings_from_dict, load_executor_settings
+
+    if executor_file is not None:
+        return load_executor_settings(executor_file)
+    if config_file is not None:
+        section = read_config_file(config_file).get(EXECUTOR_SECTION)
+        if section is not None:
+            return executor_settings_from_dict(section, source=config_file)
+    return ExecutorSettings()
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -535,13 +573,12 @@ def _check_config(cfg: DiscoverConfig) -> None:
         fail("campaign.compounds", f"must be one of {', '.join(CompoundRule)}", cfg.campaign.compounds)
     if cfg.screening_model.kind not in SCREENING_KINDS:
         fail("screening_model.kind", f"must be one of {', '.join(SCREENING_KINDS)}", cfg.screening_model.kind)
-    if cfg.structure.workers is not None and cfg.structure.workers < 1:
-        fail("structure.workers", "must be >= 1", cfg.structure.workers)
     if cfg.screen.max_std is not None and cfg.screen.max_std <= 0:
         fail("screen.max_std", "must be > 0", cfg.screen.max_std)
 
 
 __all__ = [
+    "EXECUTOR_SECTION",
     "PRESETS",
     "QUICK_PRESET",
     "SCREENING_KINDS",
@@ -557,4 +594,5 @@ __all__ = [
     "config_differences",
     "read_config_file",
     "resolve_config",
+    "resolve_executor",
 ]

@@ -53,6 +53,7 @@ from gapforge.discover.engine import (
     stage_dir,
 )
 from gapforge.errors import GapforgeError, InputError
+from gapforge.executor.settings import ExecutorSettings
 from gapforge.io import read_table, write_json, write_table
 
 log = logging.getLogger(__name__)
@@ -595,9 +596,8 @@ def stage_relax(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     except ImportError as exc:  # pragma: no cover - depends on the build
         raise _unavailable("relax", exc) from exc
     settings = RelaxSettings(fmax=cfg.structure.fmax, max_steps=cfg.structure.relax_steps)
-    best = relax_structures(
-        run_dir / L.STRUCTURE_DIR, settings=settings, workers=cfg.structure.workers, overwrite=True
-    )
+    # runs on the executor discover() opened; relax_cache/ makes a killed stage resume
+    best = relax_structures(run_dir / L.STRUCTURE_DIR, settings=settings, overwrite=True)
     ehull = pd.to_numeric(best.get(L.E_ABOVE_HULL, pd.Series(dtype=float)), errors="coerce")
     e_form = pd.to_numeric(best.get(L.FORMATION_ENERGY, pd.Series(dtype=float)), errors="coerce")
     return {
@@ -703,6 +703,7 @@ def discover(
     until: str | None = None,
     redo: Sequence[str] = (),
     progress: bool | None = None,
+    executor: ExecutorSettings | None = None,
 ) -> PipelineResult:
     """Run the whole discovery pipeline into ``run_dir`` (resuming it if it exists).
 
@@ -713,6 +714,9 @@ def discover(
         until: stop after this stage.
         redo: stages to run again (with every later one).
         progress: progress bar (``None``: only on a terminal).
+        executor: where the heavy stages (relax, dft) run; not part of the
+            run's configuration, so a run resumes on another executor. Default:
+            a local Dask cluster, started only if a heavy stage has work.
 
     Returns:
         One record per stage with its status, wall time and summary.
@@ -720,12 +724,21 @@ def discover(
     Raises:
         GapforgeError: a stage failed; ``report.html`` then shows the stages done so far.
     """
+    from gapforge.executor import open_executor
+
     pipeline_file = Path(run_dir) / PIPELINE_FILE
     before = _signature(pipeline_file)
     try:
-        return run_pipeline(
-            run_dir, config, DISCOVER_STAGES, overwrite=overwrite, until=until, redo=redo, progress=progress
-        )
+        with open_executor(executor or ExecutorSettings(), deferred=True):
+            return run_pipeline(
+                run_dir,
+                config,
+                DISCOVER_STAGES,
+                overwrite=overwrite,
+                until=until,
+                redo=redo,
+                progress=progress,
+            )
     except GapforgeError:
         # only a stage that failed in this call rewrites the report; a refusal before any stage ran
         # (different settings, run directory in use, unknown stage name) leaves the old run untouched
