@@ -117,6 +117,26 @@ def discover_cmd(
     report = Path(out) / "report.html"
     if report.is_file():
         typer.echo(f"report: {report}")
+    empty = _empty_result_message(Path(out), cfg)
+    if empty:
+        typer.echo(empty, err=True)
+        raise typer.Exit(code=1)
+
+
+def _empty_result_message(run_dir: Path, cfg) -> str:
+    """A loud message when the run ended without a ranked discovery ("" otherwise)."""
+    from gapforge.discover import layout as L
+    from gapforge.discover.stages import empty_screen_advice
+
+    funnel = run_dir / L.FUNNEL
+    if not funnel.is_file():
+        return ""
+    data = json.loads(funnel.read_text())
+    if data.get("n_kept", 0) > 0:
+        return ""
+    return f"NO DISCOVERIES: no generated formula passed the screen for {cfg.window}. " + empty_screen_advice(
+        data.get("steps", []), cfg
+    )
 
 
 @app.command("report")

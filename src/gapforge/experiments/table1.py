@@ -404,6 +404,9 @@ def _campaign(
             "seed": seed,
             "iterations": iterations,
             "validity": settings.validity,
+            # Table 1 keeps the paper's labelling rule apart from ``validity`` (its published rows)
+            "compounds": "any",
+            "exclude_elements": [],
             "acquisition": {
                 "kind": kind,
                 "kappa": 10.0,

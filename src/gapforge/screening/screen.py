@@ -5,14 +5,17 @@ kept formulas with a predicted gap of at least 6 eV, fewer than 8 atoms and
 fewer than 4 elements; SMACT validity and novelty were checked afterwards.
 :func:`screen` does all of it in one pass, in batches, and keeps every flag:
 
-``formula, band_gap_mean, band_gap_std, reason, n_atoms, n_elements,
-readable, predicted, in_window, simple, smact_valid, novel, candidate,
-dropped_by, rank``
+``formula, band_gap_mean, band_gap_std, p_in_window, reason, n_atoms,
+n_elements, readable, predicted, allowed_elements, in_window, simple,
+smact_valid, novel, max_std, candidate, dropped_by, rank``
 
 ``dropped_by`` names every filter a formula failed (``""`` for candidates),
 and the funnel counts how many formulas each filter removed, in order and
-on its own. Candidates are ranked by predicted gap (highest first; inside a
-closed window, nearest the window's centre first), ties by lower std.
+on its own. ``in_window`` asks for the predicted mean inside the
+:class:`~gapforge.window.GapWindow`; candidates are ranked by ``p_in_window``,
+the probability that the gap lies in the window under the model's normal
+predictive distribution (highest first), ties by higher mean for an open
+window (nearer the centre for a closed one), then by lower std.
 """
 
 from __future__ import annotations
@@ -32,13 +35,25 @@ from gapforge import columns as C
 from gapforge.encoding import FormulaEncoder, n_atoms, n_elements_of
 from gapforge.errors import InputError
 from gapforge.io import find_column, read_table, table_format, write_json, write_table
-from gapforge.screening.filters import in_window, is_novel, is_simple, smact_valid
+from gapforge.screening.filters import is_novel, is_simple, smact_valid
+from gapforge.screening.rules import DEFAULT_EXCLUDED_ELEMENTS, check_elements, excluded_counts_mask
 from gapforge.screening.validity import SmactConfig
+from gapforge.window import GapWindow
 
 logger = logging.getLogger(__name__)
 
 #: Flag columns, in the order the funnel applies them.
-FLAGS = ("readable", "predicted", "in_window", "simple", "smact_valid", "novel")
+FLAGS = (
+    "readable",
+    "predicted",
+    "compound",
+    "allowed_elements",
+    "in_window",
+    "simple",
+    "smact_valid",
+    "novel",
+    "max_std",
+)
 #: Largest count per element the screen reads (bigger formulas are flagged unreadable).
 MAX_COUNT = 64
 
@@ -48,51 +63,72 @@ class ScreenSettings:
     """What the screen keeps.
 
     Attributes:
-        gap_min: lowest predicted band gap kept (eV).
-        gap_max: highest predicted band gap kept (eV); ``None`` = no upper bound.
+        window: the target band-gap window; a candidate's predicted mean lies in it.
         max_atoms: keep formulas with *fewer* atoms per reduced formula unit.
         max_elements: keep formulas with *fewer* distinct elements.
         require_simple: apply the simplicity rule.
         require_smact: require SMACT validity.
         require_novel: require the formula to be unknown.
+        require_compound: require at least two elements (F2 or O2 is no discovery).
+        exclude_elements: formulas with any of these elements are dropped (default:
+            radioactive elements and noble gases,
+            :data:`~gapforge.screening.rules.DEFAULT_EXCLUDED_ELEMENTS`).
+        max_std: drop predictions whose standard deviation (eV) exceeds this (``None``: keep all).
+        top: candidates kept, best first (``None``: all).
         batch_size: formulas per prediction batch (bounds memory).
         smact: the pinned SMACT settings.
     """
 
-    gap_min: float = 6.0
-    gap_max: float | None = None
+    window: GapWindow = field(default_factory=lambda: GapWindow(6.0))
     max_atoms: int = 8
     max_elements: int = 4
     require_simple: bool = True
     require_smact: bool = True
     require_novel: bool = True
+    require_compound: bool = True
+    exclude_elements: tuple[str, ...] = DEFAULT_EXCLUDED_ELEMENTS
+    max_std: float | None = None
+    top: int | None = None
     batch_size: int = 100_000
     smact: SmactConfig = field(default_factory=SmactConfig)
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.gap_min):
-            raise InputError("--gap-min must be a finite number", value=self.gap_min)
-        if self.gap_max is not None and not self.gap_max >= self.gap_min:
-            raise InputError(f"--gap-max must be >= --gap-min ({self.gap_min})", value=self.gap_max)
+        if not isinstance(self.window, GapWindow):
+            raise InputError("the screen's window must be a GapWindow", value=self.window)
         if self.max_atoms < 1 or self.max_elements < 1:
             raise InputError("--max-atoms and --max-elements must be >= 1")
         if self.batch_size < 1:
             raise InputError("--batch-size must be >= 1", value=self.batch_size)
+        if self.max_std is not None and not self.max_std > 0:
+            raise InputError("max_std must be > 0 eV", value=self.max_std)
+        if self.top is not None and self.top < 1:
+            raise InputError("top must be >= 1", value=self.top)
+        object.__setattr__(self, "exclude_elements", check_elements(self.exclude_elements))
 
     def required(self) -> tuple[str, ...]:
         """The flags a candidate must have."""
-        req = ["readable", "predicted", "in_window"]
+        req = ["readable", "predicted"]
+        if self.require_compound:
+            req.append("compound")
+        if self.exclude_elements:
+            req.append("allowed_elements")
+        req.append("in_window")
         if self.require_simple:
             req.append("simple")
         if self.require_smact:
             req.append("smact_valid")
         if self.require_novel:
             req.append("novel")
+        if self.max_std is not None:
+            req.append("max_std")
         return tuple(req)
 
     def to_dict(self) -> dict:
-        """JSON-ready record of the settings."""
+        """JSON-ready record of the settings (the window as ``gap_min``/``gap_max``)."""
         d = asdict(self)
+        d.pop("window")
+        d = {**self.window.to_dict(), **d}
+        d["exclude_elements"] = list(self.exclude_elements)
         d["smact"] = self.smact.to_dict()
         return d
 
@@ -308,13 +344,21 @@ def screen(
     reasons = np.where(readable & ~predicted & (reasons == ""), "model returned no prediction", reasons)
 
     t_smact = time.perf_counter()
+    window = settings.window
     flags = {
         "readable": readable,
         "predicted": predicted,
-        "in_window": in_window(mean, settings.gap_min, settings.gap_max),
+        "compound": readable & (n_elements_of(counts) >= 2),
+        "allowed_elements": readable
+        & ~excluded_counts_mask(counts, encoder.elements, settings.exclude_elements),
+        "in_window": window.contains(mean),
         "simple": readable & is_simple(counts, settings.max_atoms, settings.max_elements),
         "smact_valid": readable & smact_valid(counts, encoder.elements, settings.smact),
     }
+    with np.errstate(invalid="ignore"):
+        flags["max_std"] = predicted & (
+            std <= settings.max_std if settings.max_std is not None else np.ones(len(std), dtype=bool)
+        )
     t_smact = time.perf_counter() - t_smact
     if known is None:
         from gapforge.screening.filters import known_formulas
@@ -341,6 +385,7 @@ def screen(
             C.FORMULA: pd.Series(names, dtype=object),
             C.BAND_GAP_MEAN: mean,
             C.BAND_GAP_STD: std,
+            C.P_IN_WINDOW: window.probability(mean, std),
             C.REASON: pd.Series(reasons, dtype=object).astype(str),
             "n_atoms": n_atoms(counts).astype(np.int64),
             "n_elements": n_elements_of(counts).astype(np.int64),
@@ -349,7 +394,7 @@ def screen(
             "dropped_by": pd.Series(dropped, dtype=object).astype(str),
         }
     )
-    table = _rank(table, settings)
+    table = rank_candidates(table, window, settings.top)
     funnel = {
         "n_input": len(formulas),
         "n_duplicates": int(n_dup),
@@ -359,6 +404,7 @@ def screen(
         "removed": removed,
         "fails_alone": {k: int((~v).sum()) for k, v in flags.items()},
         "n_candidates": int(candidate.sum()),
+        "n_kept": int(table["candidate"].sum()),
         "seconds": round(time.perf_counter() - start, 2),
         "smact_seconds": round(t_smact, 2),
     }
@@ -372,17 +418,30 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
-def _rank(table: pd.DataFrame, settings: ScreenSettings) -> pd.DataFrame:
-    gap = table[C.BAND_GAP_MEAN].to_numpy()
-    if settings.gap_max is not None:
-        score = -np.abs(gap - 0.5 * (settings.gap_min + settings.gap_max))
-    else:
-        score = gap
+def rank_candidates(table: pd.DataFrame, window: GapWindow, top: int | None = None) -> pd.DataFrame:
+    """Order rows, candidates first, by the probability that the gap lies in the window.
+
+    Keys: ``p_in_window`` (highest first), the predicted mean (highest for an open
+    window, nearest the centre for a closed one), lower std. The first ``top``
+    candidates are numbered 1.. in ``rank`` (0 = not kept).
+
+    Candidates beyond ``top`` stay in the table with ``candidate`` False and
+    ``dropped_by`` ``"top"``.
+    """
+    gap = table[C.BAND_GAP_MEAN].to_numpy(dtype=np.float64)
+    score = gap if window.open else -np.abs(gap - window.centre)
+    p = table[C.P_IN_WINDOW].to_numpy(dtype=np.float64)
     order = np.lexsort((table[C.BAND_GAP_STD].to_numpy(), -np.nan_to_num(score, nan=-np.inf),
-                        ~table["candidate"].to_numpy()))  # fmt: skip
+                        -np.nan_to_num(p, nan=-1.0), ~table["candidate"].to_numpy()))  # fmt: skip
     table = table.iloc[order].reset_index(drop=True)
-    rank = np.zeros(len(table), dtype=np.int64)
     n_c = int(table["candidate"].sum())
+    if top is not None and n_c > top:
+        cut = np.arange(len(table)) >= top
+        over = cut & table["candidate"].to_numpy()
+        table.loc[over, "dropped_by"] = "top"
+        table.loc[over, "candidate"] = False
+        n_c = top
+    rank = np.zeros(len(table), dtype=np.int64)
     rank[:n_c] = np.arange(1, n_c + 1)
     table["rank"] = rank  # 0 = not a candidate
     return table
@@ -509,6 +568,7 @@ __all__ = [
     "ScreenSettings",
     "funnel_path",
     "load_band_gap_model",
+    "rank_candidates",
     "read_formula_column",
     "screen",
     "screen_file",
