@@ -107,7 +107,14 @@ def _output_honoured(gf: Cli, tmp: Path) -> None:
     code, _, err = gf("predict", "LiF", "--output", str(out_path))
     assert code == 0, err
     table = pd.read_csv(out_path, keep_default_na=False, na_values=[""])
-    assert list(table.columns) == ["formula", "band_gap_mean", "band_gap_std", "reason"]
+    assert list(table.columns) == [
+        "formula",
+        "band_gap_mean",
+        "band_gap_std",
+        "p_metal",
+        "fidelity",
+        "reason",
+    ]
     assert table["formula"].tolist() == ["LiF"] and 5 < table["band_gap_mean"].iloc[0] < 10
     assert f"wrote 1 predictions to {out_path}" in err
     assert not [p for p in tmp.iterdir() if p.name.startswith(".")]  # no temporary file left behind
@@ -264,6 +271,8 @@ def _help(gf: Cli, tmp: Path) -> None:
         "(eV)",
         "band_gap_std",
         "(eV)",
+        "p_metal",
+        "fidelity",
         "reason",
     ]
 

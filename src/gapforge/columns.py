@@ -12,6 +12,7 @@ BAND_GAP_STD = "band_gap_std"  # eV
 REASON = "reason"
 P_IN_WINDOW = "p_in_window"  # probability that the gap lies in the target window (0-1)
 P_METAL = "p_metal"  # probability that the material is a metal (0-1)
+IS_METAL = "is_metal"  # label: True for a metal (PBE gap 0 eV)
 FIDELITY = "fidelity"  # which gap a prediction stands for: "pbe" or "experiment"
 
 # Structure stage: template library
@@ -72,6 +73,6 @@ FORMULA_ALIASES: tuple[str, ...] = (
     "formula_pretty",
 )
 #: Column names recognised as the band-gap column (eV), in order of preference.
-BAND_GAP_ALIASES: tuple[str, ...] = ("band_gap", "Eg", "eg", "gap", "bandgap")
+BAND_GAP_ALIASES: tuple[str, ...] = ("band_gap", "Eg", "eg", "gap", "bandgap", "target")  # target: matbench
 #: Column names recognised as an identifier column.
 ID_ALIASES: tuple[str, ...] = ("id", "material_id", "mpid", "task_id")

@@ -174,12 +174,14 @@ def test_settings_validation():
 def test_table_names_the_exact_oracle(tmp_path):
     import json
 
-    from gapforge.models.base import resolve_model_dir
+    from gapforge.models.registry import model_dir
 
-    _, name = table1._load_oracle(Table1Settings(oracle="default"), tmp_path)
-    card = json.loads((resolve_model_dir("default", "oracle") / "model.json").read_text())
+    # the paper's setting is the default: the Exp1 oracle (Roost on mp-bandgap), shipped as oracle-exp1
+    assert Table1Settings().oracle == "oracle-exp1"
+    _, name = table1._load_oracle(Table1Settings(), tmp_path)
+    card = json.loads((model_dir("oracle-exp1") / "model.json").read_text())
     sha = card["metadata"]["weights_sha256"][:12]
-    assert name == f"model default (weights sha256 {sha}, trained {card['metadata']['trained_at']})"
+    assert name == f"model oracle-exp1 (weights sha256 {sha}, trained {card['metadata']['trained_at']})"
     assert table1._identity(object()) == ""
 
 

@@ -62,7 +62,9 @@ def test_predict_formulas_prints_a_table(forest_dir: Path) -> None:
     res = runner.invoke(app, ["predict", "--model", str(forest_dir), "LiF", "GaAs", "Xx2O", "--skip-bad"])
     assert res.exit_code == 0, res.output
     lines = res.stdout.strip().splitlines()
-    assert lines[0].split() == ["formula", "band_gap_mean", "(eV)", "band_gap_std", "(eV)", "reason"]
+    assert lines[0].split() == [
+        "formula", "band_gap_mean", "(eV)", "band_gap_std", "(eV)", "p_metal", "fidelity", "reason"
+    ]  # fmt: skip
     assert [ln.split()[0] for ln in lines[1:]] == ["LiF", "GaAs", "Xx2O"]
     assert float(lines[1].split()[1]) > float(lines[2].split()[1])
     assert "nan" in lines[3] and "Xx" in lines[3]
@@ -86,7 +88,8 @@ def test_predict_file(forest_dir: Path, tmp_path: Path, suffix: str) -> None:
     got = (
         pd.read_csv(out, keep_default_na=False, na_values=[""]) if suffix == ".csv" else pd.read_parquet(out)
     )
-    assert list(got.columns) == ["formula", "band_gap_mean", "band_gap_std", "reason"]
+    assert list(got.columns) == ["formula", "band_gap_mean", "band_gap_std", "p_metal", "fidelity", "reason"]
+    assert got["fidelity"].eq("pbe").all() and got["p_metal"].isna().all()  # a forest has no metal gate
     assert got["formula"].tolist() == ["LiF", "NaN", "Xx", "SrTiO3"]  # sodium nitride stays a formula
     assert got["band_gap_mean"].isna().tolist() == [False, False, True, False]
     assert "1 of 4 formulas could not be predicted" in res.output

@@ -33,18 +33,21 @@ def data_show(
         str, typer.Argument(help="Dataset name (gapforge data list) or a CSV/JSON/Parquet file.")
     ],
     duplicates: Annotated[
-        str,
+        str | None,
         typer.Option(
-            "--duplicates", help="Policy for a formula with different gaps: error|mean|min|max|first."
+            "--duplicates",
+            help="Policy for a formula with different gaps: error|mean|median|min|max|first|keep "
+            "(default: median for the one-row-per-structure sets mp-gap, expt-gap, oqmd-gap, aflow-gap; "
+            "error otherwise).",
         ),
-    ] = "error",
+    ] = None,
     json_out: Annotated[
         Path | None, typer.Option("--json", help="Also write the summary as JSON to this file.")
     ] = None,
     overwrite: OverwriteOpt = False,
 ) -> None:
     """Rows, distinct formulas, elements, band-gap statistics and how many formulas are encodable."""
-    if duplicates not in ("error", "mean", "min", "max", "first"):
+    if duplicates not in (None, "error", "mean", "median", "min", "max", "first", "keep"):
         raise typer.BadParameter(f"unknown policy {duplicates!r}", param_hint="--duplicates")
     refuse_existing(json_out, overwrite=overwrite)
     df = load_dataset(name, duplicates=duplicates)  # type: ignore[arg-type]

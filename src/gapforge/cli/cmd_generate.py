@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from gapforge.cli._app import OverwriteOpt, SeedOpt, app, out_option, train_app
+from gapforge.cli._app import (
+    ExecutorOpt,
+    OverwriteOpt,
+    SeedOpt,
+    app,
+    executor_settings,
+    out_option,
+    train_app,
+)
 from gapforge.cli._policy import (
     SkipBadOpt,
     check_formulas,
@@ -226,8 +234,20 @@ def screen_cmd(
     batch_size: Annotated[int, typer.Option("--batch-size", help="Formulas per prediction batch.")] = 100_000,
     skip_bad: SkipBadOpt = False,
     overwrite: OverwriteOpt = False,
+    fidelity: Annotated[
+        str,
+        typer.Option(
+            "--fidelity",
+            help="pbe (default: the screening model's PBE gaps) or experiment (the oracle's "
+            "experimental-gap head; --model then names the oracle; ~10x slower).",
+        ),
+    ] = "pbe",
+    executor: ExecutorOpt = None,
 ) -> None:
-    """Predict band gaps and filter: gap window, simplicity, SMACT validity, novelty."""
+    """Predict band gaps and filter: gap window, simplicity, SMACT validity, novelty.
+
+    With --executor, each prediction batch (PBE fidelity) is a task on the executor's workers.
+    """
     from gapforge.screening.screen import (
         ScreenSettings,
         funnel_path,
@@ -250,7 +270,16 @@ def screen_cmd(
         batch_size=batch_size,
     )
     known = None if known_file is None else read_formula_column(known_file)
-    result = screen_file(input_file, out, model=model, settings=settings, known=known, overwrite=overwrite)
+    result = screen_file(
+        input_file,
+        out,
+        model=model,
+        settings=settings,
+        known=known,
+        overwrite=overwrite,
+        fidelity=fidelity,
+        executor=None if executor is None else executor_settings(executor),
+    )
     typer.echo(json.dumps(result.funnel, indent=1))
     if result.n_candidates == 0:
         typer.echo("no formula passed every filter; wrote an empty candidate table with headers", err=True)

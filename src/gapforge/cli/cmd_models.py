@@ -37,6 +37,14 @@ HoldoutOpt = Annotated[
 ]
 NoHoldoutOpt = Annotated[bool, typer.Option("--no-holdout", help="Hold nothing out besides the split.")]
 SplitOpt = Annotated[str, typer.Option("--split", help="Train/validation/test fractions, comma separated.")]
+FidelityOpt = Annotated[
+    str,
+    typer.Option(
+        "--fidelity",
+        help="Which gap: pbe (the oracle's PBE gap, the paper's; default) or experiment "
+        "(the oracle's experimental-gap head, trained on measured gaps).",
+    ),
+]
 KindOpt = Annotated[
     str, typer.Option("--kind", help="Which shipped model --model default means: oracle (Roost) or forest.")
 ]
@@ -209,24 +217,51 @@ def train_forest(
     _train("forest", data, out, seed, _holdout(data, holdout, no_holdout), split, overwrite, params)
 
 
+@train_app.command("experiment-head")
+def train_experiment_head_cmd(
+    oracle: Annotated[str, typer.Option("--oracle", help="PBE oracle directory or 'default'.")] = "default",
+    data: DataOpt = "expt-gap",
+    out: Annotated[
+        Path | None, typer.Option("--out", help="Where to save the head (default: ORACLE/experiment).")
+    ] = None,
+    seed: SeedOpt = 0,
+    features: Annotated[
+        str, typer.Option("--features", help="magpie+pbe (transfer from the oracle) or magpie.")
+    ] = "magpie+pbe",
+) -> None:
+    """Fit the experimental-gap head (gradient boosting + metal gate) on measured gaps beside an oracle."""
+    from gapforge.models.experiment import train_experiment_head
+
+    target, head = train_experiment_head(
+        oracle, data, out=out, features=features, seed=seed, command=shlex.join(["gapforge", *sys.argv[1:]])
+    )
+    typer.echo(f"saved experimental head to {target} ({head.n_train_} rows, std scale {head.std_scale_:.2f})")
+
+
 def _echo_predictions(table: Any) -> None:
-    """Print a prediction table under a header with units: formula, mean and std (eV), reason."""
+    """Print a prediction table with units: formula, mean and std (eV), P(metal), fidelity, reason."""
     width = max(len(C.FORMULA), *(len(f) for f in table[C.FORMULA]))
     mean_head, std_head = f"{C.BAND_GAP_MEAN} (eV)", f"{C.BAND_GAP_STD} (eV)"
 
-    def line(formula: str, mean: str, std: str, reason: str) -> str:
-        return f"{formula:<{width}}  {mean:>{len(mean_head)}}  {std:>{len(std_head)}}" + (
+    def line(formula: str, mean: str, std: str, p: str, fid: str, reason: str) -> str:
+        return f"{formula:<{width}}  {mean:>{len(mean_head)}}  {std:>{len(std_head)}}  {p:>7}  {fid:>10}" + (
             f"  {reason}" if reason else ""
         )
 
-    typer.echo(line(C.FORMULA, mean_head, std_head, C.REASON))
-    for formula, mean, std, reason in zip(
-        table[C.FORMULA], table[C.BAND_GAP_MEAN], table[C.BAND_GAP_STD], table[C.REASON], strict=True
+    typer.echo(line(C.FORMULA, mean_head, std_head, C.P_METAL, C.FIDELITY, C.REASON))
+    for formula, mean, std, p, fid, reason in zip(
+        table[C.FORMULA],
+        table[C.BAND_GAP_MEAN],
+        table[C.BAND_GAP_STD],
+        table[C.P_METAL],
+        table[C.FIDELITY],
+        table[C.REASON],
+        strict=True,
     ):
         if reason:
-            typer.echo(line(formula, "nan", "nan", reason))
+            typer.echo(line(formula, "nan", "nan", "nan", fid, reason))
         else:
-            typer.echo(line(formula, f"{mean:.3f}", f"{std:.3f}", ""))
+            typer.echo(line(formula, f"{mean:.3f}", f"{std:.3f}", f"{p:.3f}", fid, ""))
 
 
 @app.command("predict")
@@ -236,6 +271,7 @@ def predict(
     ] = None,
     model: ModelOpt = "default",
     kind: KindOpt = "oracle",
+    fidelity: FidelityOpt = "pbe",
     input_path: Annotated[
         Path | None,
         typer.Option("--input", help="CSV/Parquet table with a formula/composition column."),
@@ -245,15 +281,18 @@ def predict(
         typer.Option(
             "--output",
             help="CSV/Parquet/JSON file for the predictions: formula, band_gap_mean and band_gap_std "
-            "(eV), reason. Default: print them.",
+            "(eV), p_metal, fidelity, reason. Default: print them.",
         ),
     ] = None,
     skip_bad: SkipBadOpt = False,
     overwrite: OverwriteOpt = False,
 ) -> None:
-    """Predict band gaps (eV, mean and std) of formulas or of a table of formulas."""
+    """Predict band gaps (eV, mean and std) and P(metal) of formulas or of a table of formulas."""
+    from gapforge.models.experiment import Fidelity
     from gapforge.models.registry import predict_formulas
 
+    if fidelity not in tuple(Fidelity):
+        raise typer.BadParameter(f"use {' or '.join(Fidelity)}", param_hint="--fidelity")
     if input_path is not None and formulas:
         raise typer.BadParameter("give formulas or --input, not both")
     if input_path is None and not formulas:
@@ -266,16 +305,18 @@ def predict(
         values = list(formulas or [])
     checked = check_formulas(values, path=input_path, skip_bad=True)  # first bad row in file order below
     usable = [i for i, why in enumerate(checked.reasons) if not why]
-    pred = predict_formulas([values[i] for i in usable], model, kind)
+    pred = predict_formulas([values[i] for i in usable], model, kind, fidelity)
     out = pd.DataFrame(
         {
             C.FORMULA: values,
             C.BAND_GAP_MEAN: np.nan,
             C.BAND_GAP_STD: np.nan,
+            C.P_METAL: np.nan,
+            C.FIDELITY: str(fidelity),
             C.REASON: list(checked.reasons),
         }
     )
-    for col in (C.BAND_GAP_MEAN, C.BAND_GAP_STD, C.REASON):
+    for col in (C.BAND_GAP_MEAN, C.BAND_GAP_STD, C.P_METAL, C.REASON):
         out.loc[usable, col] = pred[col].to_numpy()
     n_bad = refuse_model_reasons(out[C.REASON], values, path=input_path, skip_bad=skip_bad)
     if output_path is not None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gapforge.data.loaders import fingerprint, labelled_table, load_dataset, load_formulas
+from gapforge.data.loaders import fingerprint, labelled_table, load_dataset, load_formulas, load_metal_labels
 from gapforge.data.registry import REGISTRY, find_data_file, resolve
 from gapforge.data.splits import Split, split_dataset
 
@@ -14,6 +14,7 @@ __all__ = [
     "labelled_table",
     "load_dataset",
     "load_formulas",
+    "load_metal_labels",
     "resolve",
     "split_dataset",
 ]

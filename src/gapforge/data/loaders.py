@@ -8,7 +8,18 @@ normalised (``composition``/``pretty_formula`` -> ``formula``; ``Eg``/``gap``
 Duplicate policy: rows whose formulas reduce to the same formula are merged
 when their gaps agree within 1e-6 eV. When they disagree (polymorphs), the
 ``duplicates`` argument decides: ``"error"`` (the default for user files:
-stop and name both rows), ``"mean"``, ``"min"``, ``"max"`` or ``"first"``.
+stop and name both rows), ``"mean"``, ``"median"``, ``"min"``, ``"max"``,
+``"first"`` or ``"keep"`` (no merging: one row per entry, in file order, as the
+matbench protocols need).
+
+Sets with one row per structure (``mp-gap``, ``expt-gap``, the OQMD and AFLOW
+sets) load with ``"median"`` by default: the polymorphs of a formula become one
+row with their median gap (metals count as 0 eV). ``oqmd-gap`` and ``aflow-gap``
+are their train/val/test files together; ``pbe-gap-all`` is every PBE source with
+one row per formula taken from the first source that has it, in the order
+:data:`PBE_SOURCE_PRIORITY` (MP, then AFLOW, then OQMD: MP is the paper's and
+matbench's reference, AFLOW and OQMD only add formulas MP lacks). The ``source``
+column names the set each row came from.
 """
 
 from __future__ import annotations
@@ -31,17 +42,37 @@ from gapforge.io import find_column, read_table
 
 log = logging.getLogger(__name__)
 
-DuplicatePolicy = Literal["error", "mean", "min", "max", "first"]
+DuplicatePolicy = Literal["error", "mean", "median", "min", "max", "first", "keep"]
 NegativePolicy = Literal["error", "clip"]
 
 #: Registry sets whose labels come from the paper's oracle (Roost predictions),
 #: which include small negative gaps (27 in exp2-al, 37 in exp3-al); they load
 #: with ``negative="clip"`` (negatives set to 0 eV, counted in the log).
 ORACLE_LABELLED_SETS = frozenset({"exp2-al", "exp3-al"})
+#: Datasets made of several registry files (loaded one after the other).
+COMPOSITE_SETS: dict[str, tuple[str, ...]] = {
+    "oqmd-gap": ("oqmd-gap-train", "oqmd-gap-val", "oqmd-gap-test"),
+    "aflow-gap": ("aflow-gap-train", "aflow-gap-val", "aflow-gap-test"),
+}
+#: Sets with one row per structure (a formula repeats per polymorph): merged by median by default.
+MULTI_ENTRY_SETS = frozenset(
+    {"mp-gap", "expt-gap", *COMPOSITE_SETS, *(p for v in COMPOSITE_SETS.values() for p in v)}
+)
+#: Sets holding disordered (doped, off-stoichiometric) compositions, kept with decimal amounts.
+FRACTIONAL_SETS = MULTI_ENTRY_SETS
+#: Which source wins where several PBE sources hold the same formula (first wins).
+PBE_SOURCE_PRIORITY: tuple[str, ...] = ("mp-gap", "aflow-gap", "oqmd-gap")
 
 
-def normalize_formulas(values: Sequence[object], *, path: str | Path | None = None) -> list[str]:
-    """Reduced formulas of ``values``; the first bad one raises with its row (1-based)."""
+def normalize_formulas(
+    values: Sequence[object], *, path: str | Path | None = None, fractional: bool = False
+) -> list[str]:
+    """Reduced formulas of ``values``; the first bad one raises with its row (1-based).
+
+    With ``fractional`` a disordered composition that does not scale to integers
+    (``Bi0.002Te0.003Pb0.999Se0.999``, a doped crystal) is kept as pymatgen's
+    reduced formula with decimal amounts instead of being an error.
+    """
     out = []
     cache: dict[str, str] = {}
     for i, v in enumerate(values):
@@ -51,7 +82,11 @@ def normalize_formulas(values: Sequence[object], *, path: str | Path | None = No
             try:
                 f = normalize_formula(text)
             except FormulaError as exc:
-                raise InputError(exc.message, path=path, row=i + 1, value=v) from None
+                if not (fractional and "fractional" in exc.message):
+                    raise InputError(exc.message, path=path, row=i + 1, value=v) from None
+                from pymatgen.core import Composition
+
+                f = Composition(text).reduced_formula
             cache[text] = f
         out.append(f)
     return out
@@ -64,8 +99,11 @@ def labelled_table(
     source: str | None = None,
     duplicates: DuplicatePolicy = "error",
     negative: NegativePolicy = "error",
+    fractional: bool = False,
 ) -> pd.DataFrame:
     """Validate and normalise a table of formulas and band gaps.
+
+    ``fractional`` keeps disordered compositions (see :func:`normalize_formulas`).
 
     Negative gaps are an error unless ``negative="clip"`` (set to 0 eV; meant
     for model-predicted labels such as the paper's AL sets).
@@ -78,7 +116,7 @@ def labelled_table(
         raise InputError("no data rows", path=path)
     fcol = find_column(df, C.FORMULA_ALIASES, what="formula", path=path)
     gcol = find_column(df, C.BAND_GAP_ALIASES, what="band-gap", path=path)
-    formulas = normalize_formulas(df[fcol].tolist(), path=path)
+    formulas = normalize_formulas(df[fcol].tolist(), path=path, fractional=fractional)
     gaps = np.empty(len(df), dtype=np.float64)
     for i, v in enumerate(df[gcol].tolist()):
         try:
@@ -124,6 +162,8 @@ def merge_duplicates(
             row=rows[1],
             value=f,
         )
+    if policy == "keep":
+        return df.reset_index(drop=True)
     if policy in ("error", "first"):
         out = df.drop_duplicates(C.FORMULA, keep="first")
     else:
@@ -159,15 +199,77 @@ def load_dataset(
         42669
     """
     name = str(name)
+    if name in COMPOSITE_SETS or name == "pbe-gap-all":
+        if path is not None:
+            raise InputError(f"dataset {name} is made of several files; it takes no path")
+        return _load_composite(name, duplicates=duplicates)
     entry = REGISTRY.get(name)
     if entry is not None and entry.kind != "bandgap":
         raise InputError(f"dataset {name} has no band gaps; use load_formulas")
+    if duplicates is None and name in MULTI_ENTRY_SETS:
+        duplicates = "median"
     file = resolve(name, path=path)
     df = read_table(file)
     source = name if entry is not None else file.name
     if negative is None:
         negative = "clip" if name in ORACLE_LABELLED_SETS else "error"
-    return labelled_table(df, path=file, source=source, duplicates=duplicates or "error", negative=negative)
+    return labelled_table(
+        df,
+        path=file,
+        source=source,
+        duplicates=duplicates or "error",
+        negative=negative,
+        fractional=name in FRACTIONAL_SETS,
+    )
+
+
+def _load_composite(name: str, *, duplicates: DuplicatePolicy | None) -> pd.DataFrame:
+    """``oqmd-gap``/``aflow-gap`` (their parts concatenated) or ``pbe-gap-all`` (see module doc)."""
+    if name == "pbe-gap-all":
+        if duplicates not in (None, "median"):
+            raise InputError("pbe-gap-all keeps one row per formula (median within a source, then priority)")
+        tables = [load_dataset(src) for src in PBE_SOURCE_PRIORITY]
+        out = pd.concat(tables, ignore_index=True).drop_duplicates(C.FORMULA, keep="first")
+        log.info("pbe-gap-all: %s", out[C.SOURCE].value_counts().to_dict())
+        return out.reset_index(drop=True)
+    parts = [load_dataset(p, duplicates="keep") for p in COMPOSITE_SETS[name]]
+    df = pd.concat(parts, ignore_index=True)
+    df[C.SOURCE] = name
+    df[C.ID] = [f"{s}:{i}" for s, i in zip(pd.concat([p[C.SOURCE] for p in parts]), df[C.ID], strict=True)]
+    return merge_duplicates(df, policy=duplicates or "median", path=name)
+
+
+def load_metal_labels(name: str = "mp-is-metal", *, path: str | Path | None = None) -> pd.DataFrame:
+    """Load a metal / non-metal table (``mp-is-metal``: 1 = metal), one row per entry in file order.
+
+    Returns:
+        Columns ``formula`` (reduced), ``is_metal`` (bool), ``source``.
+
+    Raises:
+        InputError: a bad formula or a label other than 0/1 (names the row).
+    """
+    file = resolve(name, path=path)
+    df = read_table(file)
+    if len(df) == 0:
+        raise InputError("no data rows", path=file)
+    fcol = find_column(df, C.FORMULA_ALIASES, what="formula", path=file)
+    tcol = find_column(df, (C.IS_METAL, "target", "is_metal"), what="metal label", path=file)
+    labels = np.empty(len(df), dtype=bool)
+    for i, v in enumerate(df[tcol].tolist()):
+        try:
+            x = float(v)
+        except (TypeError, ValueError):
+            x = float("nan")
+        if x not in (0.0, 1.0):
+            raise InputError("metal label is not 0 or 1", path=file, row=i + 1, value=v)
+        labels[i] = x == 1.0
+    return pd.DataFrame(
+        {
+            C.FORMULA: normalize_formulas(df[fcol].tolist(), path=file),
+            C.IS_METAL: labels,
+            C.SOURCE: name if name in REGISTRY else file.name,
+        }
+    )
 
 
 def load_formulas(name: str | Path = "mp-formulas", *, path: str | Path | None = None) -> pd.DataFrame:

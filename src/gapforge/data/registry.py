@@ -233,3 +233,39 @@ def _download(entry: DatasetEntry, dest: Path, *, hint: str, timeout: float) -> 
         reason = getattr(exc, "reason", exc)
         raise DatasetNotFoundError(f"{hint} (download failed: {reason})") from exc
     return dest
+
+
+# -- the CrabNet copies of matbench / OQMD / AFLOW band gaps (issue 18) ----------------------
+# The mirror holds them gzipped (``*.csv.gz``); the pinned sha256 is that of the CSV the
+# address serves (each folder's SOURCES.md lists both). Metals are labelled 0 eV.
+_CRABNET = f"https://raw.githubusercontent.com/anthony-wang/CrabNet/{_CRABNET_COMMIT}/data"
+REGISTRY.update(
+    (e.name, e)
+    for e in (
+        DatasetEntry("mp-gap", "mp_gap.csv.gz", "matbench", f"{_CRABNET}/matbench/mp_gap.csv",
+                     "4084e584467e6f81ec8bf12c438eeb2c049ae39e11401bae694ef6a9983b9d9f", "bandgap",
+                     "106,113 MP entries with PBE gaps, metals as 0 eV (78,164 formulas; matbench_mp_gap)"),
+        DatasetEntry("mp-is-metal", "mp_is_metal.csv.gz", "matbench", f"{_CRABNET}/matbench/mp_is_metal.csv",
+                     "080afc38363fd7e0872fb04ae93a73fdecd0329408d007e8811ccd6e96b7e79a", "metal",
+                     "the same 106,113 MP entries labelled 1 metal / 0 non-metal (matbench_mp_is_metal)"),
+        DatasetEntry("expt-gap", "expt_gap.csv.gz", "matbench", f"{_CRABNET}/matbench/expt_gap.csv",
+                     "3de82c37f1db3ab9bbd92366c96633f131913ded5db0969eb36216bdd11cef2f", "bandgap",
+                     "4,604 experimental band gaps, metals as 0 eV (Zhuo et al. 2018; matbench_expt_gap)"),
+        *(
+            DatasetEntry(f"{name}-{part}", f"{stem}_{part}.csv.gz", subdir,
+                         f"{_CRABNET}/benchmark_data/{folder}/{part}.csv", sha, "bandgap",
+                         f"{what} ({part} part of the CrabNet split; metals as 0 eV)")
+            for name, stem, subdir, folder, what, shas in (
+                ("oqmd-gap", "oqmd_bandgap", "oqmd", "OQMD_Bandgap", "OQMD PBE band gaps", (
+                    "8611a9f1f76ad06d846890d2234e6b37909abd941c156cdc339447bbcce3ada7",
+                    "7838750eb3b5b09ec296b0fbf194271f6588b4bcd4653e392aba6df04c645002",
+                    "59206d9cf13387a6cbf5a155f5b350043aee2f190663bb9baf97a6ee85e63d55")),
+                ("aflow-gap", "aflow_egap", "aflow", "aflow__Egap", "AFLOW PBE band gaps", (
+                    "54cfdde0f9dc313acf2ffb22f49c9861d8d0e1fc5ee3938b8810785db65c1c17",
+                    "798bd5b2d16cca829be8873a483872910de4c948a1bc55ae89c70efb9be0c545",
+                    "d2096c4b87dcc1f13407532f048552544cd389d49486770b9b065dffd5cc92ef")),
+            )
+            for part, sha in zip(("train", "val", "test"), shas, strict=True)
+        ),
+    )
+)  # fmt: skip

@@ -40,3 +40,39 @@ def split_dataset(
     tr, va, te = split_indices(len(df), fractions, seed)
     return Split(df.iloc[tr].reset_index(drop=True), df.iloc[va].reset_index(drop=True),
                  df.iloc[te].reset_index(drop=True))  # fmt: skip
+
+
+#: matbench's own splitter seed (``KFold(n_splits=5, shuffle=True, random_state=18012019)``).
+MATBENCH_SEED = 18012019
+
+
+def matbench_folds(
+    n: int, n_splits: int = 5, seed: int = MATBENCH_SEED
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The matbench folds over ``n`` rows in file order: ``[(train_idx, test_idx), ...]``."""
+    from sklearn.model_selection import KFold
+
+    return list(KFold(n_splits=n_splits, shuffle=True, random_state=seed).split(np.arange(n)))
+
+
+def leakage_guard(extra: pd.DataFrame, test: pd.DataFrame) -> pd.DataFrame:
+    """Rows of an extra training source whose formula is not in the test part.
+
+    A benchmark that adds OQMD/AFLOW (or any other) rows to a fold's training data must
+    not let the test fold's compositions in through them. Formulas are compared as
+    reduced formulas (the ``formula`` column of both labelled tables), so ``Li2F2`` in
+    an extra source and ``LiF`` in the test fold count as the same composition.
+    """
+    from gapforge import columns as C
+    from gapforge.errors import FormulaError
+    from gapforge.formula import normalize_formula
+
+    def key(f: str) -> str:
+        try:
+            return normalize_formula(f)
+        except FormulaError:  # fractional compositions keep their (already reduced) text
+            return f
+
+    banned = {key(f) for f in test[C.FORMULA]}
+    keep = np.array([key(f) not in banned for f in extra[C.FORMULA]], dtype=bool)
+    return extra[keep].reset_index(drop=True)

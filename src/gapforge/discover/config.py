@@ -16,7 +16,10 @@ A configuration is resolved in three layers, each overriding the previous:
 3. the command-line flags (``--gap-min``, ``--gap-max``, ``--seed``, ``--quick``).
 
 The resolved configuration is written to ``RUN/config.json``; a run directory is
-only resumed with the same configuration.
+only resumed with the same configuration. Where the heavy stages run is not part
+of it: the file's ``[executor]`` section (or ``--executor FILE``) is read by
+:func:`resolve_executor` into :class:`~gapforge.executor.ExecutorSettings`, so a
+run directory resumes on a laptop or a cluster alike.
 
 Example:
     >>> cfg = resolve_config(gap_min=4.0, quick=True)
@@ -71,11 +74,15 @@ class ModelSettings:
         oracle: band-gap oracle that labels the campaign's proposals (Roost).
         autoencoder: composition autoencoder that defines the latent space.
         generator: formula generator (``default`` = ``rnn``, the autoregressive one; ``gan``).
+        fidelity: which gap the oracle labels and the window means: ``pbe`` (default,
+            the paper's) or ``experiment`` (the oracle's experimental-gap head; the
+            initial and hold-out labels are then the oracle's experimental predictions).
     """
 
     oracle: str = "default"
     autoencoder: str = "default"
     generator: str = "default"
+    fidelity: str = "pbe"
 
 
 @dataclass(frozen=True)
@@ -161,14 +168,15 @@ class StructureStageSettings:
             prototype frequency); the lowest relaxed energy is kept.
         relax_steps: most FIRE steps of each relaxation.
         fmax: force convergence criterion (eV/Å).
-        workers: relaxation processes (``None``: all cores).
+
+    Where the relaxations run (and on how many workers) is the ``[executor]``
+    section's business, not a scientific setting.
     """
 
     max_candidates: int = 30
     templates: int = 5
     relax_steps: int = 500
     fmax: float = 0.05
-    workers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -255,6 +263,7 @@ def resolve_config(
     seed: int | None = None,
     quick: bool = False,
     config_file: str | Path | None = None,
+    fidelity: str | None = None,
 ) -> DiscoverConfig:
     """Preset, then settings file, then explicit arguments -> a checked configuration.
 
@@ -264,11 +273,20 @@ def resolve_config(
         seed: run seed; ``None`` keeps the file's value (or 0).
         quick: use the ``quick`` preset (also selectable as ``preset = "quick"`` in the file).
         config_file: TOML, JSON or YAML settings file.
+        fidelity: ``pbe`` or ``experiment``; ``None`` keeps the file's value (or ``pbe``).
 
     Raises:
         InputError: unreadable file, unknown key, bad value, or no ``gap_min``.
     """
     file_values: dict[str, Any] = {} if config_file is None else read_config_file(config_file)
+    file_values.pop(EXECUTOR_SECTION, None)  # where tasks run: not a scientific setting
+    structure = file_values.get("structure")
+    if isinstance(structure, dict) and "workers" in structure:
+        raise InputError(
+            "structure.workers moved to the [executor] section (workers = N): where the "
+            "relaxations run is not part of the run's settings",
+            path=config_file,
+        )
     preset = "quick" if quick else str(file_values.get("preset", "default"))
     if preset not in PRESETS:
         raise InputError(f"unknown preset (use {' or '.join(PRESETS)})", path=config_file, value=preset)
@@ -283,11 +301,39 @@ def resolve_config(
         merged["gap_max"] = gap_max
     if seed is not None:
         merged["seed"] = seed
+    if fidelity is not None:
+        merged = _merge(merged, {"models": {"fidelity": fidelity}})
     if "gap_min" not in merged:
         raise InputError(
             "no target band gap: give --gap-min (or gap_min in the settings file)", path=config_file
         )
     return DiscoverConfig.from_dict(merged, source=config_file)
+
+
+#: Section of a settings file that says where the heavy stages run (not in config.json).
+EXECUTOR_SECTION = "executor"
+
+
+def resolve_executor(
+    *, config_file: str | Path | None = None, executor_file: str | Path | None = None
+) -> Any:
+    """Executor settings: ``--executor FILE``, else the settings file's ``[executor]``, else the default.
+
+    Returns:
+        :class:`~gapforge.executor.ExecutorSettings` (default: a local Dask cluster on every core).
+
+    Raises:
+        InputError: unreadable file or bad executor setting.
+    """
+    from gapforge.executor import ExecutorSettings, executor_settings_from_dict, load_executor_settings
+
+    if executor_file is not None:
+        return load_executor_settings(executor_file)
+    if config_file is not None:
+        section = read_config_file(config_file).get(EXECUTOR_SECTION)
+        if section is not None:
+            return executor_settings_from_dict(section, source=config_file)
+    return ExecutorSettings()
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -416,6 +462,8 @@ def _check_config(cfg: DiscoverConfig) -> None:
         fail("preset", f"must be one of {', '.join(PRESETS)}", cfg.preset)
     if cfg.seed < 0:
         fail("seed", "must be >= 0", cfg.seed)
+    if cfg.models.fidelity not in ("pbe", "experiment"):
+        fail("models.fidelity", "must be pbe or experiment", cfg.models.fidelity)
     positive = {
         "data.n_initial": cfg.data.n_initial,
         "campaign.batch_size": cfg.campaign.batch_size,
@@ -447,13 +495,12 @@ def _check_config(cfg: DiscoverConfig) -> None:
         fail("campaign.validity", "must be 'smact' or 'decodable'", cfg.campaign.validity)
     if cfg.screening_model.kind not in ("forest", "roost"):
         fail("screening_model.kind", "must be 'forest' or 'roost'", cfg.screening_model.kind)
-    if cfg.structure.workers is not None and cfg.structure.workers < 1:
-        fail("structure.workers", "must be >= 1", cfg.structure.workers)
     if cfg.screen.max_std is not None and cfg.screen.max_std <= 0:
         fail("screen.max_std", "must be > 0", cfg.screen.max_std)
 
 
 __all__ = [
+    "EXECUTOR_SECTION",
     "PRESETS",
     "QUICK_PRESET",
     "CampaignSettings",
@@ -468,4 +515,5 @@ __all__ = [
     "config_differences",
     "read_config_file",
     "resolve_config",
+    "resolve_executor",
 ]

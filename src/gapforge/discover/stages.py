@@ -53,6 +53,7 @@ from gapforge.discover.engine import (
     stage_dir,
 )
 from gapforge.errors import GapforgeError, InputError
+from gapforge.executor.settings import ExecutorSettings
 from gapforge.io import read_table, write_json, write_table
 
 log = logging.getLogger(__name__)
@@ -70,10 +71,10 @@ def _unavailable(stage: str, exc: BaseException) -> StageUnavailableError:
 # shared, cached loaders
 # ---------------------------------------------------------------------------------------------
 @functools.lru_cache(maxsize=4)
-def _oracle(model: str) -> Any:
-    from gapforge.models.registry import load_model
+def _oracle(model: str, fidelity: str = "pbe") -> Any:
+    from gapforge.models.registry import load_predictor
 
-    return load_model(model, kind="oracle")
+    return load_predictor(model, kind="oracle", fidelity=fidelity)
 
 
 @functools.lru_cache(maxsize=4)
@@ -103,6 +104,13 @@ def _model_card(directory: Path) -> dict[str, Any]:
         return {}
 
 
+def _relabel(oracle: Any, table: pd.DataFrame) -> pd.DataFrame:
+    """``table`` with its band gaps replaced by ``oracle``'s predictions (rows it cannot predict dropped)."""
+    pred = oracle.predict(table[C.FORMULA].tolist())[C.BAND_GAP_MEAN].to_numpy()
+    keep = np.isfinite(pred)
+    return table.assign(**{C.BAND_GAP: pred})[keep].reset_index(drop=True)
+
+
 # ---------------------------------------------------------------------------------------------
 # stages
 # ---------------------------------------------------------------------------------------------
@@ -129,6 +137,10 @@ def stage_data(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
         source = f"{cfg.data.dataset} (random {cfg.data.n_initial})"
     if len(initial) < 2:
         raise InputError("the initial labelled set needs at least 2 formulas", value=len(initial))
+    if cfg.models.fidelity != "pbe":  # the dataset's labels are PBE gaps: relabel with the oracle's head
+        oracle = _oracle(cfg.models.oracle, cfg.models.fidelity)
+        initial, holdout = (_relabel(oracle, t) for t in (initial, holdout))
+        source += f" (labels: the oracle's {cfg.models.fidelity} predictions)"
     initial = initial.assign(source="initial", iteration=0)
     write_table(holdout, out / "holdout.csv")
     write_table(initial, out / "initial.csv")
@@ -144,17 +156,17 @@ def stage_data(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
 
 def stage_oracle(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     """Load the oracle once (fails early on a missing model) and record which one it is."""
-    from gapforge.models.base import resolve_model_dir
-    from gapforge.models.registry import DEFAULT_MODELS
+    from gapforge.models.registry import model_dir
 
-    directory = resolve_model_dir(cfg.models.oracle, DEFAULT_MODELS["oracle"])
-    model = _oracle(cfg.models.oracle)
+    directory = model_dir(cfg.models.oracle, "oracle")
+    model = _oracle(cfg.models.oracle, cfg.models.fidelity)
     card = _model_card(directory)
     metrics = (card.get("metadata") or {}).get("metrics") or {}
     write_json(
         {
             "model": str(directory),
             "kind": getattr(model, "kind", card.get("kind")),
+            "fidelity": cfg.models.fidelity,
             "params": card.get("params"),
             "metrics": metrics,
         },
@@ -223,7 +235,7 @@ def stage_campaign(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
             "initial": {"dataset": str((run_dir / L.INITIAL).resolve())},
         }
     )
-    oracle = ModelOracle(_oracle(cfg.models.oracle), name="oracle")
+    oracle = ModelOracle(_oracle(cfg.models.oracle, cfg.models.fidelity), name="oracle")
     if cfg.campaign.iterations == 0:
         result = None
     elif (out / STATE_FILE).is_file():
@@ -499,9 +511,8 @@ def stage_relax(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     except ImportError as exc:  # pragma: no cover - depends on the build
         raise _unavailable("relax", exc) from exc
     settings = RelaxSettings(fmax=cfg.structure.fmax, max_steps=cfg.structure.relax_steps)
-    best = relax_structures(
-        run_dir / L.STRUCTURE_DIR, settings=settings, workers=cfg.structure.workers, overwrite=True
-    )
+    # runs on the executor discover() opened; relax_cache/ makes a killed stage resume
+    best = relax_structures(run_dir / L.STRUCTURE_DIR, settings=settings, overwrite=True)
     ehull = pd.to_numeric(best.get(L.E_ABOVE_HULL, pd.Series(dtype=float)), errors="coerce")
     e_form = pd.to_numeric(best.get(L.FORMATION_ENERGY, pd.Series(dtype=float)), errors="coerce")
     return {
@@ -603,6 +614,7 @@ def discover(
     until: str | None = None,
     redo: Sequence[str] = (),
     progress: bool | None = None,
+    executor: ExecutorSettings | None = None,
 ) -> PipelineResult:
     """Run the whole discovery pipeline into ``run_dir`` (resuming it if it exists).
 
@@ -613,6 +625,9 @@ def discover(
         until: stop after this stage.
         redo: stages to run again (with every later one).
         progress: progress bar (``None``: only on a terminal).
+        executor: where the heavy stages (relax, dft) run; not part of the
+            run's configuration, so a run resumes on another executor. Default:
+            a local Dask cluster, started only if a heavy stage has work.
 
     Returns:
         One record per stage with its status, wall time and summary.
@@ -620,12 +635,21 @@ def discover(
     Raises:
         GapforgeError: a stage failed; ``report.html`` then shows the stages done so far.
     """
+    from gapforge.executor import open_executor
+
     pipeline_file = Path(run_dir) / PIPELINE_FILE
     before = _signature(pipeline_file)
     try:
-        return run_pipeline(
-            run_dir, config, DISCOVER_STAGES, overwrite=overwrite, until=until, redo=redo, progress=progress
-        )
+        with open_executor(executor or ExecutorSettings(), deferred=True):
+            return run_pipeline(
+                run_dir,
+                config,
+                DISCOVER_STAGES,
+                overwrite=overwrite,
+                until=until,
+                redo=redo,
+                progress=progress,
+            )
     except GapforgeError:
         # only a stage that failed in this call rewrites the report; a refusal before any stage ran
         # (different settings, run directory in use, unknown stage name) leaves the old run untouched

@@ -35,6 +35,9 @@ log = logging.getLogger(__name__)
 
 #: role name -> directory name of the shipped default under gapforge/pretrained/
 DEFAULT_MODELS = {"oracle": "oracle", "roost": "oracle", "forest": "forest"}
+#: names of other shipped models ``--model NAME`` accepts (``oracle-exp1``: the paper-setting
+#: oracle trained on mp-bandgap only, the default before issue 18; ``reproduce table1`` uses it)
+SHIPPED_MODELS = {"oracle-exp1": "oracle_exp1"}
 
 
 def _model_classes() -> dict[str, Callable[[], type]]:
@@ -83,7 +86,7 @@ def load_model(model: str | Path | None = None, kind: str = "oracle") -> BandGap
     """
     if kind not in DEFAULT_MODELS:
         raise ModelError(f"unknown model kind {kind!r} (use {', '.join(sorted(DEFAULT_MODELS))})")
-    directory = resolve_model_dir(model, DEFAULT_MODELS[kind])
+    directory = model_dir(model, kind)
     card = read_model_card(directory)
     classes = _model_classes()
     if card["kind"] not in classes:
@@ -94,20 +97,72 @@ def load_model(model: str | Path | None = None, kind: str = "oracle") -> BandGap
     return cls.load(directory)
 
 
+def model_dir(model: str | Path | None, kind: str = "oracle") -> Path:
+    """The directory of a ``--model`` value: a path, ``"default"`` or a name in :data:`SHIPPED_MODELS`."""
+    from gapforge.models.base import pretrained_dir
+
+    if isinstance(model, str) and model in SHIPPED_MODELS and not Path(model).exists():
+        return pretrained_dir(SHIPPED_MODELS[model])
+    return resolve_model_dir(model, DEFAULT_MODELS[kind])
+
+
+def load_predictor(model: str | Path | None = None, kind: str = "oracle", fidelity: str = "pbe") -> Any:
+    """A band-gap model for ``fidelity``.
+
+    ``pbe`` gives the model itself; ``experiment`` the oracle with the experimental
+    head stored beside it (``<model>/experiment``, :class:`~gapforge.models.experiment.ExperimentPredictor`).
+
+    Raises:
+        ModelError: unknown fidelity, or no experimental head in the model's directory.
+    """
+    from gapforge.models.experiment import ExperimentHead, ExperimentPredictor, Fidelity, head_dir
+
+    try:
+        fid = Fidelity(fidelity)
+    except ValueError:
+        raise ModelError(f"unknown fidelity {fidelity!r} (use {' or '.join(Fidelity)})") from None
+    pbe = load_model(model, kind)
+    if fid is Fidelity.PBE:
+        return pbe
+    directory = head_dir(model_dir(model, kind))
+    if not (directory / MODEL_CARD_FILE).is_file():
+        raise ModelError(
+            f"{directory.parent}: no experimental-gap head ({directory.name}/ is missing); "
+            "--fidelity experiment needs an oracle shipped or trained with one"
+        )
+    return ExperimentPredictor(pbe, ExperimentHead.load(directory))
+
+
 # -- prediction ----------------------------------------------------------------------------
 def predict_formulas(
-    formulas: Sequence[str], model: str | Path | None = None, kind: str = "oracle"
+    formulas: Sequence[str], model: str | Path | None = None, kind: str = "oracle", fidelity: str = "pbe"
 ) -> pd.DataFrame:
     """Predict band gaps of formulas with a saved or shipped model.
 
+    Args:
+        formulas: formula strings.
+        model: a model directory, ``"default"``/``None`` or a shipped name (``oracle-exp1``).
+        kind: which shipped default ``model="default"`` means (``oracle`` or ``forest``).
+        fidelity: ``pbe`` (the model's PBE gap, default) or ``experiment`` (the
+            oracle's experimental-gap head).
+
     Returns:
-        ``formula``, ``band_gap_mean``, ``band_gap_std`` (eV), ``reason``.
+        ``formula``, ``band_gap_mean``, ``band_gap_std`` (eV), ``p_metal`` (NaN for a
+        model without a metal gate), ``fidelity``, ``reason``.
     """
-    return load_model(model, kind).predict(list(formulas))
+    out = load_predictor(model, kind, fidelity).predict(list(formulas))
+    if C.P_METAL not in out.columns:
+        out.insert(3, C.P_METAL, np.nan)
+    out.insert(4, C.FIDELITY, str(fidelity))
+    return out
 
 
 def predict_file(
-    input_path: str | Path, output_path: str | Path, model: str | Path | None = None, kind: str = "oracle"
+    input_path: str | Path,
+    output_path: str | Path,
+    model: str | Path | None = None,
+    kind: str = "oracle",
+    fidelity: str = "pbe",
 ) -> pd.DataFrame:
     """Predict every formula of a CSV/Parquet table and write the predictions atomically.
 
@@ -125,7 +180,7 @@ def predict_file(
         raise InputError("no data rows", path=input_path)
     col = find_column(df, C.FORMULA_ALIASES, what="formula", path=input_path)
     formulas = ["" if pd.isna(v) else str(v) for v in df[col].tolist()]
-    out = predict_formulas(formulas, model, kind)
+    out = predict_formulas(formulas, model, kind, fidelity)
     write_table(out, output_path)
     return out
 
@@ -323,7 +378,9 @@ __all__ = [
     "evaluate_model",
     "evaluate_on",
     "load_model",
+    "load_predictor",
     "make_model",
+    "model_dir",
     "predict_file",
     "predict_formulas",
     "read_model_card",

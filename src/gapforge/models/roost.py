@@ -25,6 +25,7 @@ Typical use::
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import logging
 import math
@@ -247,6 +248,11 @@ class RoostEnsemble:
         weights_dtype: dtype the weights are stored in (``float16`` or ``float32``).
         seed: base random seed (member ``k`` uses ``seed + k``).
         threads: torch intra-op threads while fitting and predicting (None = leave as is).
+        metal_head: add a second output head predicting P(metal) (a 0 eV label = metal);
+            the gap head then learns non-metal gaps only and :meth:`predict` combines
+            both through the metal gate (:mod:`gapforge.models.metal_gate`).
+        std_scale: calibration factor on the gap head's std (fitted on validation data).
+        gate_point: the mixture statistic reported as the prediction (``median`` or ``mean``).
     """
 
     kind = KIND
@@ -272,6 +278,9 @@ class RoostEnsemble:
         weights_dtype: str = "float16",
         seed: int = 0,
         threads: int | None = None,
+        metal_head: bool = False,
+        std_scale: float = 1.0,
+        gate_point: str = "median",
     ) -> None:
         self.n_members = n_members
         self.epochs = epochs
@@ -292,6 +301,9 @@ class RoostEnsemble:
         self.weights_dtype = weights_dtype
         self.seed = seed
         self.threads = threads
+        self.metal_head = metal_head
+        self.std_scale = std_scale
+        self.gate_point = gate_point
 
     # -- parameters -------------------------------------------------------------------
     def get_params(self) -> dict[str, Any]:
@@ -316,6 +328,9 @@ class RoostEnsemble:
             "weights_dtype": self.weights_dtype,
             "seed": self.seed,
             "threads": self.threads,
+            "metal_head": self.metal_head,
+            "std_scale": self.std_scale,
+            "gate_point": self.gate_point,
         }
 
     def _network(self) -> Any:
@@ -323,8 +338,10 @@ class RoostEnsemble:
 
         return Roost(
             robust=self.robust,
-            n_targets=[1],
-            task_dict={C.BAND_GAP: "regression"},
+            # the metal head is a second 1-wide head read as a logit (aviary doubles every
+            # head when robust; the metal head's second output is unused)
+            n_targets=[1, 1] if self.metal_head else [1],
+            task_dict={C.BAND_GAP: "regression", **({C.P_METAL: "regression"} if self.metal_head else {})},
             elem_embedding=str(_embedding_file(self.elem_embedding)),
             elem_fea_len=self.elem_fea_len,
             n_graph=self.n_graph,
@@ -350,8 +367,13 @@ class RoostEnsemble:
         *,
         val_formulas: Sequence[str] | None = None,
         val_band_gaps: Sequence[float] | None = None,
+        checkpoint_dir: str | Path | None = None,
     ) -> Self:
         """Train every member; keep each member's weights of its best validation epoch.
+
+        With ``metal_head`` a 0 eV label marks a metal: the metal head learns P(metal)
+        on every row, the gap head the gaps of the non-metal rows only, and early
+        stopping watches the validation MAE of the gated prediction on every row.
 
         Args:
             formulas: ``N`` training formulas.
@@ -359,6 +381,9 @@ class RoostEnsemble:
             val_formulas: validation formulas for early stopping; when omitted,
                 ``val_fraction`` of the training data is held out (seeded).
             val_band_gaps: their band gaps (eV).
+            checkpoint_dir: when given, each member's state is saved there after every
+                epoch and a later call with the same directory resumes from it (the
+                data and parameters must be the same).
 
         Raises:
             ModelError: no usable training formula, or mismatched lengths.
@@ -391,8 +416,11 @@ class RoostEnsemble:
             log.warning("dropping %d of %d training formulas Roost cannot read", int((~ok).sum()), len(ok))
         tr_rows = np.flatnonzero(ok)
         va_rows = np.flatnonzero(val.valid & np.isfinite(val_y))
-        self.target_mean_ = float(y[ok].mean())
-        self.target_std_ = float(y[ok].std()) or 1.0
+        gap_rows = ok & (y > 0) if self.metal_head else ok
+        if not gap_rows.any():
+            raise ModelError("no non-metal (gap > 0) training formula for the gap head")
+        self.target_mean_ = float(y[gap_rows].mean())
+        self.target_std_ = float(y[gap_rows].std()) or 1.0
         y_norm = ((y - self.target_mean_) / self.target_std_).astype(np.float32)
 
         self.elements_ = allowed
@@ -404,7 +432,16 @@ class RoostEnsemble:
         try:
             for k in range(self.n_members):
                 net, hist = self._fit_member(
-                    k, train, tr_rows, y_norm, val, va_rows, val_y, rng=np.random.default_rng(self.seed + k)
+                    k,
+                    train,
+                    tr_rows,
+                    y_norm,
+                    val,
+                    va_rows,
+                    val_y,
+                    y <= 0,
+                    rng=np.random.default_rng(self.seed + k),
+                    checkpoint=Path(checkpoint_dir) / f"member_{k}.pt" if checkpoint_dir else None,
                 )
                 self.members_.append(net)
                 self.histories_.append(hist)
@@ -423,11 +460,14 @@ class RoostEnsemble:
         val: CompositionGraphs,
         va_rows: np.ndarray,
         val_y: np.ndarray,
+        metal: np.ndarray,
         *,
         rng: np.random.Generator,
+        checkpoint: Path | None = None,
     ) -> tuple[Any, MemberHistory]:
         import torch
         from aviary.losses import robust_l1_loss
+        from torch.nn.functional import binary_cross_entropy_with_logits
         from tqdm import tqdm
 
         torch.manual_seed(self.seed + k)
@@ -440,29 +480,56 @@ class RoostEnsemble:
         hist = MemberHistory(seed=self.seed + k)
         best_state = copy.deepcopy(net.state_dict())
         y_t = torch.from_numpy(y_norm)
+        metal_t = torch.from_numpy(metal.astype(np.float32))
         t0 = time.perf_counter()
         bad_epochs = 0
-        for epoch in tqdm(range(self.epochs), desc=f"roost member {k + 1}/{self.n_members}", disable=None):
+        first_epoch = 0
+        if checkpoint is not None and checkpoint.is_file():
+            ck = torch.load(checkpoint, map_location="cpu", weights_only=True)
+            net.load_state_dict(ck["net"])
+            opt.load_state_dict(ck["opt"])
+            sched.load_state_dict(ck["sched"])
+            best_state = ck["best"]
+            rng.bit_generator.state = ck["rng"]
+            hist = MemberHistory(**ck["hist"])
+            first_epoch, bad_epochs = hist.epochs_run, int(ck["bad_epochs"])
+            t0 -= hist.seconds
+            log.info("member %d: resumed from %s after epoch %d", k + 1, checkpoint, first_epoch)
+        stopped = bad_epochs >= self.patience
+        for epoch in tqdm(
+            range(first_epoch, self.epochs if not stopped else first_epoch),
+            desc=f"roost member {k + 1}/{self.n_members}",
+            disable=None,
+        ):
             net.train()
             order = tr_rows[rng.permutation(len(tr_rows))]
             for b in range(0, len(order), self.batch_size):
                 idx = order[b : b + self.batch_size]
                 if len(idx) < 2 and len(order) > 1:
                     continue  # a batch of one formula gives BatchNorm-free but noisy steps
-                (out,) = net(*collate(train, idx))
+                out, *heads = net(*collate(train, idx))
                 target = y_t[idx]
-                if self.robust:
+                loss = out.sum() * 0.0
+                if self.metal_head:  # P(metal) on every row, the gap on the non-metal rows only
+                    is_metal = metal_t[idx]
+                    loss = loss + binary_cross_entropy_with_logits(heads[0][:, 0], is_metal)
+                    out, target = out[is_metal == 0], target[is_metal == 0]
+                if len(target) and self.robust:
                     mean, log_std = out.unbind(dim=1)
-                    loss = robust_l1_loss(mean, log_std, target)
-                else:
-                    loss = torch.nn.functional.l1_loss(out.squeeze(1), target)
+                    loss = loss + robust_l1_loss(mean, log_std, target)
+                elif len(target):
+                    loss = loss + torch.nn.functional.l1_loss(out.squeeze(1), target)
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
                 sched.step()
             hist.epochs_run = epoch + 1
             if len(va_rows):
-                mean, _ = self._predict_member(net, val, va_rows)
+                mean, std, logit = self._predict_member(net, val, va_rows)
+                if self.metal_head:
+                    from gapforge.models.metal_gate import combine
+
+                    mean = combine(_sigmoid(logit), mean, std, point=self.gate_point).point
                 mae = float(np.abs(mean - val_y[va_rows]).mean())
             else:
                 mae = float(loss.item())
@@ -479,6 +546,22 @@ class RoostEnsemble:
                 mae,
                 time.perf_counter() - t0,
             )
+            hist.seconds = time.perf_counter() - t0
+            if checkpoint is not None:
+                checkpoint.parent.mkdir(parents=True, exist_ok=True)
+                with atomic_path(checkpoint) as tmp:
+                    torch.save(
+                        {
+                            "net": net.state_dict(),
+                            "opt": opt.state_dict(),
+                            "sched": sched.state_dict(),
+                            "best": best_state,
+                            "rng": rng.bit_generator.state,
+                            "hist": dataclasses.asdict(hist),
+                            "bad_epochs": bad_epochs,
+                        },
+                        tmp,
+                    )
             if bad_epochs >= self.patience:
                 log.info("member %d: early stop at epoch %d (best %d)", k + 1, epoch + 1, hist.best_epoch)
                 break
@@ -490,30 +573,33 @@ class RoostEnsemble:
     # -- prediction -------------------------------------------------------------------
     def _predict_member(
         self, net: Any, graphs: CompositionGraphs, rows: np.ndarray, batch_size: int = 2048
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and aleatoric std (eV) of one member for ``rows`` of ``graphs``."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Mean and aleatoric std (eV) and the metal logit (NaN without a metal head) of one member."""
         import torch
 
-        means, stds = [], []
+        means, stds, logits = [], [], []
         net.eval()
         with torch.inference_mode():
             for b in range(0, len(rows), batch_size):
-                (out,) = net(*collate(graphs, rows[b : b + batch_size]))
+                out, *heads = net(*collate(graphs, rows[b : b + batch_size]))
                 out = out.double()
                 means.append(out[:, 0].numpy())
                 stds.append(torch.exp(out[:, 1]).numpy() if self.robust else np.zeros(len(out)))
+                logits.append(heads[0][:, 0].double().numpy() if heads else np.full(len(out), np.nan))
         if not means:
-            return np.zeros(0), np.zeros(0)
+            return np.zeros(0), np.zeros(0), np.zeros(0)
         mean = np.concatenate(means) * self.target_std_ + self.target_mean_
         std = np.concatenate(stds) * self.target_std_
-        return mean, std
+        return mean, std, np.concatenate(logits)
 
     def predict_members(self, formulas: Sequence[str]) -> tuple[np.ndarray, np.ndarray, CompositionGraphs]:
-        """Per-member predictions.
+        """Per-member predictions of the gap head.
 
         Returns:
             ``means (K, N)`` and aleatoric ``stds (K, N)`` in eV (NaN where a
             formula cannot be read) and the parsed graphs (validity, reasons).
+            With a metal head the members' P(metal) ``(K, N)`` is kept in
+            ``self.last_p_metal_``.
         """
         import torch
 
@@ -522,24 +608,53 @@ class RoostEnsemble:
         rows = np.flatnonzero(graphs.valid)
         means = np.full((len(self.members_), len(graphs)), np.nan)
         stds = np.full_like(means, np.nan)
+        p_metal = np.full_like(means, np.nan)
         old_threads = torch.get_num_threads()
         if self.threads:
             torch.set_num_threads(self.threads)
         try:
             for k, net in enumerate(self.members_):
-                means[k, rows], stds[k, rows] = self._predict_member(net, graphs, rows)
+                means[k, rows], stds[k, rows], logit = self._predict_member(net, graphs, rows)
+                p_metal[k, rows] = _sigmoid(logit)
         finally:
             torch.set_num_threads(old_threads)
+        self.last_p_metal_ = p_metal
         return means, stds, graphs
 
     def predict(self, formulas: Sequence[str]) -> pd.DataFrame:
         """Predict band gaps (eV) with uncertainty.
 
         The mean is the members' average clipped at 0 eV (a band gap cannot be
-        negative); the std combines member spread and aleatoric std (see module doc).
+        negative); the std combines member spread and aleatoric std (see module doc),
+        times ``std_scale``. With a metal head both go through the metal gate
+        (:func:`gapforge.models.metal_gate.combine`, P(metal) = the members' mean
+        probability) and the table gains ``p_metal``.
 
         Returns:
-            ``formula``, ``band_gap_mean``, ``band_gap_std``, ``reason`` in input order.
+            ``formula``, ``band_gap_mean``, ``band_gap_std``, [``p_metal``,] ``reason`` in input order.
+        """
+        formulas = [str(f) for f in formulas]
+        parts = self.components(formulas)
+        mean, std = parts[C.BAND_GAP_MEAN].to_numpy(), parts[C.BAND_GAP_STD].to_numpy()
+        table = {C.FORMULA: pd.Series(formulas, dtype=object), C.BAND_GAP_MEAN: mean, C.BAND_GAP_STD: std}
+        if self.metal_head:
+            from gapforge.models.metal_gate import combine
+
+            p = parts[C.P_METAL].to_numpy()
+            gated = combine(p, mean, std, std_scale=self.std_scale, point=self.gate_point)
+            table.update({C.BAND_GAP_MEAN: gated.point, C.BAND_GAP_STD: gated.std, C.P_METAL: gated.p_metal})
+        elif self.std_scale != 1.0:
+            table[C.BAND_GAP_STD] = std * self.std_scale
+        table[C.REASON] = parts[C.REASON]
+        return pd.DataFrame(table)
+
+    def components(self, formulas: Sequence[str]) -> pd.DataFrame:
+        """The ensemble's gap head and metal head before the gate (no ``std_scale``).
+
+        Returns:
+            ``formula``, ``band_gap_mean`` (members' mean, clipped at 0 eV; the
+            non-metal gap with a metal head), ``band_gap_std`` (unscaled),
+            ``p_metal`` (members' mean probability; NaN without a metal head), ``reason``.
         """
         formulas = [str(f) for f in formulas]
         means, stds, graphs = self.predict_members(formulas)
@@ -548,13 +663,15 @@ class RoostEnsemble:
             epistemic = means.var(axis=0)
             aleatoric = (stds**2).mean(axis=0)
             std = np.sqrt(epistemic + aleatoric)
+            p = self.last_p_metal_.mean(axis=0)
         else:
-            mean = std = np.zeros(0)
+            mean = std = p = np.zeros(0)
         return pd.DataFrame(
             {
                 C.FORMULA: pd.Series(formulas, dtype=object),
                 C.BAND_GAP_MEAN: mean,
                 C.BAND_GAP_STD: std,
+                C.P_METAL: p,
                 C.REASON: pd.Series(graphs.reasons, dtype=object).astype(str),
             }
         )
@@ -653,6 +770,11 @@ class RoostEnsemble:
         model.histories_ = []
         model.metadata_ = meta
         return model
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):
+        return 1.0 / (1.0 + np.exp(-np.asarray(x, dtype=np.float64)))
 
 
 def _file_sha(name: str) -> str:

@@ -17,6 +17,7 @@ closed window, nearest the window's centre first), ties by lower std.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -123,30 +124,106 @@ class ScreenResult:
         return int(self.table["candidate"].sum())
 
 
-def _predict(model, formulas: np.ndarray, counts: np.ndarray, elements, ok: np.ndarray, batch_size: int):
-    """Mean, std and reason per row; uses ``predict_counts`` when the model has it."""
+def _predict(
+    model,
+    formulas: np.ndarray,
+    counts: np.ndarray,
+    elements,
+    ok: np.ndarray,
+    batch_size: int,
+    *,
+    executor=None,
+    model_ref: str | Path | None = None,
+):
+    """Mean, std and reason per row; uses ``predict_counts`` when the model has it.
+
+    With an executor that is not serial and a ``model_ref`` (the model's
+    directory or ``"default"``), each batch is a task on the executor; every
+    worker loads the model once.
+    """
     n = len(formulas)
     mean = np.full(n, np.nan)
     std = np.full(n, np.nan)
     reason = np.full(n, "", dtype=object)
     rows = np.flatnonzero(ok)
-    fast = hasattr(model, "predict_counts")
+    batches = [rows[lo : lo + batch_size] for lo in range(0, len(rows), batch_size)]
+    if executor is not None and model_ref is not None and not _in_process(executor):
+        import functools
+
+        from gapforge.executor import TaskFailure, run_tasks
+
+        items = [BatchInput([str(f) for f in formulas[idx]], counts[idx], tuple(elements)) for idx in batches]
+        run = run_tasks(
+            functools.partial(predict_batch, model_ref=str(model_ref)),
+            items,
+            executor=executor,
+            desc="predict",
+            unit="batch",
+        )
+        for idx, res in zip(batches, run.results, strict=True):
+            if isinstance(res, TaskFailure):
+                reason[idx] = f"prediction failed: {res.reason}"
+                continue
+            mean[idx], std[idx], reason[idx] = res.mean, res.std, res.reasons
+        return mean, std, reason
     from tqdm.auto import tqdm
 
-    for lo in tqdm(range(0, len(rows), batch_size), desc="predict", disable=None):
-        idx = rows[lo : lo + batch_size]
-        if fast:
-            p = model.predict_counts(counts[idx], elements)
-            mean[idx], std[idx] = p.mean, p.std
-            reason[idx] = np.asarray(p.reasons, dtype=object)
-        else:
-            table = model.predict([str(f) for f in formulas[idx]])
-            if len(table) != len(idx):
-                raise InputError(f"the model returned {len(table)} predictions for {len(idx)} formulas")
-            mean[idx] = table[C.BAND_GAP_MEAN].to_numpy(dtype=np.float64)
-            std[idx] = table[C.BAND_GAP_STD].to_numpy(dtype=np.float64)
-            reason[idx] = table[C.REASON].astype(str).to_numpy(dtype=object)
+    for idx in tqdm(batches, desc="predict", disable=None):
+        res = _predict_one(model, BatchInput([str(f) for f in formulas[idx]], counts[idx], tuple(elements)))
+        mean[idx], std[idx], reason[idx] = res.mean, res.std, res.reasons
     return mean, std, reason
+
+
+@dataclass(frozen=True)
+class BatchInput:
+    """One prediction task: formulas with their element counts ``(N, E)`` over ``elements``."""
+
+    formulas: list[str]
+    counts: np.ndarray
+    elements: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BatchPrediction:
+    """Predicted gap mean and std (eV) and the reason where there is none, per formula of a batch."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    reasons: np.ndarray
+
+
+def _predict_one(model, batch: BatchInput) -> BatchPrediction:
+    if hasattr(model, "predict_counts"):
+        p = model.predict_counts(batch.counts, list(batch.elements))
+        return BatchPrediction(np.asarray(p.mean), np.asarray(p.std), np.asarray(p.reasons, dtype=object))
+    table = model.predict(batch.formulas)
+    if len(table) != len(batch.formulas):
+        raise InputError(f"the model returned {len(table)} predictions for {len(batch.formulas)} formulas")
+    return BatchPrediction(
+        table[C.BAND_GAP_MEAN].to_numpy(dtype=np.float64),
+        table[C.BAND_GAP_STD].to_numpy(dtype=np.float64),
+        table[C.REASON].astype(str).to_numpy(dtype=object),
+    )
+
+
+def predict_batch(batch: BatchInput, model_ref: str) -> BatchPrediction:
+    """The per-batch task: predict with the model ``model_ref`` (loaded once per process)."""
+    return _predict_one(_cached_model(model_ref), batch)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(model_ref: str):
+    from gapforge.executor.engine import limit_threads
+
+    limit_threads(1)
+    return load_band_gap_model(model_ref)
+
+
+def _in_process(executor) -> bool:
+    from gapforge.executor import ExecutorKind, ExecutorSettings
+
+    settings = executor if isinstance(executor, ExecutorSettings) else getattr(executor, "settings", None)
+    return settings is not None and settings.kind is ExecutorKind.SERIAL
 
 
 def screen(
@@ -156,6 +233,8 @@ def screen(
     *,
     known: Collection[str] | None = None,
     source: str | Path | None = None,
+    executor=None,
+    model_ref: str | Path | None = None,
 ) -> ScreenResult:
     """Predict and filter formulas.
 
@@ -167,6 +246,10 @@ def screen(
         known: reduced formulas that are not novel (default: every Materials
             Project formula, :func:`gapforge.screening.filters.known_formulas`).
         source: input file, named in error messages.
+        executor: where prediction batches run (:mod:`gapforge.executor` settings or
+            an open executor); ``None`` or serial: in this process.
+        model_ref: the model's directory (or ``"default"``), which workers load;
+            needed to run batches on an executor.
 
     Returns:
         A :class:`ScreenResult`. Its funnel holds ``n_input``, ``n_duplicates``,
@@ -210,7 +293,16 @@ def screen(
     reasons = np.concatenate([b.reasons for b in parts])[first].astype(object)
     del parts
 
-    mean, std, pred_reason = _predict(model, names, counts, encoder.elements, readable, settings.batch_size)
+    mean, std, pred_reason = _predict(
+        model,
+        names,
+        counts,
+        encoder.elements,
+        readable,
+        settings.batch_size,
+        executor=executor,
+        model_ref=model_ref,
+    )
     predicted = readable & np.isfinite(mean)
     reasons = np.where(readable & ~predicted & (pred_reason != ""), pred_reason, reasons)
     reasons = np.where(readable & ~predicted & (reasons == ""), "model returned no prediction", reasons)
@@ -324,6 +416,8 @@ def screen_file(
     settings: ScreenSettings | None = None,
     known: Collection[str] | None = None,
     overwrite: bool = False,
+    fidelity: str = "pbe",
+    executor=None,
 ) -> ScreenResult:
     """``gapforge screen``: screen a formula table and write the results.
 
@@ -340,6 +434,10 @@ def screen_file(
         settings: filters.
         known: reduced formulas that are not novel (default: the MP formulas).
         overwrite: replace existing outputs.
+        fidelity: ``pbe`` (default: ``model``'s PBE gaps) or ``experiment``: the gaps
+            of the oracle's experimental head (``model`` then names an oracle directory
+            or ``"default"`` for the shipped oracle; Roost + head, ~10x slower than the forest).
+        executor: where prediction batches run (default: this process; PBE fidelity only).
 
     Raises:
         InputError: unreadable/empty input, no formula column, outputs exist.
@@ -352,14 +450,29 @@ def screen_file(
             raise InputError("output exists (use --overwrite)", path=path)
     settings = settings or ScreenSettings()
     values = read_formula_column(input_path)
-    fitted = load_band_gap_model(model)
-    result = screen(values, fitted, settings, known=known, source=input_path)
+    if fidelity == "pbe":
+        fitted = load_band_gap_model(model)
+    else:
+        from gapforge.models.registry import load_predictor
+
+        fitted = load_predictor(model, kind="oracle", fidelity=fidelity)
+    result = screen(
+        values,
+        fitted,
+        settings,
+        known=known,
+        source=input_path,
+        # workers load the model by name: only the PBE model loads that way
+        executor=executor if fidelity == "pbe" else None,
+        model_ref=model,
+    )
     write_table(result.table, screened_path(out))
     write_table(result.candidates, out)
     summary = {
         "input": str(input_path),
         "model": str(model),
         "model_kind": getattr(fitted, "kind", type(fitted).__name__),
+        "fidelity": fidelity,
         "settings": settings.to_dict(),
         "funnel": result.funnel,
         "outputs": {"candidates": str(out), "screened": str(screened_path(out))},

@@ -1,0 +1,148 @@
+"""The Roost metal head, the experimental head and the ``--fidelity`` switch (tiny models)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("aviary")
+
+from gapforge import columns as C  # noqa: E402
+from gapforge.cli import app  # noqa: E402
+from gapforge.data import load_dataset  # noqa: E402
+from gapforge.errors import ModelError  # noqa: E402
+from gapforge.models.experiment import ExperimentHead, ExperimentPredictor, head_dir  # noqa: E402
+from gapforge.models.registry import load_predictor, predict_formulas  # noqa: E402
+from gapforge.models.roost import RoostEnsemble  # noqa: E402
+
+SMALL = Path(__file__).parents[1] / "files" / "gaps_small.csv"
+TINY = {"elem_fea_len": 16, "hidden": 16, "trunk_hidden": (32,), "out_hidden": (16, 8), "batch_size": 8}
+METALS = ["Cu", "Fe", "Al", "Ni3Al", "Fe3Al", "Ag", "Au", "CuZn", "Ti", "Co", "Ni", "Cr3Ni", "Mo", "W", "Pt"]
+runner = CliRunner()
+
+
+def _table() -> pd.DataFrame:
+    small = load_dataset(SMALL)[[C.FORMULA, C.BAND_GAP]]
+    metals = pd.DataFrame({C.FORMULA: METALS, C.BAND_GAP: 0.0})
+    return pd.concat([small, metals], ignore_index=True).sample(frac=1.0, random_state=0)
+
+
+@pytest.fixture(scope="module")
+def oracle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    torch.set_num_threads(1)
+    df = _table()
+    model = RoostEnsemble(
+        n_members=2,
+        epochs=30,
+        patience=30,
+        learning_rate=3e-3,
+        weights_dtype="float32",
+        metal_head=True,
+        **TINY,
+    ).fit(df[C.FORMULA], df[C.BAND_GAP])
+    out = tmp_path_factory.mktemp("oracle") / "oracle"
+    model.save(out)
+    # an "experimental" table: wider gaps than PBE, the same metals
+    expt = df.assign(**{C.BAND_GAP: df[C.BAND_GAP] * 1.4})
+    ExperimentHead(max_iter=30, min_samples_leaf=3).fit(
+        expt[C.FORMULA].tolist(), expt[C.BAND_GAP].to_numpy(), pbe_model=model
+    ).save(head_dir(out))
+    return out
+
+
+def test_metal_head_learns_p_metal_and_gates_metals_to_zero(oracle_dir: Path) -> None:
+    pred = predict_formulas(["Cu", "Fe3Al", "LiF", "NaCl", "Xx"], str(oracle_dir))
+    assert list(pred.columns) == [C.FORMULA, C.BAND_GAP_MEAN, C.BAND_GAP_STD, C.P_METAL, C.FIDELITY, C.REASON]
+    p = pred[C.P_METAL].to_numpy()
+    assert p[0] > 0.5 and p[1] > 0.5 and p[2] < 0.5 and p[3] < 0.5
+    assert pred[C.BAND_GAP_MEAN].iloc[0] == 0.0 and pred[C.BAND_GAP_MEAN].iloc[1] == 0.0
+    assert pred[C.BAND_GAP_MEAN].iloc[2] > 2.0
+    assert np.isnan(p[4]) and "Xx" in pred[C.REASON].iloc[4]
+    card = json.loads((oracle_dir / "model.json").read_text())
+    assert card["params"]["metal_head"] is True
+
+
+def test_fidelity_switch_changes_the_gap_and_is_recorded(oracle_dir: Path) -> None:
+    formulas = ["LiF", "NaCl", "MgO", "Cu", "Xx"]
+    pbe = predict_formulas(formulas, str(oracle_dir), fidelity="pbe")
+    exp = predict_formulas(formulas, str(oracle_dir), fidelity="experiment")
+    assert pbe[C.FIDELITY].eq("pbe").all() and exp[C.FIDELITY].eq("experiment").all()
+    assert isinstance(load_predictor(str(oracle_dir), fidelity="experiment"), ExperimentPredictor)
+    # the head learnt gaps 1.4x the PBE labels: wide-gap insulators come out wider
+    assert (exp[C.BAND_GAP_MEAN].iloc[:3].to_numpy() > pbe[C.BAND_GAP_MEAN].iloc[:3].to_numpy()).all()
+    assert exp[C.BAND_GAP_MEAN].iloc[3] == 0.0 and exp[C.P_METAL].iloc[3] > 0.5
+    assert np.isnan(exp[C.BAND_GAP_MEAN].iloc[4]) and "Xx" in exp[C.REASON].iloc[4]
+
+
+def test_experiment_head_round_trips(oracle_dir: Path) -> None:
+    pbe = load_predictor(str(oracle_dir))
+    head = ExperimentHead.load(head_dir(oracle_dir))
+    a = head.predict(["LiF", "GaAs"], pbe_model=pbe)
+    b = head.predict(["LiF", "GaAs"], pbe_model=pbe)
+    pd.testing.assert_frame_equal(a, b)
+    assert head.std_scale_ == 1.0  # fitted without validation rows
+
+
+def test_unknown_fidelity_and_missing_head_fail_clearly(oracle_dir: Path, tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match="unknown fidelity"):
+        load_predictor(str(oracle_dir), fidelity="hse")
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    for f in ("model.json", "roost_weights.pt"):
+        (bare / f).write_bytes((oracle_dir / f).read_bytes())
+    with pytest.raises(ModelError, match="no experimental-gap head"):
+        load_predictor(str(bare), fidelity="experiment")
+
+
+def test_cli_predict_shows_p_metal_and_fidelity(oracle_dir: Path) -> None:
+    res = runner.invoke(app, ["predict", "--model", str(oracle_dir), "--fidelity", "experiment", "Cu", "LiF"])
+    assert res.exit_code == 0, res.output
+    lines = res.stdout.strip().splitlines()
+    assert lines[0].split() == [
+        "formula", "band_gap_mean", "(eV)", "band_gap_std", "(eV)", "p_metal", "fidelity", "reason"
+    ]  # fmt: skip
+    assert lines[1].split()[0] == "Cu" and lines[1].split()[4] == "experiment"
+    assert float(lines[1].split()[3]) > 0.5 and float(lines[2].split()[3]) < 0.5
+    res = runner.invoke(app, ["predict", "--model", str(oracle_dir), "--fidelity", "hse", "Cu"])
+    assert res.exit_code != 0
+
+
+def test_checkpoint_resumes_a_member(tmp_path: Path) -> None:
+    df = _table()
+    kw = {"n_members": 1, "epochs": 3, "patience": 10, "weights_dtype": "float32", "metal_head": True, **TINY}
+    first = RoostEnsemble(**kw).fit(df[C.FORMULA], df[C.BAND_GAP], checkpoint_dir=tmp_path / "ck")
+    assert (tmp_path / "ck" / "member_0.pt").is_file()
+    again = RoostEnsemble(**kw).fit(df[C.FORMULA], df[C.BAND_GAP], checkpoint_dir=tmp_path / "ck")
+    # every epoch was already done: the resumed member trains no further and ends where the first did
+    assert again.histories_[0].val_mae == first.histories_[0].val_mae
+    a = first.predict(["LiF", "Cu"])
+    b = again.predict(["LiF", "Cu"])
+    np.testing.assert_allclose(a[C.BAND_GAP_MEAN], b[C.BAND_GAP_MEAN], rtol=1e-6)
+
+
+def test_screen_and_discover_take_the_fidelity(oracle_dir: Path, tmp_path: Path) -> None:
+    from gapforge.discover import resolve_config
+    from gapforge.errors import InputError
+    from gapforge.screening.screen import ScreenSettings, screen_file
+
+    assert resolve_config(gap_min=1.0).models.fidelity == "pbe"
+    assert resolve_config(gap_min=1.0, fidelity="experiment").models.fidelity == "experiment"
+    with pytest.raises(InputError, match="fidelity"):
+        resolve_config(gap_min=1.0, fidelity="hse")
+    inp = tmp_path / "in.csv"
+    pd.DataFrame({"formula": ["LiF", "NaCl", "MgO", "Cu"]}).to_csv(inp, index=False)
+    settings = ScreenSettings(gap_min=0.5, require_smact=False, require_novel=False)
+    res = screen_file(
+        inp, tmp_path / "c.csv", model=str(oracle_dir), settings=settings, known=[], fidelity="experiment"
+    )
+    funnel = json.loads(res.summary_path.read_text())
+    assert funnel["fidelity"] == "experiment"
+    want = predict_formulas(["LiF", "NaCl", "MgO", "Cu"], str(oracle_dir), fidelity="experiment")
+    got = res.table.set_index(C.FORMULA).loc[want[C.FORMULA], C.BAND_GAP_MEAN].to_numpy()
+    np.testing.assert_allclose(got, want[C.BAND_GAP_MEAN].to_numpy(), rtol=1e-9)
