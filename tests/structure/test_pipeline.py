@@ -93,7 +93,7 @@ def test_bad_candidate_tables(tmp_path, tiny_library_path, content, error, messa
 def test_sodium_nitride_is_not_a_missing_value(tmp_path, tiny_library_path):
     path = tmp_path / "cands.csv"
     path.write_text("formula\nNaN\n")
-    table = build_structures(path, tmp_path / "out", library=tiny_library_path)
+    table = build_structures(path, tmp_path / "out", library=tiny_library_path, settings=SETTINGS)
     assert table.formula.tolist()[0] == "NaN"
     assert table.template_formula.iloc[0] in {"NaCl", "KF", "MgO"}
 

@@ -446,6 +446,8 @@ def _hull_figures(table: pd.DataFrame, col: str, label: str, threshold: float = 
         f"within_{threshold}_recall_{label}": recall,
         f"within_{threshold}_f1_{label}": f1,
         f"share_below_hull_by_0.05_{label}": float((table.loc[ok, col].astype(float) < -0.05).mean()),
+        # the base rate: with every material within the threshold in MP, "always within" scores F1 1
+        f"share_mp_within_{threshold}_{label}": float(tp_.mean()),
     }
 
 
