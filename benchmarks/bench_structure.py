@@ -240,6 +240,8 @@ def markdown(report: dict) -> str:
         f"| within 0.1 eV/atom: precision / recall / F1 (rebuilt) | "
         f"{_fmt(v.get('within_0.1_precision_rebuilt'))} / {_fmt(v.get('within_0.1_recall_rebuilt'))} / "
         f"{_fmt(v.get('within_0.1_f1_rebuilt'))} |",
+        f"| base rate: share of these materials within 0.1 eV/atom in MP (F1 of always saying 'within': "
+        f"2p/(1+p)) | {_fmt(v.get('share_mp_within_0.1_rebuilt'))} |",
         f"| share more than 0.05 eV/atom below the hull (rebuilt) | "
         f"{_fmt(v.get('share_below_hull_by_0.05_rebuilt'))} |",
         f"| control: CHGNet on the MP structure, e_above_hull MAE | "

@@ -22,6 +22,7 @@ from gapforge.discover.config import (
 )
 from gapforge.discover.stages import DISCOVER_STAGES
 from gapforge.errors import InputError
+from gapforge.window import GapWindow
 
 runner = CliRunner()
 
@@ -46,7 +47,7 @@ def test_default_and_quick_presets():
     real = resolve_config(gap_min=6.0)
     quick = resolve_config(gap_min=6.0, quick=True)
     assert real.preset == "default" and quick.preset == "quick"
-    assert real.gap_max is None and real.window == (6.0, float("inf"))
+    assert real.window == GapWindow(6.0) and real.window.open and real.window.upper == float("inf")
     assert real.campaign.iterations == 100 and real.campaign.batch_size == 10  # the paper's 1000 BO samples
     assert real.generate.n_samples == 1_000_000
     for section, values in QUICK_PRESET.items():
@@ -54,8 +55,8 @@ def test_default_and_quick_presets():
             assert getattr(getattr(quick, section), key) == value
     assert quick.campaign.iterations < real.campaign.iterations
     assert quick.generate.n_samples < real.generate.n_samples
-    assert quick.describe_window() == "≥ 6.00 eV"
-    assert resolve_config(gap_min=2.0, gap_max=3.5).describe_window() == "2.00–3.50 eV"
+    assert str(quick.window) == "≥ 6.00 eV"
+    assert str(resolve_config(gap_min=2.0, gap_max=3.5).window) == "2.00–3.50 eV"
 
 
 @pytest.mark.parametrize("suffix", [".toml", ".json", ".yaml"])
@@ -77,12 +78,12 @@ def test_settings_file_overrides_preset_and_flags_override_file(tmp_path, suffix
     path = tmp_path / f"settings{suffix}"
     path.write_text(text)
     cfg = resolve_config(config_file=path, quick=True)
-    assert (cfg.gap_min, cfg.gap_max, cfg.seed) == (2.5, 3.5, 4)
+    assert (cfg.window, cfg.seed) == (GapWindow(2.5, 3.5), 4)
     assert cfg.campaign.iterations == 7  # file beats the preset
     assert cfg.campaign.batch_size == QUICK_PRESET["campaign"]["batch_size"]  # preset kept elsewhere
     assert cfg.screen.max_std == 0.8
     cfg2 = resolve_config(config_file=path, gap_min=3.0, seed=9)
-    assert (cfg2.gap_min, cfg2.gap_max, cfg2.seed, cfg2.preset) == (3.0, 3.5, 9, "default")
+    assert (cfg2.window, cfg2.seed, cfg2.preset) == (GapWindow(3.0, 3.5), 9, "default")
 
 
 def test_round_trip_through_dict():
@@ -267,7 +268,7 @@ def test_real_stages_up_to_the_screen_then_resume(tmp_path, real_data_env):
     settings.write_text(
         "[data]\nn_initial = 40\nn_holdout = 60\n"
         "[campaign]\niterations = 2\nbatch_size = 2\nn_pool = 50\n"
-        "[screening_model]\nn_estimators = 20\n"
+        "[screening_model]\nkind = 'forest'\nn_estimators = 20\n"  # the paper's route
         "[generate]\nn_samples = 3000\n"
         "[screen]\nrequire_smact = false\nrequire_novel = false\ntop = 5\n"
     )
@@ -381,3 +382,47 @@ def test_stability_and_report_stages_on_a_hand_made_run(tmp_path):
     )
     with pytest.raises(StageSkipped, match="no candidate passed the screen"):
         stage_structure(run, cfg)
+
+
+def test_discoveries_rank_by_probability_in_window_then_stability():
+    import numpy as np
+    import pandas as pd
+
+    from gapforge import columns as C
+    from gapforge.discover.layout import rank_discoveries
+
+    table = pd.DataFrame(
+        {
+            C.FORMULA: ["A2O", "B2O", "C2O", "D2O", "E2O"],
+            C.P_IN_WINDOW: [0.502, 0.99, 0.498, 0.99, 0.30],
+            C.E_ABOVE_HULL: [0.00, 0.20, 0.01, np.nan, 0.00],
+            "rank": [1, 2, 3, 4, 5],
+        }
+    )
+    ranked = rank_discoveries(table)
+    # 0.99 first (known hull before unknown), then the 0.50 pair by stability, then 0.30
+    assert ranked[C.FORMULA].tolist() == ["B2O", "D2O", "A2O", "C2O", "E2O"]
+    assert ranked["rank"].tolist() == [1, 2, 3, 4, 5]
+    # without probabilities (an older screen) stability decides, then the screen's order
+    old = rank_discoveries(table.drop(columns=[C.P_IN_WINDOW]))
+    assert old[C.FORMULA].tolist() == ["A2O", "E2O", "C2O", "B2O", "D2O"]
+
+
+def test_an_empty_screen_says_why_and_what_to_change(tmp_path):
+    from gapforge.cli.cmd_discover import _empty_result_message
+    from gapforge.discover.stages import empty_screen_advice
+
+    cfg = resolve_config(gap_min=9.0, quick=True)
+    steps = [
+        {"filter": "readable", "n_in": 100, "n_out": 100, "removed": 0},
+        {"filter": "in_window", "n_in": 100, "n_out": 0, "removed": 100},
+    ]
+    advice = empty_screen_advice(steps, cfg)
+    assert "in_window" in advice and "≥ 9.00 eV" in advice and "--gap-min" in advice
+    run = tmp_path / "run"
+    (run / "screen").mkdir(parents=True)
+    (run / "screen" / "funnel.json").write_text(json.dumps({"steps": steps, "n_kept": 0}))
+    message = _empty_result_message(run, cfg)
+    assert message.startswith("NO DISCOVERIES") and "lower --gap-min" in message
+    (run / "screen" / "funnel.json").write_text(json.dumps({"steps": steps, "n_kept": 3}))
+    assert _empty_result_message(run, cfg) == ""

@@ -20,6 +20,7 @@ from gapforge.active.acquisition import (
     propose,
 )
 from gapforge.active.surrogate import fit_surrogate
+from gapforge.window import GapWindow
 
 
 def test_paper_kappa_is_beta_100():
@@ -55,17 +56,22 @@ def test_log_ei_matches_closed_form():
 
 
 def test_window_objective_golden_values():
-    goal = Goal("window", 2.0, 3.0)
+    goal = Goal(GapWindow(2.0, 3.0))
+    assert goal.kind == "window"
     assert goal.objective(np.array([1.0, 2.5, 3.0, 4.5])).tolist() == [-1.0, 0.0, 0.0, -1.5]
     assert goal.hit(np.array([1.0, 2.0, 3.5])).tolist() == [False, True, False]
     assert Goal().objective(np.array([1.5])).tolist() == [1.5]
-    with pytest.raises(ValueError, match="lo <= hi"):
-        Goal("window", 3.0, 2.0)
+    # an open window keeps maximising the gap but counts the hits above its edge
+    wide = Goal(GapWindow(6.0))
+    assert wide.kind == "maximize" and wide.objective(np.array([7.0])).tolist() == [7.0]
+    assert wide.hit(np.array([5.9, 6.0, 8.0])).tolist() == [False, True, True]
+    with pytest.raises(ValueError, match="above gap_min"):
+        Goal(GapWindow(3.0, 2.0))
 
 
 def test_window_acquisition_without_noise_is_minus_distance():
     model = _mock([1.0, 2.5, 5.0], [1e-12, 1e-12, 1e-12])
-    acqf = WindowAcquisition(model, Goal("window", 2.0, 3.0), "ucb", beta=100.0, best_objective=0.0)
+    acqf = WindowAcquisition(model, Goal(GapWindow(2.0, 3.0)), "ucb", beta=100.0, best_objective=0.0)
     got = acqf(torch.zeros(3, 1, 2, dtype=torch.float64))
     assert got.tolist() == pytest.approx([-1.0, 0.0, -2.0], abs=1e-4)
 
@@ -73,7 +79,7 @@ def test_window_acquisition_without_noise_is_minus_distance():
 def test_window_ucb_prefers_uncertain_point_outside_window():
     # both means are 1 eV below the window; the uncertain one may be inside it
     model = _mock([1.0, 1.0], [1e-6, 1.0])
-    acqf = WindowAcquisition(model, Goal("window", 2.0, 3.0), "ucb", beta=100.0, best_objective=-1.0)
+    acqf = WindowAcquisition(model, Goal(GapWindow(2.0, 3.0)), "ucb", beta=100.0, best_objective=-1.0)
     sure, unsure = acqf(torch.zeros(2, 1, 2, dtype=torch.float64)).tolist()
     assert unsure > sure
 
@@ -120,7 +126,7 @@ def test_batch_slots_are_distinct():
 
 def test_window_goal_targets_the_window(toy_gp):
     model, bounds, _ = toy_gp
-    goal = Goal("window", 0.45, 0.55)  # a ring around the bump
+    goal = Goal(GapWindow(0.45, 0.55))  # a ring around the bump
     prop = propose(model, bounds, goal, AcquisitionSettings(kind="ucb", kappa=0.1, raw_samples=64), seed=0)
     mean = model.posterior(torch.as_tensor(prop.best)).mean.item()
     assert 0.35 < mean < 0.65

@@ -224,7 +224,14 @@ def test_smact_validity_counts_charge_imbalanced_decodes_as_invalid(model_cfg, t
     from gapforge.encoding import FormulaEncoder
     from gapforge.screening.validity import SmactChecker
 
-    base = {**model_cfg, "acquisition": {"kind": "random", "q": 8}, "iterations": 3}
+    base = {
+        **model_cfg,
+        "acquisition": {"kind": "random", "q": 8},
+        "iterations": 3,
+        "validity": "decodable",  # the paper's rule
+        "compounds": "any",
+        "exclude_elements": [],
+    }
     plain = Campaign.create(parse_config(base), tmp_path / "plain").run(progress=False)
     strict = Campaign.create(parse_config({**base, "validity": "smact"}), tmp_path / "smact").run(
         progress=False

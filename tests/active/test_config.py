@@ -26,7 +26,7 @@ def test_formats(tmp_path):
     configs = [load_config(tmp_path / f"c.{ext}") for ext in ("yaml", "toml", "json")]
     assert configs[0] == configs[1] == configs[2]
     cfg = configs[0]
-    assert cfg.goal.to_goal().lo == 2.0 and cfg.acquisition.to_settings().beta == 100.0
+    assert cfg.goal.to_goal().window.gap_min == 2.0 and cfg.acquisition.to_settings().beta == 100.0
     assert parse_config({}).acquisition.kappa == 10.0
     # the file's surrogate defaults are the library's, and every field reaches the settings
     assert parse_config({}).surrogate.to_settings() == SurrogateSettings()
@@ -41,7 +41,7 @@ def test_formats(tmp_path):
     [
         ({"iterations": 0}, "iterations: Input should be greater than or equal to 1"),
         ({"goal": {"kind": "window"}}, "goal: a window goal needs window"),
-        ({"goal": {"kind": "window", "window": [3, 2]}}, "0 <= lo <= hi"),
+        ({"goal": {"kind": "window", "window": [3, 2]}}, "0 <= lo < hi"),
         ({"goal": {"kind": "minimize"}}, "goal.kind: Input should be 'maximize' or 'window'"),
         ({"acquisition": {"kind": "pi"}}, "acquisition.kind"),
         ({"acquisition": {"kappa": -1}}, "acquisition.kappa: Input should be greater than 0"),

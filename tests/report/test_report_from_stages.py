@@ -16,7 +16,7 @@ from pathlib import Path
 import pandas as pd
 
 from gapforge.report import build_report
-from gapforge.structure import parallel
+from gapforge.structure import relax
 from gapforge.structure.pipeline import StructureSettings, build_structures, relax_structures
 from gapforge.structure.relax import RelaxationError, RelaxResult
 from gapforge.structure.stability import ElementalReferences
@@ -49,7 +49,7 @@ def test_report_of_a_run_made_by_the_structure_and_relax_stages(tmp_path, monkey
     settings = StructureSettings(search=SearchSettings(top_k=2))
     build_structures(run / "screen" / "candidates.csv", run / "structure", library=FILES / "tiny_library.csv",
                      settings=settings)  # fmt: skip
-    monkeypatch.setattr(parallel, "relax_structure", _stand_in_for_chgnet)
+    monkeypatch.setattr(relax, "relax_structure", _stand_in_for_chgnet)
     relaxed = relax_structures(
         run / "structure", references=REFS, library=FILES / "tiny_library.csv", workers=1
     )

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from statistics import NormalDist
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ from gapforge.screening.screen import (
     screen_file,
     screened_path,
 )
+from gapforge.window import GapWindow
 
 FILES = Path(__file__).resolve().parents[1] / "files"
 
@@ -95,7 +97,7 @@ CANDIDATES = [
 
 
 def test_flags_and_funnel(model):
-    res = screen(CANDIDATES, model, ScreenSettings(gap_min=5.5), known=KNOWN)
+    res = screen(CANDIDATES, model, ScreenSettings(window=GapWindow(5.5)), known=KNOWN)
     t = res.table.set_index(C.FORMULA)
     # duplicates by reduced formula are screened once (LiF, LiF, Li2F2)
     assert res.funnel["n_input"] == len(CANDIDATES)
@@ -120,36 +122,74 @@ def test_flags_and_funnel(model):
     assert res.funnel["fails_alone"]["novel"] == int((~t["novel"]).sum())
 
 
-def test_ranking_puts_candidates_first_by_gap(model):
-    res = screen(CANDIDATES, model, ScreenSettings(gap_min=5.5), known=KNOWN)
+def test_ranking_puts_candidates_first_by_probability_in_window(model):
+    window = GapWindow(5.5)
+    res = screen(CANDIDATES, model, ScreenSettings(window=window), known=KNOWN)
     cand = res.candidates
     assert res.n_candidates == len(cand) > 0
     assert cand["rank"].tolist() == list(range(1, len(cand) + 1))
-    assert (np.diff(cand[C.BAND_GAP_MEAN].to_numpy()) <= 0).all()
+    p = cand[C.P_IN_WINDOW].to_numpy()
+    assert (np.diff(p) <= 0).all()
+    # the column is the window's probability under N(mean, std), computed independently here
+    want = [
+        1 - NormalDist(m, s).cdf(5.5)
+        for m, s in zip(cand[C.BAND_GAP_MEAN], cand[C.BAND_GAP_STD], strict=True)
+    ]
+    assert p == pytest.approx(want, abs=1e-9)
     assert (res.table["rank"].iloc[len(cand) :] == 0).all()
-    # a closed window ranks by distance to its centre
-    res2 = screen(CANDIDATES, model, ScreenSettings(gap_min=5.5, gap_max=7.0), known=KNOWN)
-    centre_dist = np.abs(res2.candidates[C.BAND_GAP_MEAN] - 6.25).to_numpy()
-    assert (np.diff(centre_dist) >= 0).all()
+    # a closed window: the probability mass inside [5.5, 7.0] decides, highest first
+    res2 = screen(CANDIDATES, model, ScreenSettings(window=GapWindow(5.5, 7.0)), known=KNOWN)
+    p2 = res2.candidates[C.P_IN_WINDOW].to_numpy()
+    assert (np.diff(p2) <= 0).all() and ((p2 > 0) & (p2 < 1)).all()
+    # top keeps the best n; the rest are marked as dropped by "top"
+    res3 = screen(CANDIDATES, model, ScreenSettings(window=window, top=1), known=KNOWN)
+    assert res3.n_candidates == 1 and res3.candidates[C.FORMULA].tolist() == cand[C.FORMULA].tolist()[:1]
+    assert (res3.table["dropped_by"] == "top").sum() == len(cand) - 1
+
+
+def test_excluded_elements_and_max_std_are_filters(model):
+    formulas = ["XeF2", "KrF2", "RbF", "PoO2", "TcO2", "SrYF5", "F2"]
+    res = screen(formulas, model, ScreenSettings(window=GapWindow(0.0), require_novel=False), known=KNOWN)
+    t = res.table.set_index(C.FORMULA)
+    assert not t.loc[["XeF2", "KrF2", "PoO2", "TcO2"], "allowed_elements"].any()
+    assert t.loc[["RbF", "SrYF5"], "allowed_elements"].all()
+    assert "allowed_elements" in res.funnel["required"]
+    assert not t.loc["F2", "compound"] and t.loc["RbF", "compound"]  # an element is no discovery
+    keep_all = screen(
+        formulas,
+        model,
+        ScreenSettings(window=GapWindow(0.0), exclude_elements=(), require_novel=False),
+        known=KNOWN,
+    )
+    readable = keep_all.table[keep_all.table["readable"]]
+    assert readable["allowed_elements"].all() and "allowed_elements" not in keep_all.funnel["required"]
+    std = res.table.set_index(C.FORMULA)[C.BAND_GAP_STD]
+    cut = float(std.dropna().median())
+    tight = screen(
+        formulas, model, ScreenSettings(window=GapWindow(0.0), max_std=cut, require_novel=False), known=KNOWN
+    )
+    assert (tight.candidates[C.BAND_GAP_STD] <= cut).all()
 
 
 def test_filters_can_be_switched_off(model):
-    strict = screen(CANDIDATES, model, ScreenSettings(gap_min=5.5), known=KNOWN)
+    strict = screen(CANDIDATES, model, ScreenSettings(window=GapWindow(5.5)), known=KNOWN)
     loose = screen(
         CANDIDATES,
         model,
-        ScreenSettings(gap_min=5.5, require_simple=False, require_smact=False, require_novel=False),
+        ScreenSettings(window=GapWindow(5.5), require_simple=False, require_smact=False, require_novel=False),
         known=KNOWN,
     )
-    assert loose.funnel["required"] == ["readable", "predicted", "in_window"]
+    assert loose.funnel["required"] == ["readable", "predicted", "compound", "allowed_elements", "in_window"]
     assert set(strict.candidates[C.FORMULA]) <= set(loose.candidates[C.FORMULA])
     assert "LiF" in set(loose.candidates[C.FORMULA])
-    wider = screen(CANDIDATES, model, ScreenSettings(gap_min=5.5, max_atoms=11, max_elements=4), known=KNOWN)
+    wider = screen(
+        CANDIDATES, model, ScreenSettings(window=GapWindow(5.5), max_atoms=11, max_elements=4), known=KNOWN
+    )
     assert wider.table.set_index(C.FORMULA).loc["Li3AlF6", "simple"]
 
 
 def test_empty_result_keeps_the_columns(model):
-    res = screen(["GaAs", "Si", "Fe"], model, ScreenSettings(gap_min=50.0), known=KNOWN)
+    res = screen(["GaAs", "Si", "Fe"], model, ScreenSettings(window=GapWindow(50.0)), known=KNOWN)
     assert res.n_candidates == 0
     assert list(res.candidates.columns) == list(res.table.columns)
 
@@ -162,7 +202,7 @@ def test_screen_file_writes_three_files(model, tmp_path, monkeypatch):
     src = tmp_path / "gen.parquet"
     pd.DataFrame({"composition": CANDIDATES}).to_parquet(src)
     out = tmp_path / "cand.parquet"
-    res = screen_file(src, out, model="whatever", settings=ScreenSettings(gap_min=5.5), known=KNOWN)
+    res = screen_file(src, out, model="whatever", settings=ScreenSettings(window=GapWindow(5.5)), known=KNOWN)
     cand = pd.read_parquet(out)
     allrows = pd.read_parquet(screened_path(out))
     funnel = json.loads(funnel_path(out).read_text())
@@ -174,10 +214,10 @@ def test_screen_file_writes_three_files(model, tmp_path, monkeypatch):
         and funnel["settings"]["smact"]["oxidation_states_set"] == "icsd24"
     )
     with pytest.raises(InputError, match="exists"):
-        screen_file(src, out, model="whatever", settings=ScreenSettings(gap_min=5.5), known=KNOWN)
+        screen_file(src, out, model="whatever", settings=ScreenSettings(window=GapWindow(5.5)), known=KNOWN)
     # an empty result still writes a table with headers
     out2 = tmp_path / "none.csv"
-    res2 = screen_file(src, out2, model="x", settings=ScreenSettings(gap_min=99.0), known=KNOWN)
+    res2 = screen_file(src, out2, model="x", settings=ScreenSettings(window=GapWindow(99.0)), known=KNOWN)
     assert res2.n_candidates == 0
     empty = pd.read_csv(out2)
     assert len(empty) == 0 and C.FORMULA in empty.columns and "smact_valid" in empty.columns
@@ -196,8 +236,8 @@ def test_bad_input(model, tmp_path):
     empty.write_text("formula\n")
     with pytest.raises(InputError, match="no data rows"):
         read_formula_column(empty)
-    with pytest.raises(InputError, match="gap-max"):
-        ScreenSettings(gap_min=6.0, gap_max=3.0)
+    with pytest.raises(InputError, match="gap_max must be above gap_min"):
+        ScreenSettings(window=GapWindow(6.0, 3.0))
     with pytest.raises(InputError, match="unsupported table format"):
         screen_file(wrong, tmp_path / "out.txt", model="x")
 

@@ -11,7 +11,8 @@ from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
 
 from gapforge.errors import FormulaError, InputError
-from gapforge.structure import parallel
+from gapforge.executor import TaskFailure
+from gapforge.structure import relax
 from gapforge.structure.library import load_library
 from gapforge.structure.pipeline import (
     RELAXED_ALL_FILE,
@@ -92,7 +93,7 @@ def test_bad_candidate_tables(tmp_path, tiny_library_path, content, error, messa
 def test_sodium_nitride_is_not_a_missing_value(tmp_path, tiny_library_path):
     path = tmp_path / "cands.csv"
     path.write_text("formula\nNaN\n")
-    table = build_structures(path, tmp_path / "out", library=tiny_library_path)
+    table = build_structures(path, tmp_path / "out", library=tiny_library_path, settings=SETTINGS)
     assert table.formula.tolist()[0] == "NaN"
     assert table.template_formula.iloc[0] in {"NaCl", "KF", "MgO"}
 
@@ -128,7 +129,7 @@ def test_relax_stage_failures_and_best_template(built, monkeypatch, tiny_library
     vols = [round(read_cif(out / p).volume, 3) for p in kbr.cif_path]
     # The rank-2 template relaxes lower: it must be chosen.
     energies = {("KBr", 2, vols[0]): -3.0, ("KBr", 2, vols[1]): -3.2, "SrF2": -4.0}
-    monkeypatch.setattr(parallel, "relax_structure", _fake_relax(energies))
+    monkeypatch.setattr(relax, "relax_structure", _fake_relax(energies))
     best = relax_structures(out, references=FAKE_REFS, library=tiny_library_path, workers=1)
     assert (out / RELAXED_FILE).is_file() and (out / RELAXED_ALL_FILE).is_file()
     assert len(best) == 5  # one row per candidate
@@ -146,13 +147,13 @@ def test_relax_stage_failures_and_best_template(built, monkeypatch, tiny_library
     saved = _read(out / RELAXED_FILE)
     assert list(saved.columns) == list(best.columns)
     # Not redone without overwrite.
-    monkeypatch.setattr(parallel, "relax_structure", lambda *a, **k: pytest.fail("relaxed again"))
+    monkeypatch.setattr(relax, "relax_structure", lambda *a, **k: pytest.fail("relaxed again"))
     assert len(relax_structures(out, references=FAKE_REFS, library=tiny_library_path)) == 5
 
 
 def test_relax_stage_hull_from_a_user_table(built, monkeypatch, tmp_path, caplog):
     out, _ = built
-    monkeypatch.setattr(parallel, "relax_structure", _fake_relax({"KBr": -3.2, "SrF2": -4.0}))
+    monkeypatch.setattr(relax, "relax_structure", _fake_relax({"KBr": -3.2, "SrF2": -4.0}))
     phases = tmp_path / "phases.csv"  # made-up known phases
     phases.write_text("formula,formation_energy_per_atom\nKBr,-1.0\nSrF2,-2.05\nSr2F,-0.5\n")
     with caplog.at_level("WARNING", logger="gapforge.structure.pipeline"):
@@ -176,7 +177,7 @@ def test_missing_cif_is_a_row_failure(built, monkeypatch, tiny_library_path):
     out, table = built
     first = table.cif_path.dropna().iloc[0]
     (out / first).unlink()
-    monkeypatch.setattr(parallel, "relax_structure", _fake_relax({}))
+    monkeypatch.setattr(relax, "relax_structure", _fake_relax({}))
     relax_structures(out, references=FAKE_REFS, library=tiny_library_path, workers=1)
     all_rows = _read(out / RELAXED_ALL_FILE)
     assert all_rows.loc[all_rows.cif_path == first, "reason"].str.contains("cannot read CIF").all()
@@ -207,7 +208,7 @@ def test_cli_structure_and_relax(tmp_path, files, tiny_library_path, monkeypatch
     )
     assert res.exit_code == 0, res.output
     assert "5 candidates, 3 with at least one substituted structure" in res.output
-    monkeypatch.setattr(parallel, "relax_structure", _fake_relax({}))
+    monkeypatch.setattr(relax, "relax_structure", _fake_relax({}))
     monkeypatch.setenv("GAPFORGE_DATA_PATH", str(files))  # no MP references here ...
     res = runner.invoke(app, ["relax", "--input", str(out), "--workers", "1"])
     assert res.exit_code != 0 and "not found" in str(res.exception)  # ... so a one-line error
@@ -287,12 +288,35 @@ def test_relax_structure_limits_and_blow_up_checks():
 def test_parallel_workers_and_failures_in_worker_processes():
     good = rock_salt("Na", "Cl", 5.69)
     isolated = Structure(Lattice.cubic(30.0), ["Na"], [[0, 0, 0]])  # no neighbours within CHGNet's cutoff
-    res = parallel.run_relaxations(
+    res = relax.run_relaxations(
         [good, good, isolated], RelaxSettings(max_steps=5), workers=2, modes=["static", "relax", "static"]
     )
     assert isinstance(res[0], float) and res[0] < -3
     assert isinstance(res[1], RelaxResult)
-    assert isinstance(res[2], (parallel.Failure, float))  # recorded, never raised
+    assert isinstance(res[2], (TaskFailure, float))  # recorded, never raised
+
+
+def test_relax_stage_resumes_from_its_cache(built, monkeypatch, tiny_library_path):
+    """A killed relax stage loses nothing: the rerun relaxes only what has no stored result."""
+    out, _ = built
+    calls = []
+    fake = _fake_relax({"KBr": -3.1, "SrF2": -4.0})
+
+    def counting(structure, settings):
+        calls.append(structure.composition.reduced_formula)
+        return fake(structure, settings)
+
+    monkeypatch.setattr(relax, "relax_structure", counting)
+    first = relax_structures(out, references=FAKE_REFS, library=tiny_library_path, workers=1)
+    n_first = len(calls)
+    cache = sorted((out / "relax_cache").glob("*.json"))
+    assert len(cache) == n_first - 1  # every relaxation stored, but not the Ba blow-up (a failure)
+    cache[0].unlink()  # as if the run had been killed before this one finished
+    calls.clear()
+    again = relax_structures(out, references=FAKE_REFS, library=tiny_library_path, workers=1, overwrite=True)
+    assert len(calls) == 2  # the missing one + the failure, which is retried
+    keep = ["formula", "template_rank", "energy_per_atom", "formation_energy_per_atom", "converged", "reason"]
+    pd.testing.assert_frame_equal(first[keep], again[keep])
 
 
 def test_library_object_can_be_passed(tmp_path, files, tiny_library_path):

@@ -5,7 +5,7 @@ sigma`` with ``kappa = 10``. BoTorch's :class:`~botorch.acquisition.analytic.Upp
 scores ``mu + sqrt(beta) * sigma``, so the paper's setting is ``beta = kappa ** 2 = 100``
 (:func:`beta_from_kappa`).
 
-Goals (:class:`Goal`): ``maximize`` the band gap, or hit a ``window`` ``[lo, hi]`` eV.
+Goals (:class:`Goal`): ``maximize`` the band gap, or hit a :class:`~gapforge.window.GapWindow`.
 The GP always models the band gap itself; the window objective
 ``-dist(gap, [lo, hi])`` (0 inside the window, minus the distance in eV outside)
 is applied to fixed quantiles of the Gaussian posterior
@@ -34,6 +34,7 @@ from botorch.models.model import Model
 from botorch.optim import optimize_acqf
 
 from gapforge.active.surrogate import ExactPredictor
+from gapforge.window import GapWindow
 
 log = logging.getLogger(__name__)
 
@@ -50,45 +51,47 @@ def beta_from_kappa(kappa: float) -> float:
 
 @dataclass(frozen=True)
 class Goal:
-    """What the campaign looks for.
+    """What the campaign looks for, given by a :class:`~gapforge.window.GapWindow` (or none).
+
+    * no window: maximise the band gap;
+    * an open window (``>= gap_min``): maximise the band gap too (every labelled
+      gap above ``gap_min`` counts as a hit), so a wide-gap campaign keeps climbing;
+    * a closed window: the objective ``-dist(gap, window)`` (0 inside, minus the distance in eV outside).
 
     Attributes:
-        kind: ``"maximize"`` (widest gap) or ``"window"`` (a gap inside ``[lo, hi]`` eV).
-        lo: lower edge of the window, eV (``window`` only).
-        hi: upper edge of the window, eV (``window`` only).
+        window: the target window, or ``None``.
     """
 
-    kind: Literal["maximize", "window"] = "maximize"
-    lo: float | None = None
-    hi: float | None = None
+    window: GapWindow | None = None
 
     def __post_init__(self) -> None:
-        if self.kind == "window":
-            if self.lo is None or self.hi is None or not self.lo <= self.hi:
-                raise ValueError(f"a window goal needs lo <= hi (eV), got [{self.lo}, {self.hi}]")
-        elif self.kind != "maximize":
-            raise ValueError(f"unknown goal {self.kind!r} (use 'maximize' or 'window')")
+        if self.window is not None and not isinstance(self.window, GapWindow):
+            raise TypeError(f"Goal.window must be a GapWindow or None, got {self.window!r}")
+
+    @property
+    def kind(self) -> Literal["maximize", "window"]:
+        """``"window"`` for a closed window (distance objective), else ``"maximize"``."""
+        return "window" if self.window is not None and self.window.closed else "maximize"
 
     def objective(self, gaps: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
         """Objective values of band gaps (any shape): the gap, or ``-dist(gap, window)``."""
         if self.kind == "maximize":
             return gaps
-        lo, hi = float(self.lo), float(self.hi)  # type: ignore[arg-type]
+        lo, hi = self.window.gap_min, self.window.upper  # type: ignore[union-attr]
         if isinstance(gaps, torch.Tensor):
             return -(torch.clamp(lo - gaps, min=0.0) + torch.clamp(gaps - hi, min=0.0))
-        gaps = np.asarray(gaps, dtype=np.float64)
-        return -(np.clip(lo - gaps, 0.0, None) + np.clip(gaps - hi, 0.0, None))
+        return -self.window.distance(gaps)  # type: ignore[union-attr]
 
     def hit(self, gaps: np.ndarray) -> np.ndarray:
-        """Boolean mask of gaps inside the window (``window``) - always False for ``maximize``."""
+        """Boolean mask of gaps inside the window (always False without a window)."""
         gaps = np.asarray(gaps, dtype=np.float64)
-        if self.kind == "maximize":
+        if self.window is None:
             return np.zeros(gaps.shape, dtype=bool)
-        return (gaps >= self.lo) & (gaps <= self.hi)
+        return self.window.contains(gaps)
 
     def to_dict(self) -> dict:
         """JSON-ready goal."""
-        return asdict(self)
+        return {"kind": self.kind, "window": None if self.window is None else self.window.to_dict()}
 
 
 @dataclass(frozen=True)

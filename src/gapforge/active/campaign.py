@@ -5,9 +5,13 @@ gap -> optimise the acquisition inside the latent bounds (``q`` slots,
 ``R`` restarts each) -> decode -> per slot keep the best restart that decodes
 to a valid formula not labelled yet (counting invalid decodes and duplicates)
 -> label with the oracle -> append -> save the state atomically. A decode is
-valid when it is a formula (``validity: decodable``, the paper's rule) or, with
-``validity: smact``, when it is also SMACT-valid: the campaign then cannot
-climb the oracle's errors on charge-imbalanced formulas such as H6F5.
+valid (:meth:`Campaign.admissible`) when it is a compound (``compounds``: by
+default at least two elements, not all metals; O2, Ti or TiAl are invalid), has
+no excluded element (``exclude_elements``: by default radioactive elements and
+noble gases) and, with ``validity: smact`` (the default), is SMACT-valid: the
+campaign then cannot climb the oracle's errors on charge-imbalanced formulas
+such as H6F5. ``validity: decodable, compounds: any, exclude_elements: []`` is
+the paper's rule.
 
 A formula the oracle could not label is never proposed again. Proposals
 whose decode is a formula already labelled are kept as GP
@@ -50,6 +54,7 @@ from gapforge.active.state import (
 from gapforge.active.surrogate import fit_surrogate
 from gapforge.errors import GapforgeError, InputError
 from gapforge.io import write_json
+from gapforge.screening.rules import Validity, compound_mask, excluded_mask
 
 log = logging.getLogger(__name__)
 
@@ -216,7 +221,7 @@ class Campaign:
         self._sur = config.surrogate.to_settings()
         self._bounds = np.asarray(codec.latent_bounds, dtype=np.float64)
         self._smact = None
-        if config.validity == "smact":
+        if config.validity == Validity.SMACT:
             from gapforge.encoding import FormulaEncoder
             from gapforge.screening.validity import SmactChecker
 
@@ -310,6 +315,21 @@ class Campaign:
         )
 
     # -- the loop -------------------------------------------------------------------------
+    def admissible(self, formulas: list[str | None]) -> list[str | None]:
+        """Decodes the campaign may label; the others become ``None`` (counted as invalid decodes).
+
+        A decode is admissible when it is a formula, passes the compound rule
+        (``config.compounds``), has no excluded element (``config.exclude_elements``)
+        and, with ``validity: smact``, is SMACT-valid.
+        """
+        text = [f or "" for f in formulas]
+        ok = np.array([f != "" for f in text], dtype=bool)
+        ok &= compound_mask(text, self.config.compounds)
+        ok &= ~excluded_mask(text, self.config.exclude_elements)
+        if self._smact is not None:
+            ok &= np.asarray(self._smact.check_formulas(text), dtype=bool)
+        return [f if good else None for f, good in zip(formulas, ok, strict=True)]
+
     def _encode(self, formulas: list[str]) -> np.ndarray:
         missing = [f for f in dict.fromkeys(formulas) if f not in self.state.codes]
         if missing:
@@ -353,9 +373,7 @@ class Campaign:
         t1 = time.perf_counter()
         q, r, d = prop.candidates.shape
         decoded = self.codec.decode(prop.candidates.reshape(q * r, d))
-        if self._smact is not None:  # a SMACT-invalid decode counts as an invalid one
-            ok = self._smact.check_formulas([f or "" for f in decoded])
-            decoded = [f if good else None for f, good in zip(decoded, ok, strict=True)]
+        decoded = self.admissible(decoded)
         props = self.state.proposals
         known = set(self.state.labelled["formula"]) | set(
             props.loc[props["status"] == "unlabelled", "formula"]

@@ -22,11 +22,20 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gapforge.active.acquisition import PAPER_KAPPA, AcquisitionSettings, Goal
 from gapforge.active.surrogate import SurrogateSettings
 from gapforge.errors import InputError
+from gapforge.screening.rules import (
+    DEFAULT_COMPOUND_RULE,
+    DEFAULT_EXCLUDED_ELEMENTS,
+    DEFAULT_VALIDITY,
+    CompoundRule,
+    Validity,
+    check_elements,
+)
+from gapforge.window import GapWindow
 
 
 class _Strict(BaseModel):
@@ -34,10 +43,17 @@ class _Strict(BaseModel):
 
 
 class GoalConfig(_Strict):
-    """``maximize`` the band gap, or hit ``window: [lo, hi]`` eV."""
+    """How a file states the goal: ``maximize`` the band gap, or hit ``window: [lo, hi]`` eV.
+
+    ``hi`` may be ``null``: an open window (``>= lo``), which maximises the gap and
+    counts the hits above ``lo``.
+
+    Only the file schema: the campaign works with :class:`~gapforge.active.acquisition.Goal`
+    holding a :class:`~gapforge.window.GapWindow`.
+    """
 
     kind: Literal["maximize", "window"] = "maximize"
-    window: tuple[float, float] | None = None
+    window: tuple[float, float | None] | None = None
 
     @model_validator(mode="after")
     def _check(self) -> GoalConfig:
@@ -45,17 +61,24 @@ class GoalConfig(_Strict):
             if self.window is None:
                 raise ValueError("a window goal needs window: [lo, hi] (eV)")
             lo, hi = self.window
-            if not 0.0 <= lo <= hi:
-                raise ValueError(f"window must satisfy 0 <= lo <= hi (eV), got [{lo}, {hi}]")
+            if not lo >= 0.0 or (hi is not None and not lo < hi):
+                raise ValueError(f"window must satisfy 0 <= lo < hi (eV), got [{lo}, {hi}]")
         elif self.window is not None:
             raise ValueError("window is only used with kind: window")
         return self
 
+    @classmethod
+    def from_window(cls, window: GapWindow | None) -> GoalConfig:
+        """The file form of a :class:`GapWindow` goal (``None``: maximise)."""
+        if window is None:
+            return cls()
+        return cls(kind="window", window=(window.gap_min, window.gap_max))
+
     def to_goal(self) -> Goal:
         """The :class:`Goal` it describes."""
         if self.kind == "window":
-            return Goal("window", *self.window)  # type: ignore[misc]
-        return Goal("maximize")
+            return Goal(GapWindow(*self.window))  # type: ignore[misc]
+        return Goal()
 
 
 class AcquisitionConfig(_Strict):
@@ -137,15 +160,28 @@ class CampaignConfig(_Strict):
     name: str = "campaign"
     seed: int = 0
     iterations: int = Field(10, ge=1, le=1_000_000)
-    #: what a proposal's decode must be to be labelled: any formula (``decodable``, the
-    #: paper's rule) or also SMACT-valid (``smact``: charge neutral, electronegativity ordered)
-    validity: Literal["decodable", "smact"] = "decodable"
+    #: what a proposal's decode must be to be labelled: also SMACT-valid (``smact``, the default:
+    #: charge neutral, electronegativity ordered) or any formula (``decodable``, the paper's rule)
+    validity: Validity = DEFAULT_VALIDITY
+    #: which decodes count as compounds worth labelling (``no-intermetallics``: >= 2 elements, one
+    #: of them not a metal; ``compounds``: >= 2 elements; ``any``: the paper's rule); others are invalid
+    compounds: CompoundRule = DEFAULT_COMPOUND_RULE
+    #: decodes with any of these elements are invalid (default: radioactive elements, noble gases)
+    exclude_elements: tuple[str, ...] = DEFAULT_EXCLUDED_ELEMENTS
     goal: GoalConfig = GoalConfig()
     acquisition: AcquisitionConfig = AcquisitionConfig()
     surrogate: SurrogateConfig = SurrogateConfig()
     codec: CodecConfig = CodecConfig()
     oracle: OracleConfig = OracleConfig()
     initial: InitialConfig = InitialConfig()
+
+    @field_validator("exclude_elements")
+    @classmethod
+    def _elements(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        try:
+            return check_elements(value)
+        except InputError as exc:
+            raise ValueError(f"{exc.message}: {exc.value!r}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready dict (the resolved config written to the run directory)."""

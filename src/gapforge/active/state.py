@@ -144,9 +144,8 @@ class CampaignState:
             pend = self.pending.copy()
             pend["z"] = [list(map(float, z)) for z in pend["z"]]
             write_table(pend, pending_file)
-            write_table(
-                pd.DataFrame({"formula": self.pending["formula"], "band_gap": np.nan}), run_dir / PENDING_CSV
-            )
+            new = self.pending[self.pending["status"] == "new"]  # what the lab is asked to measure
+            write_table(pd.DataFrame({"formula": new["formula"], "band_gap": np.nan}), run_dir / PENDING_CSV)
         write_json(
             {
                 "version": STATE_VERSION,

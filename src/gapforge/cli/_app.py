@@ -67,10 +67,31 @@ OverwriteOpt = Annotated[
         "--overwrite", help="Replace an existing output (without it an existing output is refused)."
     ),
 ]
+ExecutorOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--executor",
+        help="Executor settings file (TOML/JSON/YAML with an executor table, or its keys alone): where the "
+        "heavy tasks run (serial, local, dask, slurm, pbs). Not part of a run's settings.",
+    ),
+]
 ModelOpt = Annotated[
     str,
     typer.Option("--model", help="Saved model directory, or 'default' for the model shipped in the package."),
 ]
+
+
+def executor_settings(executor_file: Path | None, workers: int | None = None):
+    """``--executor FILE`` (its worker count replaced by ``--workers`` if given), else ``--workers``.
+
+    ``--workers`` of the task-running commands: 1 runs in this process, N on N local
+    Dask workers, 0 or none on every core.
+    """
+    from gapforge.executor import ExecutorSettings, load_executor_settings
+
+    if executor_file is None:
+        return ExecutorSettings.from_workers(workers)
+    return load_executor_settings(executor_file).with_workers(workers or None)
 
 
 @app.callback()
@@ -80,3 +101,5 @@ def _root(
 ) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
+    # Dask's scheduler runs in this process: its routine messages only with --verbose
+    logging.getLogger("distributed").setLevel(logging.DEBUG if verbose else logging.WARNING)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from gapforge.cli._app import app, out_option
+from gapforge.cli._app import ExecutorOpt, app, executor_settings, out_option
 from gapforge.structure.dft import RESULTS_FILE, DFTSettings, format_results, run_dft
 
 _DEFAULT = DFTSettings()
@@ -52,6 +52,7 @@ def dft(
     workers: Annotated[
         int, typer.Option("--workers", help="Structures computed at once, one process each (default: 1).")
     ] = 1,
+    executor: ExecutorOpt = None,
     overwrite: Annotated[
         bool,
         typer.Option(
@@ -74,7 +75,14 @@ def dft(
         maxiter=maxiter,
     )
     table = run_dft(
-        input_path, out, top=top, settings=settings, workers=workers, overwrite=overwrite, cache_dir=cache
+        input_path,
+        out,
+        top=top,
+        settings=settings,
+        # --workers left at 1 keeps an --executor file's own worker count
+        executor=executor_settings(executor, None if executor is not None and workers == 1 else workers),
+        overwrite=overwrite,
+        cache_dir=cache,
     )
     typer.echo(format_results(table))
     typer.echo(f"wrote {out / RESULTS_FILE}")

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from gapforge.cli._app import OverwriteOpt, app, out_option
+from gapforge.cli._app import ExecutorOpt, OverwriteOpt, app, out_option
 from gapforge.cli._policy import refuse_existing
 
 #: The stage names --until and --redo accept, in order (kept in step with DISCOVER_STAGES by a test).
@@ -84,23 +84,29 @@ def discover_cmd(
             "(the oracle's experimental-gap head labels everything).",
         ),
     ] = None,
+    executor: ExecutorOpt = None,
 ) -> None:
     """Run every stage, from labelled data to a ranked, relaxed candidate list and RUN/report.html.
 
-    A rerun into the same --out resumes: completed stages are not redone.
+    A rerun into the same --out resumes: completed stages are not redone, and a
+    relaxation already finished is not redone either (also on another --executor).
     """
     from gapforge.discover import resolve_config
+    from gapforge.discover.config import resolve_executor
     from gapforge.discover.stages import DISCOVER_STAGES, discover
 
     cfg = resolve_config(
         gap_min=gap_min, gap_max=gap_max, seed=seed, quick=quick, config_file=config, fidelity=fidelity
     )
+    where = resolve_executor(config_file=config, executor_file=executor)
     if dry_run:
         typer.echo(json.dumps(cfg.to_dict(), indent=2))
         for stage in DISCOVER_STAGES:
             typer.echo(f"{stage.name:16s} {stage.description}")
+        shown = ", ".join(f"{k}={v}" for k, v in where.to_dict().items() if v not in (None, [], ()))
+        typer.echo(f"executor (not part of the run's settings): {shown}")
         return
-    result = discover(out, cfg, overwrite=overwrite, until=until, redo=tuple(redo or ()))
+    result = discover(out, cfg, overwrite=overwrite, until=until, redo=tuple(redo or ()), executor=where)
     typer.echo(f"{'stage':16s} {'status':8s} {'wall time (s)':>13s}  summary")
     for rec in result.stages:
         secs = "" if rec.seconds is None else f"{rec.seconds:.1f}"
@@ -111,6 +117,26 @@ def discover_cmd(
     report = Path(out) / "report.html"
     if report.is_file():
         typer.echo(f"report: {report}")
+    empty = _empty_result_message(Path(out), cfg)
+    if empty:
+        typer.echo(empty, err=True)
+        raise typer.Exit(code=1)
+
+
+def _empty_result_message(run_dir: Path, cfg) -> str:
+    """A loud message when the run ended without a ranked discovery ("" otherwise)."""
+    from gapforge.discover import layout as L
+    from gapforge.discover.stages import empty_screen_advice
+
+    funnel = run_dir / L.FUNNEL
+    if not funnel.is_file():
+        return ""
+    data = json.loads(funnel.read_text())
+    if data.get("n_kept", 0) > 0:
+        return ""
+    return f"NO DISCOVERIES: no generated formula passed the screen for {cfg.window}. " + empty_screen_advice(
+        data.get("steps", []), cfg
+    )
 
 
 @app.command("report")

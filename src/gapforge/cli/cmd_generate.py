@@ -8,7 +8,15 @@ from typing import Annotated
 
 import typer
 
-from gapforge.cli._app import OverwriteOpt, SeedOpt, app, out_option, train_app
+from gapforge.cli._app import (
+    ExecutorOpt,
+    OverwriteOpt,
+    SeedOpt,
+    app,
+    executor_settings,
+    out_option,
+    train_app,
+)
 from gapforge.cli._policy import (
     SkipBadOpt,
     check_formulas,
@@ -224,6 +232,14 @@ def screen_cmd(
         ),
     ] = None,
     batch_size: Annotated[int, typer.Option("--batch-size", help="Formulas per prediction batch.")] = 100_000,
+    exclude_elements: Annotated[
+        str | None,
+        typer.Option(
+            "--exclude-elements",
+            help="Comma-separated elements whose formulas are dropped (default: radioactive elements "
+            "and noble gases; 'none' keeps every element).",
+        ),
+    ] = None,
     skip_bad: SkipBadOpt = False,
     overwrite: OverwriteOpt = False,
     fidelity: Annotated[
@@ -234,8 +250,13 @@ def screen_cmd(
             "experimental-gap head; --model then names the oracle; ~10x slower).",
         ),
     ] = "pbe",
+    executor: ExecutorOpt = None,
 ) -> None:
-    """Predict band gaps and filter: gap window, simplicity, SMACT validity, novelty."""
+    """Predict band gaps and filter: elements, gap window, simplicity, SMACT validity, novelty.
+
+    With --executor, each prediction batch (PBE fidelity) is a task on the executor's workers.
+    """
+    from gapforge.screening.rules import parse_element_list
     from gapforge.screening.screen import (
         ScreenSettings,
         funnel_path,
@@ -243,23 +264,31 @@ def screen_cmd(
         screen_file,
         screened_path,
     )
+    from gapforge.window import GapWindow
 
     check_table_output(out, overwrite=overwrite)
     refuse_existing(screened_path(out), funnel_path(out), overwrite=overwrite)
     checked = check_formulas(read_formula_column(input_file), path=input_file, skip_bad=skip_bad)
 
     settings = ScreenSettings(
-        gap_min=gap_min,
-        gap_max=gap_max,
+        window=GapWindow(gap_min, gap_max),
         max_atoms=max_atoms,
         max_elements=max_elements,
         require_smact=not no_smact,
         require_novel=not keep_known,
         batch_size=batch_size,
+        **({} if exclude_elements is None else {"exclude_elements": parse_element_list(exclude_elements)}),
     )
     known = None if known_file is None else read_formula_column(known_file)
     result = screen_file(
-        input_file, out, model=model, settings=settings, known=known, overwrite=overwrite, fidelity=fidelity
+        input_file,
+        out,
+        model=model,
+        settings=settings,
+        known=known,
+        overwrite=overwrite,
+        fidelity=fidelity,
+        executor=None if executor is None else executor_settings(executor),
     )
     typer.echo(json.dumps(result.funnel, indent=1))
     if result.n_candidates == 0:

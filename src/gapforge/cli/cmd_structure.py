@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from gapforge import columns as C
-from gapforge.cli._app import app, out_option
+from gapforge.cli._app import ExecutorOpt, app, executor_settings, out_option
 
 
 @app.command("structure")
@@ -99,8 +99,12 @@ def relax_cmd(
         bool,
         typer.Option("--overwrite", help="Relax again even if INPUT/relaxed.csv exists (else it is reused)."),
     ] = False,
+    executor: ExecutorOpt = None,
 ) -> None:
-    """Relax every substituted structure with CHGNet; formation energy and e_above_hull per candidate."""
+    """Relax every substituted structure with CHGNet; formation energy and e_above_hull per candidate.
+
+    Each relaxation is stored in INPUT/relax_cache/ as it finishes: a killed run resumes there.
+    """
     from gapforge.structure.pipeline import RELAXED_FILE, relax_structures
     from gapforge.structure.relax import RelaxSettings
 
@@ -110,7 +114,7 @@ def relax_cmd(
         settings=RelaxSettings(fmax=fmax, max_steps=steps),
         library=library,
         hull=hull,
-        workers=workers,
+        executor=executor_settings(executor, workers),
         overwrite=overwrite,
     )
     if existed:

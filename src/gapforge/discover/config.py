@@ -15,13 +15,23 @@ A configuration is resolved in three layers, each overriding the previous:
 
 3. the command-line flags (``--gap-min``, ``--gap-max``, ``--seed``, ``--quick``).
 
+The target window is one :class:`~gapforge.window.GapWindow` (``cfg.window``), written
+as the top-level ``gap_min``/``gap_max`` keys of files and of ``config.json``. The
+settings whose meaning belongs to a stage's own module take their defaults from it,
+so they cannot drift apart: the campaign's ``validity``/``compounds`` from
+:mod:`gapforge.screening.rules` (as ``gapforge campaign`` does), the screen's filters
+from :class:`~gapforge.screening.screen.ScreenSettings`.
+
 The resolved configuration is written to ``RUN/config.json``; a run directory is
-only resumed with the same configuration.
+only resumed with the same configuration. Where the heavy stages run is not part
+of it: the file's ``[executor]`` section (or ``--executor FILE``) is read by
+:func:`resolve_executor` into :class:`~gapforge.executor.ExecutorSettings`, so a
+run directory resumes on a laptop or a cluster alike.
 
 Example:
     >>> cfg = resolve_config(gap_min=4.0, quick=True)
-    >>> cfg.preset, cfg.campaign.iterations
-    ('quick', 5)
+    >>> cfg.preset, cfg.campaign.iterations, str(cfg.window)
+    ('quick', 5, '≥ 4.00 eV')
 """
 
 from __future__ import annotations
@@ -37,8 +47,24 @@ from pathlib import Path
 from typing import Any
 
 from gapforge.errors import InputError
+from gapforge.screening.rules import (
+    DEFAULT_COMPOUND_RULE,
+    DEFAULT_EXCLUDED_ELEMENTS,
+    DEFAULT_VALIDITY,
+    CompoundRule,
+    Validity,
+    check_elements,
+)
+from gapforge.screening.screen import ScreenSettings
+from gapforge.window import GapWindow
 
 PRESETS = ("default", "quick")
+#: screening models: the oracle itself (default), or one trained on the initial + campaign labels
+SCREENING_KINDS = ("oracle", "forest", "roost")
+
+
+def _screen_default(name: str) -> Any:
+    return ScreenSettings.__dataclass_fields__[name].default
 
 
 @dataclass(frozen=True)
@@ -55,12 +81,17 @@ class DataSettings:
         n_initial: size of the drawn initial set (the paper's Exp 3 uses 300).
         n_holdout: formulas of ``dataset`` kept out of every training set to
             score the screening model (parity plot).
+        known: formulas that are not novel in the screen: ``"default"`` (every
+            Materials Project formula + ``dataset``) or a table (name or path) with a
+            formula column, used with ``dataset`` (the rediscovery benchmark passes one
+            without its held-out chemical systems).
     """
 
     dataset: str = "mp-bandgap"
     initial: str | None = None
     n_initial: int = 300
     n_holdout: int = 2000
+    known: str = "default"
 
 
 @dataclass(frozen=True)
@@ -96,25 +127,37 @@ class CampaignSettings:
             the paper's rule, under which a wide-gap campaign labels charge-imbalanced
             H-F formulas the oracle scores at ~8 eV; see
             ``benchmarks/results/table1_roost_rnnpool_smact/NOTE.md``).
+        compounds: which decodes are labelled (``no-intermetallics``: at least two
+            elements, not all metals; ``compounds``; ``any``); see :mod:`gapforge.screening.rules`.
+        num_restarts: optimiser restarts per proposal; each slot labels the best
+            restart that decodes to an admissible new formula, so more restarts
+            mean fewer slots without a label.
     """
 
     iterations: int = 100
     batch_size: int = 10
     kappa: float = 10.0
     n_pool: int = 2000
-    validity: str = "smact"
+    validity: str = str(DEFAULT_VALIDITY)
+    compounds: str = str(DEFAULT_COMPOUND_RULE)
+    num_restarts: int = 12
 
 
 @dataclass(frozen=True)
 class ScreeningModelSettings:
-    """The screening model trained on the initial + campaign-labelled set.
+    """The model that screens the generated formulas.
 
     Attributes:
-        kind: ``"forest"`` (random forest on Magpie features) or ``"roost"``.
+        kind: ``"oracle"`` (default: the oracle itself, ``models.oracle``, the best model
+            available: on the rediscovery benchmark it ranks held-out materials far above a
+            model trained on the campaign's few hundred labels, see
+            ``benchmarks/results/rediscovery/NOTE.md``), or the paper's route, a model
+            trained on the initial + campaign-labelled set: ``"forest"`` (random
+            forest on Magpie features) or ``"roost"``.
         n_estimators: trees of the forest.
     """
 
-    kind: str = "forest"
+    kind: str = "oracle"
     n_estimators: int = 300
 
 
@@ -133,7 +176,7 @@ class GenerateSettings:
 
 @dataclass(frozen=True)
 class ScreenStageSettings:
-    """The filters of the screen, applied in this order.
+    """The filters of the screen; defaults are those of :class:`~gapforge.screening.screen.ScreenSettings`.
 
     Attributes:
         max_atoms: keep formulas with *fewer* atoms per reduced formula (paper: 8).
@@ -141,18 +184,31 @@ class ScreenStageSettings:
         require_smact: keep only SMACT-valid formulas (charge neutrality and
             electronegativity).
         require_novel: drop formulas that are known (every Materials Project
-            formula and every formula of the labelled dataset).
+            formula and every formula of the labelled dataset, or ``data.known``).
         max_std: drop predictions whose standard deviation (eV) exceeds this.
-        top: candidates kept, best first (nearest the window centre, or
-            highest gap for an open window), for the structure stage.
+        top: candidates kept, best first (highest probability that the gap lies in
+            the window), for the structure stage and the report.
     """
 
-    max_atoms: int = 8
-    max_elements: int = 4
-    require_smact: bool = True
-    require_novel: bool = True
-    max_std: float | None = None
+    max_atoms: int = _screen_default("max_atoms")
+    max_elements: int = _screen_default("max_elements")
+    require_smact: bool = _screen_default("require_smact")
+    require_novel: bool = _screen_default("require_novel")
+    max_std: float | None = _screen_default("max_std")
     top: int = 100
+
+    def to_settings(self, window: GapWindow, exclude_elements: tuple[str, ...]) -> ScreenSettings:
+        """The :class:`ScreenSettings` of this run."""
+        return ScreenSettings(
+            window=window,
+            max_atoms=self.max_atoms,
+            max_elements=self.max_elements,
+            require_smact=self.require_smact,
+            require_novel=self.require_novel,
+            exclude_elements=exclude_elements,
+            max_std=self.max_std,
+            top=self.top,
+        )
 
 
 @dataclass(frozen=True)
@@ -165,14 +221,15 @@ class StructureStageSettings:
             prototype frequency); the lowest relaxed energy is kept.
         relax_steps: most FIRE steps of each relaxation.
         fmax: force convergence criterion (eV/Å).
-        workers: relaxation processes (``None``: all cores).
+
+    Where the relaxations run (and on how many workers) is the ``[executor]``
+    section's business, not a scientific setting.
     """
 
     max_candidates: int = 30
     templates: int = 5
     relax_steps: int = 500
     fmax: float = 0.05
-    workers: int | None = None
 
 
 @dataclass(frozen=True)
@@ -193,16 +250,19 @@ class DiscoverConfig:
     """Everything ``gapforge discover`` needs; saved as ``RUN/config.json``.
 
     Attributes:
-        gap_min: lower edge of the target band-gap window (eV).
-        gap_max: upper edge (eV); ``None`` for an open window (wide-gap search).
+        window: the target band-gap window (files and ``config.json``: top-level
+            ``gap_min`` and ``gap_max`` in eV; no ``gap_max``: an open window).
         seed: seed of every random choice of the run.
         preset: ``"default"`` or ``"quick"``: where the unset values came from.
+        exclude_elements: elements no campaign proposal, generated formula or
+            candidate may contain (default: radioactive elements and noble gases,
+            :data:`~gapforge.screening.rules.DEFAULT_EXCLUDED_ELEMENTS`; ``[]`` keeps all).
     """
 
-    gap_min: float
-    gap_max: float | None = None
+    window: GapWindow
     seed: int = 0
     preset: str = "default"
+    exclude_elements: tuple[str, ...] = DEFAULT_EXCLUDED_ELEMENTS
     data: DataSettings = field(default_factory=DataSettings)
     models: ModelSettings = field(default_factory=ModelSettings)
     campaign: CampaignSettings = field(default_factory=CampaignSettings)
@@ -216,28 +276,35 @@ class DiscoverConfig:
         _check_config(self)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain nested dict (JSON-ready)."""
-        return dataclasses.asdict(self)
+        """Plain nested dict (JSON-ready); the window as top-level ``gap_min``/``gap_max``."""
+        d = dataclasses.asdict(self)
+        d.pop("window")
+        d["exclude_elements"] = list(self.exclude_elements)
+        return {**self.window.to_dict(), **d}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any], *, source: str | Path | None = None) -> DiscoverConfig:
-        """Build from a nested mapping, checking every key and type.
+        """Build from a nested mapping (top-level ``gap_min``/``gap_max``), checking every key and type.
 
         Raises:
             InputError: unknown key, wrong type or out-of-range value (names ``source``).
         """
-        return _build(cls, data, prefix="", source=source)
-
-    @property
-    def window(self) -> tuple[float, float]:
-        """The target window ``(gap_min, gap_max)`` in eV (``gap_max`` may be ``inf``)."""
-        return self.gap_min, math.inf if self.gap_max is None else self.gap_max
-
-    def describe_window(self) -> str:
-        """Human-readable target window, e.g. ``"3.00–4.00 eV"`` or ``"≥ 6.00 eV"``."""
-        if self.gap_max is None:
-            return f"≥ {self.gap_min:.2f} eV"
-        return f"{self.gap_min:.2f}–{self.gap_max:.2f} eV"
+        if not isinstance(data, Mapping):
+            raise InputError("settings must be a table of settings", path=source, value=data)
+        data = dict(data)
+        if "window" in data:
+            raise InputError("give the window as gap_min and gap_max", path=source, value="window")
+        if data.get("gap_min") is None:
+            raise InputError("no target band gap: give gap_min (eV)", path=source)
+        lo, hi = data.pop("gap_min"), data.pop("gap_max", None)
+        for name, v in (("gap_min", lo), ("gap_max", hi)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)):
+                raise InputError(f"setting {name} must be a number (eV)", path=source, value=v)
+        try:
+            window = GapWindow(lo, hi)
+        except InputError as exc:
+            raise InputError(f"setting {exc.message}", path=source, value=exc.value) from None
+        return _build(cls, {**data, "window": window}, prefix="", source=source)
 
 
 #: Values that differ from the defaults in the ``quick`` preset (small budgets).
@@ -247,7 +314,8 @@ QUICK_PRESET: dict[str, dict[str, Any]] = {
     "screening_model": {"n_estimators": 100},
     "generate": {"n_samples": 50_000},
     "screen": {"top": 20},
-    "structure": {"max_candidates": 3, "templates": 1, "relax_steps": 150, "fmax": 0.1},
+    # every one of the (usually 10-20) ranked discoveries gets a structure and an energy above hull
+    "structure": {"max_candidates": 12, "templates": 1, "relax_steps": 150, "fmax": 0.1},
     "dft": {"enabled": False, "top": 1},
 }
 
@@ -275,6 +343,14 @@ def resolve_config(
         InputError: unreadable file, unknown key, bad value, or no ``gap_min``.
     """
     file_values: dict[str, Any] = {} if config_file is None else read_config_file(config_file)
+    file_values.pop(EXECUTOR_SECTION, None)  # where tasks run: not a scientific setting
+    structure = file_values.get("structure")
+    if isinstance(structure, dict) and "workers" in structure:
+        raise InputError(
+            "structure.workers moved to the [executor] section (workers = N): where the "
+            "relaxations run is not part of the run's settings",
+            path=config_file,
+        )
     preset = "quick" if quick else str(file_values.get("preset", "default"))
     if preset not in PRESETS:
         raise InputError(f"unknown preset (use {' or '.join(PRESETS)})", path=config_file, value=preset)
@@ -296,6 +372,32 @@ def resolve_config(
             "no target band gap: give --gap-min (or gap_min in the settings file)", path=config_file
         )
     return DiscoverConfig.from_dict(merged, source=config_file)
+
+
+#: Section of a settings file that says where the heavy stages run (not in config.json).
+EXECUTOR_SECTION = "executor"
+
+
+def resolve_executor(
+    *, config_file: str | Path | None = None, executor_file: str | Path | None = None
+) -> Any:
+    """Executor settings: ``--executor FILE``, else the settings file's ``[executor]``, else the default.
+
+    Returns:
+        :class:`~gapforge.executor.ExecutorSettings` (default: a local Dask cluster on every core).
+
+    Raises:
+        InputError: unreadable file or bad executor setting.
+    """
+    from gapforge.executor import ExecutorSettings, executor_settings_from_dict, load_executor_settings
+
+    if executor_file is not None:
+        return load_executor_settings(executor_file)
+    if config_file is not None:
+        section = read_config_file(config_file).get(EXECUTOR_SECTION)
+        if section is not None:
+            return executor_settings_from_dict(section, source=config_file)
+    return ExecutorSettings()
 
 
 def read_config_file(path: str | Path) -> dict[str, Any]:
@@ -372,6 +474,9 @@ def _build(cls: type, data: Mapping[str, Any], *, prefix: str, source: str | Pat
         )
     kwargs = {}
     for name, value in data.items():
+        if isinstance(value, GapWindow):
+            kwargs[name] = value
+            continue
         kwargs[name] = _coerce(hints[name], value, f"{prefix}{name}", source)
     try:
         return cls(**kwargs)
@@ -409,6 +514,12 @@ def _coerce(hint: Any, value: Any, name: str, source: str | Path | None) -> Any:
         if not isinstance(value, str):
             raise bad
         return value
+    if typing.get_origin(hint) is tuple:  # tuple[str, ...]: a list of strings in a file
+        if isinstance(value, str) or not isinstance(value, list | tuple):
+            raise InputError(f"setting {name} must be a list", path=source, value=value)
+        if not all(isinstance(v, str) for v in value):
+            raise InputError(f"setting {name} must be a list of strings", path=source, value=value)
+        return tuple(value)
     raise bad  # pragma: no cover - every field has one of the types above
 
 
@@ -416,10 +527,12 @@ def _check_config(cfg: DiscoverConfig) -> None:
     def fail(name: str, message: str, value: Any) -> None:
         raise InputError(f"setting {name} {message}", value=value)
 
-    if not math.isfinite(cfg.gap_min) or cfg.gap_min < 0:
-        fail("gap_min", "must be a band gap >= 0 eV", cfg.gap_min)
-    if cfg.gap_max is not None and not cfg.gap_max > cfg.gap_min:
-        fail("gap_max", f"must be above gap_min ({cfg.gap_min} eV)", cfg.gap_max)
+    if not isinstance(cfg.window, GapWindow):
+        fail("window", "must be a GapWindow", cfg.window)
+    try:
+        object.__setattr__(cfg, "exclude_elements", check_elements(cfg.exclude_elements))
+    except InputError as exc:
+        fail("exclude_elements", f"holds {exc.message}", exc.value)
     if cfg.preset not in PRESETS:
         fail("preset", f"must be one of {', '.join(PRESETS)}", cfg.preset)
     if cfg.seed < 0:
@@ -438,6 +551,7 @@ def _check_config(cfg: DiscoverConfig) -> None:
         "structure.templates": cfg.structure.templates,
         "structure.relax_steps": cfg.structure.relax_steps,
         "campaign.kappa": cfg.campaign.kappa,
+        "campaign.num_restarts": cfg.campaign.num_restarts,
         "structure.fmax": cfg.structure.fmax,
     }
     for name, value in positive.items():
@@ -453,19 +567,21 @@ def _check_config(cfg: DiscoverConfig) -> None:
     for name, value in non_negative.items():
         if value < 0:
             fail(name, "must be >= 0", value)
-    if cfg.campaign.validity not in ("smact", "decodable"):
+    if cfg.campaign.validity not in tuple(Validity):
         fail("campaign.validity", "must be 'smact' or 'decodable'", cfg.campaign.validity)
-    if cfg.screening_model.kind not in ("forest", "roost"):
-        fail("screening_model.kind", "must be 'forest' or 'roost'", cfg.screening_model.kind)
-    if cfg.structure.workers is not None and cfg.structure.workers < 1:
-        fail("structure.workers", "must be >= 1", cfg.structure.workers)
+    if cfg.campaign.compounds not in tuple(CompoundRule):
+        fail("campaign.compounds", f"must be one of {', '.join(CompoundRule)}", cfg.campaign.compounds)
+    if cfg.screening_model.kind not in SCREENING_KINDS:
+        fail("screening_model.kind", f"must be one of {', '.join(SCREENING_KINDS)}", cfg.screening_model.kind)
     if cfg.screen.max_std is not None and cfg.screen.max_std <= 0:
         fail("screen.max_std", "must be > 0", cfg.screen.max_std)
 
 
 __all__ = [
+    "EXECUTOR_SECTION",
     "PRESETS",
     "QUICK_PRESET",
+    "SCREENING_KINDS",
     "CampaignSettings",
     "DataSettings",
     "DftStageSettings",
@@ -478,4 +594,5 @@ __all__ = [
     "config_differences",
     "read_config_file",
     "resolve_config",
+    "resolve_executor",
 ]

@@ -88,6 +88,7 @@ CANDIDATE_COLUMNS = (
     C.FORMULA,
     C.BAND_GAP_MEAN,
     C.BAND_GAP_STD,
+    C.P_IN_WINDOW,
     FORMATION_ENERGY,
     E_ABOVE_HULL,
     C.DECOMPOSITION,
@@ -103,10 +104,47 @@ CANDIDATE_COLUMNS = (
 )
 
 
+#: ``p_in_window`` is compared at this resolution before stability breaks the tie.
+P_RESOLUTION = 0.01
+
+
+def rank_discoveries(table: pd.DataFrame) -> pd.DataFrame:
+    """Rank candidates by the probability of the window, then by stability.
+
+    Keys: ``p_in_window`` (rounded to :data:`P_RESOLUTION`, highest first), then
+    ``e_above_hull`` (lowest first; unknown after known), then the screen's rank.
+
+    A table without ``p_in_window`` (a screen from before it existed) is ranked
+    by stability, then by the screen's order. Renumbers ``rank`` 1..n.
+    """
+    cand = table.reset_index(drop=True)
+    n = len(cand)
+    screen_rank = (
+        pd.to_numeric(cand[RANK], errors="coerce").fillna(np.inf).to_numpy()
+        if RANK in cand.columns
+        else np.arange(n, dtype=float)
+    )
+    if C.P_IN_WINDOW in cand.columns:
+        p = pd.to_numeric(cand[C.P_IN_WINDOW], errors="coerce").fillna(0.0).to_numpy()
+        p_key = -np.round(p / P_RESOLUTION)
+    else:
+        p_key = np.zeros(n)
+    if E_ABOVE_HULL in cand.columns:
+        ehull = pd.to_numeric(cand[E_ABOVE_HULL], errors="coerce")
+        e_key, e_missing = ehull.fillna(np.inf).to_numpy(), ehull.isna().to_numpy()
+    else:
+        e_key, e_missing = np.zeros(n), np.zeros(n, dtype=bool)
+    order = np.lexsort((screen_rank, e_key, e_missing, p_key))
+    cand = cand.iloc[order].reset_index(drop=True)
+    cand[RANK] = np.arange(1, n + 1)
+    return cand
+
+
 #: Columns of :data:`CANDIDATE_COLUMNS` that hold numbers (NaN where a stage gave no value).
 NUMERIC_CANDIDATE_COLUMNS = (
     C.BAND_GAP_MEAN,
     C.BAND_GAP_STD,
+    C.P_IN_WINDOW,
     FORMATION_ENERGY,
     E_ABOVE_HULL,
     DFT_BAND_GAP,
@@ -147,9 +185,9 @@ def assemble_candidates(run_dir: str | Path) -> pd.DataFrame | None:
 
     Reads ``screen/candidates.csv`` and, where present, ``structure/relaxed.csv``
     and ``dft/dft.csv`` (joined on ``formula``). CIF paths are made relative to
-    the run directory (the relaxed CIF when there is one). Candidates with a
-    structure come first, ranked by energy above hull, then the rest in the
-    screen's order.
+    the run directory (the relaxed CIF when there is one). Ranked by
+    :func:`rank_discoveries`: the probability that the gap lies in the window,
+    then the energy above hull where known.
 
     Returns:
         The table (columns of :data:`CANDIDATE_COLUMNS` that are available), or
@@ -206,11 +244,7 @@ def assemble_candidates(run_dir: str | Path) -> pd.DataFrame | None:
             dft[DFT_BAND_GAP] = pd.to_numeric(dft[DFT_BAND_GAP], errors="coerce")
             dft = dft.dropna().drop_duplicates(C.FORMULA)
             cand = cand.drop(columns=[DFT_BAND_GAP], errors="ignore").merge(dft, on=C.FORMULA, how="left")
-    if E_ABOVE_HULL in cand.columns:
-        ehull = pd.to_numeric(cand[E_ABOVE_HULL], errors="coerce")
-        order = np.lexsort((cand[RANK].to_numpy(), ehull.fillna(np.inf).to_numpy(), ehull.isna().to_numpy()))
-        cand = cand.iloc[order].reset_index(drop=True)
-        cand[RANK] = np.arange(1, len(cand) + 1)
+    cand = rank_discoveries(cand)
     cols = [c for c in CANDIDATE_COLUMNS if c in cand.columns]
     rest = [c for c in cand.columns if c not in cols]
     return cand[cols + rest]
@@ -226,5 +260,6 @@ __all__ = [
     "LATENT_MAP",
     "REPORT",
     "assemble_candidates",
+    "rank_discoveries",
     "with_full_schema",
 ]

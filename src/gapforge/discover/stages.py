@@ -11,9 +11,9 @@ data                loads the labelled set; draws the initial labelled set and a
 oracle              loads the band-gap oracle (shipped Roost ensemble or ``models.oracle``)
 autoencoder         loads the composition autoencoder that defines the latent space
 campaign            GP + UCB in latent space; decodes proposals, labels them with the oracle
-screening_model     fits the screening model on initial + campaign labels, scores the hold-out
+screening_model     the oracle (default) or a model fitted on initial + campaign labels; hold-out parity
 generate            draws formulas from the generator (autoregressive RNN or GAN)
-screen              predicts and filters: window, simplicity, SMACT, novelty
+screen              predicts and filters (elements, window, simplicity, SMACT, novelty), ranks by P(in window)
 structure           nearest known template by ElMD, element substitution, CIFs
 relax               CHGNet relaxation, formation energy, energy above hull
 stability           joins everything into the ranked ``stability/discoveries.csv``
@@ -53,6 +53,7 @@ from gapforge.discover.engine import (
     stage_dir,
 )
 from gapforge.errors import GapforgeError, InputError
+from gapforge.executor.settings import ExecutorSettings
 from gapforge.io import read_table, write_json, write_table
 
 log = logging.getLogger(__name__)
@@ -218,17 +219,24 @@ def stage_campaign(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     except ImportError as exc:  # pragma: no cover - depends on the build
         raise _unavailable("campaign", exc) from exc
 
+    from gapforge.active.config import GoalConfig
+
     out = stage_dir(run_dir, "campaign")
-    lo, hi = cfg.window
-    goal = {"kind": "maximize"} if not math.isfinite(hi) else {"kind": "window", "window": [lo, hi]}
     config = parse_config(
         {
             "name": "discover",
             "seed": cfg.seed,
             "iterations": max(cfg.campaign.iterations, 1),
             "validity": cfg.campaign.validity,
-            "goal": goal,
-            "acquisition": {"kind": "ucb", "kappa": cfg.campaign.kappa, "q": cfg.campaign.batch_size},
+            "compounds": cfg.campaign.compounds,
+            "exclude_elements": list(cfg.exclude_elements),
+            "goal": GoalConfig.from_window(cfg.window).model_dump(mode="json"),
+            "acquisition": {
+                "kind": "ucb",
+                "kappa": cfg.campaign.kappa,
+                "q": cfg.campaign.batch_size,
+                "num_restarts": cfg.campaign.num_restarts,
+            },
             "codec": {"kind": "autoencoder", "model": cfg.models.autoencoder},
             "oracle": {"kind": "model", "model": cfg.models.oracle, "model_kind": "oracle"},
             "initial": {"dataset": str((run_dir / L.INITIAL).resolve())},
@@ -268,11 +276,13 @@ def stage_campaign(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     _write_latent_map(run_dir, cfg, ae, labelled, proposals)
     n_prop = int(iterations["n_proposed"].sum()) if len(iterations) else 0
     n_val = int(iterations["n_valid"].sum()) if len(iterations) else 0
+    n_lab = int(iterations["n_new"].sum()) if len(iterations) else 0
     return {
         "iterations": len(iterations),
         "n_proposed": n_prop,
         "n_valid": n_val,
         "valid_rate": round(n_val / n_prop, 4) if n_prop else None,
+        "labelled_rate": round(n_lab / n_prop, 4) if n_prop else None,
         "n_labelled": len(labelled),
         "n_new": int((labelled["source"] == "campaign").sum()),
         "best_gap": float(iterations["best_so_far"].iloc[-1]) if len(iterations) else None,
@@ -343,21 +353,45 @@ def _write_latent_map(
     write_table(pd.concat(parts, ignore_index=True), run_dir / L.LATENT_MAP)
 
 
+def _screening_model(run_dir: Path, cfg: DiscoverConfig) -> Any:
+    """The model the screen uses: the oracle (``screening_model.kind = "oracle"``) or the trained one."""
+    if cfg.screening_model.kind == "oracle":
+        return _oracle(cfg.models.oracle, cfg.models.fidelity)
+    from gapforge.models.registry import load_model
+
+    return load_model(run_dir / L.SCREENING_MODEL_DIR)
+
+
 def stage_screening_model(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
-    """Fit the screening model on the initial + campaign-labelled set; score it on the hold-out."""
+    """Fit the screening model on the initial + campaign labels (or take the oracle); score on the hold-out.
+
+    With ``screening_model.kind = "oracle"`` nothing is trained; the hold-out
+    parity is then the oracle's, and the hold-out was part of the shipped
+    oracle's training data when ``data.dataset`` is its training set
+    (``metrics.json`` says so in ``note``).
+    """
     from gapforge.models.metrics import regression_metrics
     from gapforge.models.registry import make_model
 
     out = stage_dir(run_dir, "screening_model")
     path = run_dir / L.CAMPAIGN_LABELLED
     labelled = read_table(path if path.is_file() else run_dir / L.INITIAL)
-    params: dict[str, Any] = {}
-    if cfg.screening_model.kind == "forest":
-        params["n_estimators"] = cfg.screening_model.n_estimators
-    model = make_model(cfg.screening_model.kind, cfg.seed, **params)
-    model.fit(labelled[C.FORMULA].astype(str).tolist(), labelled[C.BAND_GAP].to_numpy(dtype=float))
+    metrics: dict[str, Any] = {}
+    if cfg.screening_model.kind == "oracle":
+        model = _oracle(cfg.models.oracle, cfg.models.fidelity)
+        metrics["n_train"] = None
+        metrics["note"] = (
+            f"the oracle ({cfg.models.oracle}) screens; the hold-out rows may be in its training data, "
+            "so this parity is not an independent score (the oracle's model card has one)"
+        )
+    else:
+        params: dict[str, Any] = {}
+        if cfg.screening_model.kind == "forest":
+            params["n_estimators"] = cfg.screening_model.n_estimators
+        model = make_model(cfg.screening_model.kind, cfg.seed, **params)
+        model.fit(labelled[C.FORMULA].astype(str).tolist(), labelled[C.BAND_GAP].to_numpy(dtype=float))
+        metrics["n_train"] = len(labelled)
     holdout = read_table(run_dir / L.HOLDOUT)
-    metrics: dict[str, Any] = {"n_train": len(labelled)}
     if len(holdout):
         pred = model.predict(holdout[C.FORMULA].astype(str).tolist())
         parity = pd.DataFrame(
@@ -373,9 +407,15 @@ def stage_screening_model(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
         metrics.update(
             {k: v for k, v in m.to_dict().items() if isinstance(v, int | float | str) or v is None}
         )
-    model.save(out / "model", metadata={"seed": cfg.seed, "trained_on": str(path.name), "metrics": metrics})
+    if cfg.screening_model.kind != "oracle":
+        model.save(
+            out / "model", metadata={"seed": cfg.seed, "trained_on": str(path.name), "metrics": metrics}
+        )
     write_json(metrics, out / "metrics.json")
-    return {"kind": cfg.screening_model.kind, **{k: metrics.get(k) for k in ("n_train", "r2", "mae", "rmse")}}
+    return {
+        "kind": cfg.screening_model.kind,
+        **{k: metrics.get(k) for k in ("n_train", "r2", "mae_eV", "rmse_eV")},
+    }
 
 
 def stage_generate(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
@@ -386,17 +426,23 @@ def stage_generate(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
         raise _unavailable("generate", exc) from exc
     stage_dir(run_dir, "generate")
     gan = load_generator(cfg.models.generator)
+    from gapforge.screening.rules import excluded_mask
+
     result = gan.generate(cfg.generate.n_samples, seed=cfg.seed, batch_size=cfg.generate.batch_size)
-    write_table(result.table, run_dir / L.GENERATED)
+    table = result.table
+    bad = excluded_mask(table[C.FORMULA].astype(str).tolist(), cfg.exclude_elements)
+    write_table(table[~bad].reset_index(drop=True), run_dir / L.GENERATED)
     stats = {
         "model": str(cfg.models.generator),
         "kind": gan.kind,
         "decode_rule": gan.decode_rule,
         "temperature": gan.temperature,
         **result.stats.to_dict(),
+        "n_excluded_elements": int(bad.sum()),
+        "n_kept": int((~bad).sum()),
     }
     write_json(stats, run_dir / L.GENERATOR_STATS)
-    return {k: stats[k] for k in ("n_samples", "n_decodable", "n_unique")}
+    return {k: stats[k] for k in ("n_samples", "n_decodable", "n_unique", "n_excluded_elements")}
 
 
 #: What each filter of the screen keeps, for the funnel.
@@ -404,36 +450,52 @@ FILTER_DESCRIPTIONS = {
     "duplicates": "one row per distinct reduced formula",
     "readable": "formula can be parsed and encoded",
     "predicted": "the screening model returned a prediction",
-    "in_window": "predicted gap inside the target window",
+    "compound": "at least two elements",
+    "allowed_elements": "no excluded element ({excluded})",
+    "in_window": "predicted gap in the window",
     "simple": "fewer than {max_atoms} atoms and fewer than {max_elements} elements",
     "smact_valid": "charge-neutral with allowed oxidation states (SMACT)",
     "novel": "not a known formula (mp-e-form, mp-gap, mp-bandgap, mp-formulas) nor in the training data",
     "max_std": "prediction std ≤ {max_std} eV",
+    "top": "the {top} most probable in the window",
 }
 
 
-def stage_screen(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
-    """Predict every generated formula with the screening model and apply the filters."""
+def _known(cfg: DiscoverConfig) -> set[str]:
+    """Formulas that are not novel: ``data.known`` (or every MP formula) + the labelled dataset."""
+    base = set(_dataset(cfg.data.dataset)[C.FORMULA].astype(str))
+    if cfg.data.known == "default":
+        from gapforge.screening import known_formulas
+
+        return set(known_formulas()) | base
+    from gapforge.screening.screen import read_formula_column
+
     try:
-        from gapforge.screening import ScreenSettings, known_formulas, screen
+        names = read_formula_column(cfg.data.known)
+    except InputError:
+        names = _dataset(cfg.data.known)[C.FORMULA].astype(str).tolist()
+    from gapforge.data.loaders import normalize_formulas
+
+    return set(normalize_formulas(names, path=cfg.data.known)) | base
+
+
+def stage_screen(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
+    """Predict every generated formula, apply the filters, rank by P(gap in window)."""
+    try:
+        from gapforge.screening import screen
     except ImportError as exc:  # pragma: no cover - depends on the build
         raise _unavailable("screen", exc) from exc
-    from gapforge.models.registry import load_model
 
     stage_dir(run_dir, "screen")
     generated = read_table(run_dir / L.GENERATED)
-    model = load_model(run_dir / L.SCREENING_MODEL_DIR)
-    settings = ScreenSettings(
-        gap_min=cfg.gap_min,
-        gap_max=cfg.gap_max,
-        max_atoms=cfg.screen.max_atoms,
-        max_elements=cfg.screen.max_elements,
-        require_smact=cfg.screen.require_smact,
-        require_novel=cfg.screen.require_novel,
-    )
-    known = set(known_formulas()) | set(_dataset(cfg.data.dataset)[C.FORMULA].astype(str))
+    model = _screening_model(run_dir, cfg)
+    settings = cfg.screen.to_settings(cfg.window, cfg.exclude_elements)
     result = screen(
-        generated[C.FORMULA].astype(str).tolist(), model, settings, known=known, source=run_dir / L.GENERATED
+        generated[C.FORMULA].astype(str).tolist(),
+        model,
+        settings,
+        known=_known(cfg),
+        source=run_dir / L.GENERATED,
     )
     fun = result.funnel
     steps = []
@@ -445,25 +507,25 @@ def stage_screen(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
         steps.append(_step(name, n, int(fun["sequential"][name]), cfg))
         steps[-1]["fails_alone"] = int(fun.get("fails_alone", {}).get(name, 0))
         n = int(fun["sequential"][name])
-    cand = result.candidates
-    if cfg.screen.max_std is not None:
-        keep = cand[C.BAND_GAP_STD].to_numpy(float) <= cfg.screen.max_std
-        steps.append(_step("max_std", n, int(keep.sum()), cfg))
-        cand = cand[keep].reset_index(drop=True)
-    cand = cand.head(cfg.screen.top).copy()
+    cand = result.candidates.copy()
+    if len(cand) < n:
+        steps.append(_step("top", n, len(cand), cfg))
     cand[L.RANK] = np.arange(1, len(cand) + 1)
     write_table(result.table, run_dir / L.SCREENED)
     write_table(cand, run_dir / L.CANDIDATES)
     write_json(
         {
             "steps": steps,
-            "n_candidates_all": len(result.candidates),
+            "n_candidates_all": int(fun["n_candidates"]),
             "n_kept": len(cand),
+            "model": cfg.models.oracle if cfg.screening_model.kind == "oracle" else L.SCREENING_MODEL_DIR,
             "settings": settings.to_dict(),
             "raw": fun,
         },
         run_dir / L.FUNNEL,
     )
+    if len(cand) == 0:
+        log.warning("screen: NO candidate. %s", empty_screen_advice(steps, cfg))
     return {
         "n_screened": int(fun["n_screened"]),
         "n_candidates": int(fun["n_candidates"]),
@@ -472,12 +534,36 @@ def stage_screen(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     }
 
 
+def empty_screen_advice(steps: list[dict[str, Any]], cfg: DiscoverConfig) -> str:
+    """Why the screen kept nothing, and what to change (one paragraph for the log and the CLI)."""
+    if not steps:
+        return "the generator produced no formula; raise generate.n_samples."
+    worst = next((s for s in steps if s["n_out"] == 0), steps[-1])
+    tips = {
+        "in_window": (
+            f"no prediction lies in {cfg.window}: lower --gap-min, widen the window, use the oracle as the "
+            "screening model (screening_model.kind = 'oracle'), or draw more formulas (generate.n_samples)"
+        ),
+        "novel": "every formula in the window is known; draw more formulas (generate.n_samples)",
+        "smact_valid": "set screen.require_smact = false to see charge-imbalanced formulas",
+        "simple": "raise screen.max_atoms / screen.max_elements",
+        "max_std": "raise or remove screen.max_std",
+        "allowed_elements": "shorten exclude_elements",
+    }
+    tip = tips.get(worst["filter"], "raise generate.n_samples")
+    return f"the '{worst['filter']}' filter removed the last {worst['removed']} formulas; {tip}."
+
+
 def _step(name: str, n_in: int, n_out: int, cfg: DiscoverConfig) -> dict[str, Any]:
     desc = FILTER_DESCRIPTIONS.get(name, name)
     if name == "in_window":
-        desc = f"predicted gap {cfg.describe_window()}"
+        desc = f"predicted gap {cfg.window}"
     desc = desc.format(
-        max_atoms=cfg.screen.max_atoms, max_elements=cfg.screen.max_elements, max_std=cfg.screen.max_std
+        max_atoms=cfg.screen.max_atoms,
+        max_elements=cfg.screen.max_elements,
+        max_std=cfg.screen.max_std,
+        top=cfg.screen.top,
+        excluded=", ".join(cfg.exclude_elements) or "none",
     )
     return {"filter": name, "description": desc, "n_in": n_in, "n_out": n_out, "removed": n_in - n_out}
 
@@ -510,9 +596,8 @@ def stage_relax(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     except ImportError as exc:  # pragma: no cover - depends on the build
         raise _unavailable("relax", exc) from exc
     settings = RelaxSettings(fmax=cfg.structure.fmax, max_steps=cfg.structure.relax_steps)
-    best = relax_structures(
-        run_dir / L.STRUCTURE_DIR, settings=settings, workers=cfg.structure.workers, overwrite=True
-    )
+    # runs on the executor discover() opened; relax_cache/ makes a killed stage resume
+    best = relax_structures(run_dir / L.STRUCTURE_DIR, settings=settings, overwrite=True)
     ehull = pd.to_numeric(best.get(L.E_ABOVE_HULL, pd.Series(dtype=float)), errors="coerce")
     e_form = pd.to_numeric(best.get(L.FORMATION_ENERGY, pd.Series(dtype=float)), errors="coerce")
     return {
@@ -595,9 +680,13 @@ DISCOVER_STAGES: tuple[Stage, ...] = (
     Stage("oracle", stage_oracle, "band-gap oracle"),
     Stage("autoencoder", stage_autoencoder, "composition autoencoder"),
     Stage("campaign", stage_campaign, "GP + UCB active learning in latent space", resumable=True),
-    Stage("screening_model", stage_screening_model, "screening model on initial + campaign labels"),
+    Stage(
+        "screening_model", stage_screening_model, "screening model (the oracle, or one trained on the labels)"
+    ),
     Stage("generate", stage_generate, "formula generator"),
-    Stage("screen", stage_screen, "window, simplicity, SMACT and novelty filters"),
+    Stage(
+        "screen", stage_screen, "elements, window, simplicity, SMACT and novelty; ranked by P(gap in window)"
+    ),
     Stage("structure", stage_structure, "templates by ElMD and element substitution"),
     Stage("relax", stage_relax, "CHGNet relaxation and energy above hull"),
     Stage("stability", stage_stability, "ranked discoveries"),
@@ -614,6 +703,7 @@ def discover(
     until: str | None = None,
     redo: Sequence[str] = (),
     progress: bool | None = None,
+    executor: ExecutorSettings | None = None,
 ) -> PipelineResult:
     """Run the whole discovery pipeline into ``run_dir`` (resuming it if it exists).
 
@@ -624,6 +714,9 @@ def discover(
         until: stop after this stage.
         redo: stages to run again (with every later one).
         progress: progress bar (``None``: only on a terminal).
+        executor: where the heavy stages (relax, dft) run; not part of the
+            run's configuration, so a run resumes on another executor. Default:
+            a local Dask cluster, started only if a heavy stage has work.
 
     Returns:
         One record per stage with its status, wall time and summary.
@@ -631,12 +724,21 @@ def discover(
     Raises:
         GapforgeError: a stage failed; ``report.html`` then shows the stages done so far.
     """
+    from gapforge.executor import open_executor
+
     pipeline_file = Path(run_dir) / PIPELINE_FILE
     before = _signature(pipeline_file)
     try:
-        return run_pipeline(
-            run_dir, config, DISCOVER_STAGES, overwrite=overwrite, until=until, redo=redo, progress=progress
-        )
+        with open_executor(executor or ExecutorSettings(), deferred=True):
+            return run_pipeline(
+                run_dir,
+                config,
+                DISCOVER_STAGES,
+                overwrite=overwrite,
+                until=until,
+                redo=redo,
+                progress=progress,
+            )
     except GapforgeError:
         # only a stage that failed in this call rewrites the report; a refusal before any stage ran
         # (different settings, run directory in use, unknown stage name) leaves the old run untouched
@@ -668,4 +770,10 @@ def _partial_report(run_dir: Path) -> None:
         log.warning("could not write a partial report: %s", exc)
 
 
-__all__ = ["DISCOVER_STAGES", "FILTER_DESCRIPTIONS", "StageUnavailableError", "discover"]
+__all__ = [
+    "DISCOVER_STAGES",
+    "FILTER_DESCRIPTIONS",
+    "StageUnavailableError",
+    "discover",
+    "empty_screen_advice",
+]

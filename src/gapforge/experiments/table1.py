@@ -39,12 +39,14 @@ atoms, < 4 elements) can become candidates, so only they are predicted.
 
 from __future__ import annotations
 
+import functools
 import logging
 import shutil
 import time
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -58,6 +60,9 @@ from gapforge.data import load_dataset, load_formulas, split_dataset
 from gapforge.encoding import FormulaEncoder, n_atoms, n_elements_of
 from gapforge.errors import InputError, ModelError
 from gapforge.io import write_json, write_table, write_text
+
+if TYPE_CHECKING:
+    from gapforge.executor import ExecutorSettings
 
 log = logging.getLogger(__name__)
 
@@ -399,6 +404,9 @@ def _campaign(
             "seed": seed,
             "iterations": iterations,
             "validity": settings.validity,
+            # Table 1 keeps the paper's labelling rule apart from ``validity`` (its published rows)
+            "compounds": "any",
+            "exclude_elements": [],
             "acquisition": {
                 "kind": kind,
                 "kappa": 10.0,
@@ -426,28 +434,215 @@ def _initial(exp: str, seed: int, mp: pd.DataFrame, test_formulas: set[str]) -> 
     return low.sample(n=300, random_state=seed)[[C.FORMULA, C.BAND_GAP]].reset_index(drop=True)
 
 
+# -- one task per (experiment, repeat) ------------------------------------------------------
+VARIANTS: dict[str, tuple[str, ...]] = {
+    "exp1": ("oracle",),
+    **dict.fromkeys(("exp2", "exp3", "exp4"), ("BS", "AL", "RND-latent", "RND-known")),
+}
+
+
+@dataclass(frozen=True)
+class RepeatTask:
+    """One experiment of one repeat: an independent task (its own seed, its own rows).
+
+    Attributes:
+        experiment: ``exp1``..``exp4``.
+        repeat: repeat index ``r`` (seed ``settings.seed + r``).
+        done: variants already in ``runs.csv`` (not redone).
+    """
+
+    experiment: str
+    repeat: int
+    done: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
+class RepeatResult:
+    """The rows (one per variant) and campaign curves of one :class:`RepeatTask`."""
+
+    rows: list[dict[str, Any]]
+    curves: list[pd.DataFrame]
+
+
+@dataclass
+class _Context:
+    """What every task of a table reads: data, oracle, codec, pool (loaded once per process)."""
+
+    mp: pd.DataFrame
+    test: pd.DataFrame
+    oracle: ModelOracle
+    oracle_name: str
+    codec: LatentCodec
+    codec_name: str
+    pool: list[str]
+    pool_name: str
+    paper_sets: dict[tuple[str, str], pd.DataFrame]
+
+    @property
+    def test_formulas(self) -> set[str]:
+        return set(self.test[C.FORMULA])
+
+
+_CONTEXTS: dict[str, _Context] = {}
+
+
+def _context(settings: Table1Settings, out: Path) -> _Context:
+    """The table's shared inputs, loaded once per process (a worker, or this one when serial)."""
+    import json
+
+    key = json.dumps(asdict(settings), sort_keys=True, default=str) + "|" + str(Path(out).resolve())
+    if key not in _CONTEXTS:
+        mp = load_dataset("mp-bandgap")[[C.FORMULA, C.BAND_GAP]]
+        test = load_dataset("test-500")[[C.FORMULA, C.BAND_GAP]]
+        oracle, oracle_name = _load_oracle(settings, out)
+        codec, codec_name = _load_codec(settings, out)
+        pool, pool_name = _load_pool(settings, out)
+        paper_sets = (
+            {
+                (exp, variant): load_dataset(f"{exp}-{variant[6:].lower()}")[[C.FORMULA, C.BAND_GAP]]
+                for exp in ("exp2", "exp3")
+                if exp in settings.experiments
+                for variant in ("PAPER-BS", "PAPER-AL")
+            }
+            if settings.paper_sets
+            else {}
+        )
+        _CONTEXTS.clear()  # one table at a time per process
+        _CONTEXTS[key] = _Context(
+            mp, test, oracle, oracle_name, codec, codec_name, pool, pool_name, paper_sets
+        )
+    return _CONTEXTS[key]
+
+
+def repeat_task(
+    task: RepeatTask, settings: Table1Settings, out: str, oracle_candidates: frozenset[str]
+) -> RepeatResult:
+    """Every variant of one experiment in one repeat (a pure function of its inputs and seed)."""
+    from gapforge.executor.engine import limit_threads
+
+    if settings.screening not in ("roost", "roost3"):
+        limit_threads(1)
+    ctx = _context(settings, Path(out))
+    exp, r = task.experiment, task.repeat
+    seed = settings.seed + r
+    rows: list[dict[str, Any]] = []
+    curves: list[pd.DataFrame] = []
+
+    def record(variant: str, samples: pd.DataFrame, extra: dict[str, Any]) -> None:
+        t0 = time.time()
+        res = evaluate_sample_set(
+            samples,
+            seed=seed,
+            test=ctx.test,
+            pool=ctx.pool,
+            oracle_candidates=set(oracle_candidates),
+            n_estimators=settings.n_estimators,
+            screening=settings.screening,
+        )
+        rows.append(
+            {"experiment": exp, "variant": variant, "repeat": r, **res, **extra, "seconds": time.time() - t0}
+        )
+        log.info("%s %s repeat %d: %s", exp, variant, r, res)
+
+    if exp == "exp1":
+        if "oracle" not in task.done:
+            record("oracle", ctx.mp, {})
+        return RepeatResult(rows, curves)
+    initial = _initial(exp, seed, ctx.mp, ctx.test_formulas)
+    if "BS" not in task.done:
+        record("BS", initial, {})
+    for (pexp, variant), samples in ctx.paper_sets.items():  # read once, scored every repeat
+        if pexp == exp and variant not in task.done:
+            record(variant, samples, {})
+    if all(v in task.done for v in ("AL", "RND-latent", "RND-known")):
+        return RepeatResult(rows, curves)
+    t0 = time.time()
+    al = _campaign(initial, ctx.codec, ctx.oracle, settings, seed, settings.acquisition)
+    al_seconds = time.time() - t0
+    al_new = al.labelled[al.labelled["source"] != "initial"][[C.FORMULA, C.BAND_GAP]]
+    s = al.summary()
+    curves.append(al.iterations.assign(experiment=exp, variant="AL", repeat=r))
+    if "AL" not in task.done:
+        record(
+            "AL",
+            pd.concat([initial, al_new], ignore_index=True),
+            {
+                "new_labels": len(al_new),
+                "valid_decode_rate": s["valid_decode_rate"],
+                "valid_decode_rate_first": s["valid_decode_rate_first"],
+                "duplicates": s["duplicates"],
+                "best_new_gap": float(al_new[C.BAND_GAP].max()) if len(al_new) else np.nan,
+                "campaign_seconds": al_seconds,
+            },
+        )
+    rnd = _campaign(initial, ctx.codec, ctx.oracle, settings, seed, "random")
+    curves.append(rnd.iterations.assign(experiment=exp, variant="RND-latent", repeat=r))
+    rnd_new = rnd.labelled[rnd.labelled["source"] != "initial"][[C.FORMULA, C.BAND_GAP]]
+    rnd_new = rnd_new.sample(n=min(len(al_new), len(rnd_new)), random_state=seed)
+    if "RND-latent" not in task.done:
+        rs = rnd.summary()
+        record(
+            "RND-latent",
+            pd.concat([initial, rnd_new], ignore_index=True),
+            {
+                "new_labels": len(rnd_new),
+                "valid_decode_rate": rs["valid_decode_rate"],
+                "best_new_gap": float(rnd_new[C.BAND_GAP].max()) if len(rnd_new) else np.nan,
+            },
+        )
+    if "RND-known" not in task.done:
+        avail = ctx.mp[~ctx.mp[C.FORMULA].isin(set(initial[C.FORMULA]) | ctx.test_formulas)]
+        pick = avail.sample(n=len(al_new), random_state=seed)[C.FORMULA].tolist()
+        known_new = pd.DataFrame({C.FORMULA: pick, C.BAND_GAP: ctx.oracle.label(pick)})
+        known_new = known_new[np.isfinite(known_new[C.BAND_GAP])]
+        record(
+            "RND-known",
+            pd.concat([initial, known_new], ignore_index=True),
+            {
+                "new_labels": len(known_new),
+                "best_new_gap": float(known_new[C.BAND_GAP].max()) if len(known_new) else np.nan,
+            },
+        )
+    return RepeatResult(rows, curves)
+
+
 # -- the whole table -------------------------------------------------------------------------
-def reproduce_table1(settings: Table1Settings, out: str | Path, *, overwrite: bool = False) -> Table1Result:
+def reproduce_table1(
+    settings: Table1Settings,
+    out: str | Path,
+    *,
+    overwrite: bool = False,
+    executor: Executor | ExecutorSettings | None = None,
+) -> Table1Result:
     """Run the experiments and write ``runs.csv``, ``table1.json``, ``table1.md`` and plots into ``out``.
 
-    Per-(experiment, variant, repeat) rows are saved after each one; a rerun with
-    the same ``out`` (without ``overwrite``) skips rows already done.
+    Every (experiment, repeat) is one task on the executor (its seed is
+    ``settings.seed + repeat``, so the rows do not depend on where or in which
+    order tasks run). Rows are saved by this process as each task ends; a rerun
+    with the same ``out`` (without ``overwrite``) submits only the missing ones.
+
+    Args:
+        settings: what to run.
+        out: output directory.
+        overwrite: start afresh.
+        executor: where the tasks run (default: the one open in this context, else
+            this process, one task after the other).
     """
+    from gapforge.executor import TaskFailure, choose_executor, run_tasks
+
     out = Path(out)
     if overwrite and out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
     write_json({"settings": asdict(settings)}, out / "settings.json")
     t_start = time.time()
-    mp = load_dataset("mp-bandgap")[[C.FORMULA, C.BAND_GAP]]
-    test = load_dataset("test-500")[[C.FORMULA, C.BAND_GAP]]
-    test_formulas = set(test[C.FORMULA])
-    oracle, oracle_name = _load_oracle(settings, out)
-    codec, codec_name = _load_codec(settings, out)
-    pool, pool_name = _load_pool(settings, out)
-    oracle_candidates = _candidates(oracle.model, pool)
+    ctx = _context(settings, out)  # loads (or trains) the oracle and the pool once, here
+    oracle_candidates = frozenset(_candidates(ctx.oracle.model, ctx.pool))
     log.info(
-        "pool: %s; %d simple formulas; oracle candidates: %d", pool_name, len(pool), len(oracle_candidates)
+        "pool: %s; %d simple formulas; oracle candidates: %d",
+        ctx.pool_name,
+        len(ctx.pool),
+        len(oracle_candidates),
     )
     runs_path = out / "runs.csv"
     rows: list[dict[str, Any]] = pd.read_csv(runs_path).to_dict("records") if runs_path.is_file() else []
@@ -457,110 +652,52 @@ def reproduce_table1(settings: Table1Settings, out: str | Path, *, overwrite: bo
     if curves_path.is_file():
         curves.append(pd.read_csv(curves_path))
 
-    def record(exp: str, variant: str, r: int, samples: pd.DataFrame, extra: dict[str, Any]) -> None:
-        t0 = time.time()
-        res = evaluate_sample_set(
-            samples,
-            seed=settings.seed + r,
-            test=test,
-            pool=pool,
-            oracle_candidates=oracle_candidates,
-            n_estimators=settings.n_estimators,
-            screening=settings.screening,
-        )
-        rows.append(
-            {"experiment": exp, "variant": variant, "repeat": r, **res, **extra, "seconds": time.time() - t0}
-        )
-        write_table(pd.DataFrame(rows), runs_path)
-        log.info("%s %s repeat %d: %s", exp, variant, r, res)
-
-    paper_sets = (
-        {
-            (exp, variant): load_dataset(f"{exp}-{variant[6:].lower()}")[[C.FORMULA, C.BAND_GAP]]
-            for exp in ("exp2", "exp3")
-            if exp in settings.experiments
-            for variant in ("PAPER-BS", "PAPER-AL")
-        }
-        if settings.paper_sets
-        else {}
-    )
+    tasks = []
     for r in range(settings.repeats):
-        seed = settings.seed + r
-        if "exp1" in settings.experiments and ("exp1", "oracle", r) not in done:
-            record("exp1", "oracle", r, mp, {})
-        for exp in ("exp2", "exp3", "exp4"):
+        for exp in ("exp1", "exp2", "exp3", "exp4"):
             if exp not in settings.experiments:
                 continue
-            initial = _initial(exp, seed, mp, test_formulas)
-            if (exp, "BS", r) not in done:
-                record(exp, "BS", r, initial, {})
-            for (pexp, variant), samples in paper_sets.items():  # read once, scored every repeat
-                if pexp == exp and (exp, variant, r) not in done:
-                    record(exp, variant, r, samples, {})
-            if all((exp, v, r) in done for v in ("AL", "RND-latent", "RND-known")):
-                continue
-            t0 = time.time()
-            al = _campaign(initial, codec, oracle, settings, seed, settings.acquisition)
-            al_seconds = time.time() - t0
-            al_new = al.labelled[al.labelled["source"] != "initial"][[C.FORMULA, C.BAND_GAP]]
-            s = al.summary()
-            curves.append(al.iterations.assign(experiment=exp, variant="AL", repeat=r))
-            if (exp, "AL", r) not in done:
-                record(
-                    exp,
-                    "AL",
-                    r,
-                    pd.concat([initial, al_new], ignore_index=True),
-                    {
-                        "new_labels": len(al_new),
-                        "valid_decode_rate": s["valid_decode_rate"],
-                        "valid_decode_rate_first": s["valid_decode_rate_first"],
-                        "duplicates": s["duplicates"],
-                        "best_new_gap": float(al_new[C.BAND_GAP].max()) if len(al_new) else np.nan,
-                        "campaign_seconds": al_seconds,
-                    },
-                )
-            rnd = _campaign(initial, codec, oracle, settings, seed, "random")
-            curves.append(rnd.iterations.assign(experiment=exp, variant="RND-latent", repeat=r))
-            rnd_new = rnd.labelled[rnd.labelled["source"] != "initial"][[C.FORMULA, C.BAND_GAP]]
-            rnd_new = rnd_new.sample(n=min(len(al_new), len(rnd_new)), random_state=seed)
-            if (exp, "RND-latent", r) not in done:
-                rs = rnd.summary()
-                record(
-                    exp,
-                    "RND-latent",
-                    r,
-                    pd.concat([initial, rnd_new], ignore_index=True),
-                    {
-                        "new_labels": len(rnd_new),
-                        "valid_decode_rate": rs["valid_decode_rate"],
-                        "best_new_gap": float(rnd_new[C.BAND_GAP].max()) if len(rnd_new) else np.nan,
-                    },
-                )
-            if (exp, "RND-known", r) not in done:
-                avail = mp[~mp[C.FORMULA].isin(set(initial[C.FORMULA]) | test_formulas)]
-                pick = avail.sample(n=len(al_new), random_state=seed)[C.FORMULA].tolist()
-                known_new = pd.DataFrame({C.FORMULA: pick, C.BAND_GAP: oracle.label(pick)})
-                known_new = known_new[np.isfinite(known_new[C.BAND_GAP])]
-                record(
-                    exp,
-                    "RND-known",
-                    r,
-                    pd.concat([initial, known_new], ignore_index=True),
-                    {
-                        "new_labels": len(known_new),
-                        "best_new_gap": float(known_new[C.BAND_GAP].max()) if len(known_new) else np.nan,
-                    },
-                )
+            wanted = VARIANTS[exp] + tuple(v for (e, v) in ctx.paper_sets if e == exp)
+            finished = frozenset(v for v in wanted if (exp, v, r) in done)
+            if len(finished) < len(wanted):
+                tasks.append(RepeatTask(exp, r, finished))
+    log.info("table 1: %d (experiment, repeat) tasks to run", len(tasks))
+
+    def arrived(i: int, result: RepeatResult | TaskFailure) -> None:  # in this process only
+        if isinstance(result, TaskFailure):
+            log.error("%s repeat %d failed: %s", tasks[i].experiment, tasks[i].repeat, result.reason)
+            return
+        rows.extend(result.rows)
+        write_table(pd.DataFrame(rows), runs_path)
+        if result.curves:
+            curves.extend(result.curves)
             write_table(pd.concat(curves, ignore_index=True), curves_path)
 
+    run = run_tasks(
+        functools.partial(repeat_task, settings=settings, out=str(out), oracle_candidates=oracle_candidates),
+        tasks,
+        executor=choose_executor(executor, default_workers=1),
+        on_result=arrived,
+        desc="table 1",
+        unit="repeat",
+    )
+    if run.failed:
+        log.warning("%d of %d tasks failed; rerun to retry them", run.failed, len(tasks))
+
     runs = pd.DataFrame(rows)
+    if len(runs):
+        order = {e: k for k, e in enumerate(("exp1", "exp2", "exp3", "exp4"))}
+        runs = runs.sort_values(
+            ["repeat", "experiment"],
+            key=lambda c: c.map(order) if c.name == "experiment" else c,
+            kind="stable",
+        ).reset_index(drop=True)
     table = aggregate(runs)
     meta = {
-        "oracle": oracle_name,
-        "codec": codec_name,
-        "pool": pool_name,
-        "pool_simple_formulas": len(pool),
+        "oracle": ctx.oracle_name,
+        "codec": ctx.codec_name,
+        "pool": ctx.pool_name,
+        "pool_simple_formulas": len(ctx.pool),
         "oracle_candidates": len(oracle_candidates),
         "screening": SCREENING_MODELS[settings.screening],
         "wall_seconds_this_call": time.time() - t_start,

@@ -27,12 +27,9 @@ def in_window(band_gap_mean: np.ndarray, gap_min: float, gap_max: float | None =
         gap_min: lowest gap kept.
         gap_max: highest gap kept (``None``: no upper bound).
     """
-    gap = np.asarray(band_gap_mean, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        ok = gap >= gap_min
-        if gap_max is not None:
-            ok &= gap <= gap_max
-    return ok & np.isfinite(gap)
+    from gapforge.window import GapWindow
+
+    return GapWindow(gap_min, gap_max).contains(band_gap_mean)
 
 
 def is_simple(counts: np.ndarray, max_atoms: int = 8, max_elements: int = 4) -> np.ndarray:

@@ -5,18 +5,22 @@ kept formulas with a predicted gap of at least 6 eV, fewer than 8 atoms and
 fewer than 4 elements; SMACT validity and novelty were checked afterwards.
 :func:`screen` does all of it in one pass, in batches, and keeps every flag:
 
-``formula, band_gap_mean, band_gap_std, reason, n_atoms, n_elements,
-readable, predicted, in_window, simple, smact_valid, novel, candidate,
-dropped_by, rank``
+``formula, band_gap_mean, band_gap_std, p_in_window, reason, n_atoms,
+n_elements, readable, predicted, allowed_elements, in_window, simple,
+smact_valid, novel, max_std, candidate, dropped_by, rank``
 
 ``dropped_by`` names every filter a formula failed (``""`` for candidates),
 and the funnel counts how many formulas each filter removed, in order and
-on its own. Candidates are ranked by predicted gap (highest first; inside a
-closed window, nearest the window's centre first), ties by lower std.
+on its own. ``in_window`` asks for the predicted mean inside the
+:class:`~gapforge.window.GapWindow`; candidates are ranked by ``p_in_window``,
+the probability that the gap lies in the window under the model's normal
+predictive distribution (highest first), ties by higher mean for an open
+window (nearer the centre for a closed one), then by lower std.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -31,13 +35,25 @@ from gapforge import columns as C
 from gapforge.encoding import FormulaEncoder, n_atoms, n_elements_of
 from gapforge.errors import InputError
 from gapforge.io import find_column, read_table, table_format, write_json, write_table
-from gapforge.screening.filters import in_window, is_novel, is_simple, smact_valid
+from gapforge.screening.filters import is_novel, is_simple, smact_valid
+from gapforge.screening.rules import DEFAULT_EXCLUDED_ELEMENTS, check_elements, excluded_counts_mask
 from gapforge.screening.validity import SmactConfig
+from gapforge.window import GapWindow
 
 logger = logging.getLogger(__name__)
 
 #: Flag columns, in the order the funnel applies them.
-FLAGS = ("readable", "predicted", "in_window", "simple", "smact_valid", "novel")
+FLAGS = (
+    "readable",
+    "predicted",
+    "compound",
+    "allowed_elements",
+    "in_window",
+    "simple",
+    "smact_valid",
+    "novel",
+    "max_std",
+)
 #: Largest count per element the screen reads (bigger formulas are flagged unreadable).
 MAX_COUNT = 64
 
@@ -47,51 +63,72 @@ class ScreenSettings:
     """What the screen keeps.
 
     Attributes:
-        gap_min: lowest predicted band gap kept (eV).
-        gap_max: highest predicted band gap kept (eV); ``None`` = no upper bound.
+        window: the target band-gap window; a candidate's predicted mean lies in it.
         max_atoms: keep formulas with *fewer* atoms per reduced formula unit.
         max_elements: keep formulas with *fewer* distinct elements.
         require_simple: apply the simplicity rule.
         require_smact: require SMACT validity.
         require_novel: require the formula to be unknown.
+        require_compound: require at least two elements (F2 or O2 is no discovery).
+        exclude_elements: formulas with any of these elements are dropped (default:
+            radioactive elements and noble gases,
+            :data:`~gapforge.screening.rules.DEFAULT_EXCLUDED_ELEMENTS`).
+        max_std: drop predictions whose standard deviation (eV) exceeds this (``None``: keep all).
+        top: candidates kept, best first (``None``: all).
         batch_size: formulas per prediction batch (bounds memory).
         smact: the pinned SMACT settings.
     """
 
-    gap_min: float = 6.0
-    gap_max: float | None = None
+    window: GapWindow = field(default_factory=lambda: GapWindow(6.0))
     max_atoms: int = 8
     max_elements: int = 4
     require_simple: bool = True
     require_smact: bool = True
     require_novel: bool = True
+    require_compound: bool = True
+    exclude_elements: tuple[str, ...] = DEFAULT_EXCLUDED_ELEMENTS
+    max_std: float | None = None
+    top: int | None = None
     batch_size: int = 100_000
     smact: SmactConfig = field(default_factory=SmactConfig)
 
     def __post_init__(self) -> None:
-        if not math.isfinite(self.gap_min):
-            raise InputError("--gap-min must be a finite number", value=self.gap_min)
-        if self.gap_max is not None and not self.gap_max >= self.gap_min:
-            raise InputError(f"--gap-max must be >= --gap-min ({self.gap_min})", value=self.gap_max)
+        if not isinstance(self.window, GapWindow):
+            raise InputError("the screen's window must be a GapWindow", value=self.window)
         if self.max_atoms < 1 or self.max_elements < 1:
             raise InputError("--max-atoms and --max-elements must be >= 1")
         if self.batch_size < 1:
             raise InputError("--batch-size must be >= 1", value=self.batch_size)
+        if self.max_std is not None and not self.max_std > 0:
+            raise InputError("max_std must be > 0 eV", value=self.max_std)
+        if self.top is not None and self.top < 1:
+            raise InputError("top must be >= 1", value=self.top)
+        object.__setattr__(self, "exclude_elements", check_elements(self.exclude_elements))
 
     def required(self) -> tuple[str, ...]:
         """The flags a candidate must have."""
-        req = ["readable", "predicted", "in_window"]
+        req = ["readable", "predicted"]
+        if self.require_compound:
+            req.append("compound")
+        if self.exclude_elements:
+            req.append("allowed_elements")
+        req.append("in_window")
         if self.require_simple:
             req.append("simple")
         if self.require_smact:
             req.append("smact_valid")
         if self.require_novel:
             req.append("novel")
+        if self.max_std is not None:
+            req.append("max_std")
         return tuple(req)
 
     def to_dict(self) -> dict:
-        """JSON-ready record of the settings."""
+        """JSON-ready record of the settings (the window as ``gap_min``/``gap_max``)."""
         d = asdict(self)
+        d.pop("window")
+        d = {**self.window.to_dict(), **d}
+        d["exclude_elements"] = list(self.exclude_elements)
         d["smact"] = self.smact.to_dict()
         return d
 
@@ -123,30 +160,106 @@ class ScreenResult:
         return int(self.table["candidate"].sum())
 
 
-def _predict(model, formulas: np.ndarray, counts: np.ndarray, elements, ok: np.ndarray, batch_size: int):
-    """Mean, std and reason per row; uses ``predict_counts`` when the model has it."""
+def _predict(
+    model,
+    formulas: np.ndarray,
+    counts: np.ndarray,
+    elements,
+    ok: np.ndarray,
+    batch_size: int,
+    *,
+    executor=None,
+    model_ref: str | Path | None = None,
+):
+    """Mean, std and reason per row; uses ``predict_counts`` when the model has it.
+
+    With an executor that is not serial and a ``model_ref`` (the model's
+    directory or ``"default"``), each batch is a task on the executor; every
+    worker loads the model once.
+    """
     n = len(formulas)
     mean = np.full(n, np.nan)
     std = np.full(n, np.nan)
     reason = np.full(n, "", dtype=object)
     rows = np.flatnonzero(ok)
-    fast = hasattr(model, "predict_counts")
+    batches = [rows[lo : lo + batch_size] for lo in range(0, len(rows), batch_size)]
+    if executor is not None and model_ref is not None and not _in_process(executor):
+        import functools
+
+        from gapforge.executor import TaskFailure, run_tasks
+
+        items = [BatchInput([str(f) for f in formulas[idx]], counts[idx], tuple(elements)) for idx in batches]
+        run = run_tasks(
+            functools.partial(predict_batch, model_ref=str(model_ref)),
+            items,
+            executor=executor,
+            desc="predict",
+            unit="batch",
+        )
+        for idx, res in zip(batches, run.results, strict=True):
+            if isinstance(res, TaskFailure):
+                reason[idx] = f"prediction failed: {res.reason}"
+                continue
+            mean[idx], std[idx], reason[idx] = res.mean, res.std, res.reasons
+        return mean, std, reason
     from tqdm.auto import tqdm
 
-    for lo in tqdm(range(0, len(rows), batch_size), desc="predict", disable=None):
-        idx = rows[lo : lo + batch_size]
-        if fast:
-            p = model.predict_counts(counts[idx], elements)
-            mean[idx], std[idx] = p.mean, p.std
-            reason[idx] = np.asarray(p.reasons, dtype=object)
-        else:
-            table = model.predict([str(f) for f in formulas[idx]])
-            if len(table) != len(idx):
-                raise InputError(f"the model returned {len(table)} predictions for {len(idx)} formulas")
-            mean[idx] = table[C.BAND_GAP_MEAN].to_numpy(dtype=np.float64)
-            std[idx] = table[C.BAND_GAP_STD].to_numpy(dtype=np.float64)
-            reason[idx] = table[C.REASON].astype(str).to_numpy(dtype=object)
+    for idx in tqdm(batches, desc="predict", disable=None):
+        res = _predict_one(model, BatchInput([str(f) for f in formulas[idx]], counts[idx], tuple(elements)))
+        mean[idx], std[idx], reason[idx] = res.mean, res.std, res.reasons
     return mean, std, reason
+
+
+@dataclass(frozen=True)
+class BatchInput:
+    """One prediction task: formulas with their element counts ``(N, E)`` over ``elements``."""
+
+    formulas: list[str]
+    counts: np.ndarray
+    elements: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class BatchPrediction:
+    """Predicted gap mean and std (eV) and the reason where there is none, per formula of a batch."""
+
+    mean: np.ndarray
+    std: np.ndarray
+    reasons: np.ndarray
+
+
+def _predict_one(model, batch: BatchInput) -> BatchPrediction:
+    if hasattr(model, "predict_counts"):
+        p = model.predict_counts(batch.counts, list(batch.elements))
+        return BatchPrediction(np.asarray(p.mean), np.asarray(p.std), np.asarray(p.reasons, dtype=object))
+    table = model.predict(batch.formulas)
+    if len(table) != len(batch.formulas):
+        raise InputError(f"the model returned {len(table)} predictions for {len(batch.formulas)} formulas")
+    return BatchPrediction(
+        table[C.BAND_GAP_MEAN].to_numpy(dtype=np.float64),
+        table[C.BAND_GAP_STD].to_numpy(dtype=np.float64),
+        table[C.REASON].astype(str).to_numpy(dtype=object),
+    )
+
+
+def predict_batch(batch: BatchInput, model_ref: str) -> BatchPrediction:
+    """The per-batch task: predict with the model ``model_ref`` (loaded once per process)."""
+    return _predict_one(_cached_model(model_ref), batch)
+
+
+@functools.lru_cache(maxsize=2)
+def _cached_model(model_ref: str):
+    from gapforge.executor.engine import limit_threads
+
+    limit_threads(1)
+    return load_band_gap_model(model_ref)
+
+
+def _in_process(executor) -> bool:
+    from gapforge.executor import ExecutorKind, ExecutorSettings
+
+    settings = executor if isinstance(executor, ExecutorSettings) else getattr(executor, "settings", None)
+    return settings is not None and settings.kind is ExecutorKind.SERIAL
 
 
 def screen(
@@ -156,6 +269,8 @@ def screen(
     *,
     known: Collection[str] | None = None,
     source: str | Path | None = None,
+    executor=None,
+    model_ref: str | Path | None = None,
 ) -> ScreenResult:
     """Predict and filter formulas.
 
@@ -167,6 +282,10 @@ def screen(
         known: reduced formulas that are not novel (default: every Materials
             Project formula, :func:`gapforge.screening.filters.known_formulas`).
         source: input file, named in error messages.
+        executor: where prediction batches run (:mod:`gapforge.executor` settings or
+            an open executor); ``None`` or serial: in this process.
+        model_ref: the model's directory (or ``"default"``), which workers load;
+            needed to run batches on an executor.
 
     Returns:
         A :class:`ScreenResult`. Its funnel holds ``n_input``, ``n_duplicates``,
@@ -210,19 +329,36 @@ def screen(
     reasons = np.concatenate([b.reasons for b in parts])[first].astype(object)
     del parts
 
-    mean, std, pred_reason = _predict(model, names, counts, encoder.elements, readable, settings.batch_size)
+    mean, std, pred_reason = _predict(
+        model,
+        names,
+        counts,
+        encoder.elements,
+        readable,
+        settings.batch_size,
+        executor=executor,
+        model_ref=model_ref,
+    )
     predicted = readable & np.isfinite(mean)
     reasons = np.where(readable & ~predicted & (pred_reason != ""), pred_reason, reasons)
     reasons = np.where(readable & ~predicted & (reasons == ""), "model returned no prediction", reasons)
 
     t_smact = time.perf_counter()
+    window = settings.window
     flags = {
         "readable": readable,
         "predicted": predicted,
-        "in_window": in_window(mean, settings.gap_min, settings.gap_max),
+        "compound": readable & (n_elements_of(counts) >= 2),
+        "allowed_elements": readable
+        & ~excluded_counts_mask(counts, encoder.elements, settings.exclude_elements),
+        "in_window": window.contains(mean),
         "simple": readable & is_simple(counts, settings.max_atoms, settings.max_elements),
         "smact_valid": readable & smact_valid(counts, encoder.elements, settings.smact),
     }
+    with np.errstate(invalid="ignore"):
+        flags["max_std"] = predicted & (
+            std <= settings.max_std if settings.max_std is not None else np.ones(len(std), dtype=bool)
+        )
     t_smact = time.perf_counter() - t_smact
     if known is None:
         from gapforge.screening.filters import known_formulas
@@ -249,6 +385,7 @@ def screen(
             C.FORMULA: pd.Series(names, dtype=object),
             C.BAND_GAP_MEAN: mean,
             C.BAND_GAP_STD: std,
+            C.P_IN_WINDOW: window.probability(mean, std),
             C.REASON: pd.Series(reasons, dtype=object).astype(str),
             "n_atoms": n_atoms(counts).astype(np.int64),
             "n_elements": n_elements_of(counts).astype(np.int64),
@@ -257,7 +394,7 @@ def screen(
             "dropped_by": pd.Series(dropped, dtype=object).astype(str),
         }
     )
-    table = _rank(table, settings)
+    table = rank_candidates(table, window, settings.top)
     funnel = {
         "n_input": len(formulas),
         "n_duplicates": int(n_dup),
@@ -267,6 +404,7 @@ def screen(
         "removed": removed,
         "fails_alone": {k: int((~v).sum()) for k, v in flags.items()},
         "n_candidates": int(candidate.sum()),
+        "n_kept": int(table["candidate"].sum()),
         "seconds": round(time.perf_counter() - start, 2),
         "smact_seconds": round(t_smact, 2),
     }
@@ -280,17 +418,30 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
-def _rank(table: pd.DataFrame, settings: ScreenSettings) -> pd.DataFrame:
-    gap = table[C.BAND_GAP_MEAN].to_numpy()
-    if settings.gap_max is not None:
-        score = -np.abs(gap - 0.5 * (settings.gap_min + settings.gap_max))
-    else:
-        score = gap
+def rank_candidates(table: pd.DataFrame, window: GapWindow, top: int | None = None) -> pd.DataFrame:
+    """Order rows, candidates first, by the probability that the gap lies in the window.
+
+    Keys: ``p_in_window`` (highest first), the predicted mean (highest for an open
+    window, nearest the centre for a closed one), lower std. The first ``top``
+    candidates are numbered 1.. in ``rank`` (0 = not kept).
+
+    Candidates beyond ``top`` stay in the table with ``candidate`` False and
+    ``dropped_by`` ``"top"``.
+    """
+    gap = table[C.BAND_GAP_MEAN].to_numpy(dtype=np.float64)
+    score = gap if window.open else -np.abs(gap - window.centre)
+    p = table[C.P_IN_WINDOW].to_numpy(dtype=np.float64)
     order = np.lexsort((table[C.BAND_GAP_STD].to_numpy(), -np.nan_to_num(score, nan=-np.inf),
-                        ~table["candidate"].to_numpy()))  # fmt: skip
+                        -np.nan_to_num(p, nan=-1.0), ~table["candidate"].to_numpy()))  # fmt: skip
     table = table.iloc[order].reset_index(drop=True)
-    rank = np.zeros(len(table), dtype=np.int64)
     n_c = int(table["candidate"].sum())
+    if top is not None and n_c > top:
+        cut = np.arange(len(table)) >= top
+        over = cut & table["candidate"].to_numpy()
+        table.loc[over, "dropped_by"] = "top"
+        table.loc[over, "candidate"] = False
+        n_c = top
+    rank = np.zeros(len(table), dtype=np.int64)
     rank[:n_c] = np.arange(1, n_c + 1)
     table["rank"] = rank  # 0 = not a candidate
     return table
@@ -325,6 +476,7 @@ def screen_file(
     known: Collection[str] | None = None,
     overwrite: bool = False,
     fidelity: str = "pbe",
+    executor=None,
 ) -> ScreenResult:
     """``gapforge screen``: screen a formula table and write the results.
 
@@ -344,6 +496,7 @@ def screen_file(
         fidelity: ``pbe`` (default: ``model``'s PBE gaps) or ``experiment``: the gaps
             of the oracle's experimental head (``model`` then names an oracle directory
             or ``"default"`` for the shipped oracle; Roost + head, ~10x slower than the forest).
+        executor: where prediction batches run (default: this process; PBE fidelity only).
 
     Raises:
         InputError: unreadable/empty input, no formula column, outputs exist.
@@ -362,7 +515,16 @@ def screen_file(
         from gapforge.models.registry import load_predictor
 
         fitted = load_predictor(model, kind="oracle", fidelity=fidelity)
-    result = screen(values, fitted, settings, known=known, source=input_path)
+    result = screen(
+        values,
+        fitted,
+        settings,
+        known=known,
+        source=input_path,
+        # workers load the model by name: only the PBE model loads that way
+        executor=executor if fidelity == "pbe" else None,
+        model_ref=model,
+    )
     write_table(result.table, screened_path(out))
     write_table(result.candidates, out)
     summary = {
@@ -406,6 +568,7 @@ __all__ = [
     "ScreenSettings",
     "funnel_path",
     "load_band_gap_model",
+    "rank_candidates",
     "read_formula_column",
     "screen",
     "screen_file",

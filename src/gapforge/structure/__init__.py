@@ -2,7 +2,7 @@
 
 Template search by Element Mover's Distance (:mod:`.elmd`, :mod:`.templates`)
 in a library of known structures (:mod:`.library`), element substitution
-(:mod:`.substitution`), CHGNet relaxation (:mod:`.relax`, :mod:`.parallel`),
+(:mod:`.substitution`), CHGNet relaxation (:mod:`.relax`, per-structure tasks on :mod:`gapforge.executor`),
 formation energy and energy above hull (:mod:`.stability`), the two pipeline
 steps (:mod:`.pipeline`) and the stage's own validation (:mod:`.validation`).
 
@@ -33,6 +33,7 @@ _EXPORTS = {
     "RelaxationError": "gapforge.structure.relax",
     "CHGNET_MODEL_VERSION": "gapforge.structure.relax",
     "relax_structure": "gapforge.structure.relax",
+    "run_relaxations": "gapforge.structure.relax",
     "ElementalReferences": "gapforge.structure.stability",
     "HullReference": "gapforge.structure.hull",
     "HullResult": "gapforge.structure.hull",

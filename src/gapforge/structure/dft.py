@@ -13,8 +13,10 @@ Protocol (:class:`DFTSettings`): PBE, plane waves, Fermi-Dirac smearing of
 points per Å⁻¹ including the 2π), max(8, atoms) empty bands, converged up to
 CBM + 1 eV.
 
-Each structure runs in its own child process, killed when it overruns its time
-budget, so one hard case cannot stall the stage. Results are cached on disk by
+Each structure is one task on the executor (:mod:`gapforge.executor`); the task
+runs GPAW in its own child process (behind an MPI launch command if one is
+set), killed when it overruns its time budget, so one hard case cannot stall
+the stage. Results are cached on disk by
 structure fingerprint + the physical settings: a rerun only computes what is
 missing. GPAW is optional; without it the stage raises
 :class:`~gapforge.errors.DependencyError` saying how to install it, and nothing
@@ -27,15 +29,16 @@ VASP or Materials Project energies.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import json
 import logging
 import math
-import multiprocessing
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -46,6 +49,7 @@ from pymatgen.core import Structure
 
 from gapforge import columns as C
 from gapforge.errors import DependencyError, InputError
+from gapforge.executor import ExecutorSettings, TaskFailure, choose_executor, run_tasks
 from gapforge.io import find_column, read_table, write_json, write_table
 
 log = logging.getLogger(__name__)
@@ -560,107 +564,114 @@ def _gap_and_edges(eigs: np.ndarray, efermi: float) -> tuple[float, float, float
     return max(cbm - vbm, 0.0), vbm, cbm
 
 
-# ----------------------------------------------------------------------------- child process
+# ----------------------------------------------------------------------------- the per-structure task
 
 
-def _child(structure_dict: dict[str, Any], settings_dict: dict[str, Any], txt: str, result_path: str) -> None:
-    """Entry point of the child process: compute one structure, write the result as JSON."""
-    structure = Structure.from_dict(structure_dict)
-    settings = DFTSettings.from_dict(settings_dict)
-    try:
-        result = compute_band_gap(structure, settings, txt=txt)
-    except Exception as exc:
-        message = f"{type(exc).__name__}: {_first_line(exc)}"
-        result = DFTResult(status=STATUS_ERROR, converged=False, message=message)
-    write_json(result.to_dict(), result_path)
-
-
-@dataclass
-class _Running:
-    index: int
-    process: Any
-    started: float
-    result_path: Path
-
-
-def _run_children(
-    items: Sequence[tuple[int, StructureInput]],
+def dft_task(
+    item: StructureInput,
     settings: DFTSettings,
-    work_dir: Path,
-    log_dir: Path,
-    workers: int,
-    on_result: Callable[[int, DFTResult], None] | None = None,
-) -> dict[int, DFTResult]:
-    """Run each structure in a spawned child, ``workers`` at a time, killing overruns.
+    *,
+    log_dir: str | None = None,
+    launch: Sequence[str] = (),
+) -> DFTResult:
+    """Compute one structure in a child process, killed past ``settings.time_budget``.
 
-    ``on_result(index, result)`` is called as each structure ends (to cache it at once).
+    The child is ``python -m gapforge.structure._dft_child`` behind the launch
+    command (``launch``, e.g. ``["srun", "-n", "4"]`` for a GPAW built with
+    MPI); it runs in its own session, so the whole process group (every MPI
+    rank) is stopped on a timeout. Runs wherever the executor puts it.
     """
-    ctx = multiprocessing.get_context("spawn")
-    queue = list(items)
-    running: list[_Running] = []
-    results: dict[int, DFTResult] = {}
-    while queue or running:
-        while queue and len(running) < workers:
-            index, item = queue.pop(0)
-            result_path = work_dir / f"{index}.json"
-            txt = log_dir / f"{_safe(item.name)}.txt"
-            log.info("DFT %s (%s, %d atoms) started", item.name, item.formula, len(item.structure))
-            proc = ctx.Process(
-                target=_child,
-                args=(item.structure.as_dict(), asdict(settings), str(txt), str(result_path)),
-                daemon=True,
-            )
-            proc.start()
-            running.append(_Running(index, proc, time.perf_counter(), result_path))
-        time.sleep(0.05)
-        for run in list(running):
-            elapsed = time.perf_counter() - run.started
-            if run.process.is_alive() and elapsed <= settings.time_budget:
-                continue
-            if run.process.is_alive():
-                run.process.terminate()
-                run.process.join(5)
-                if run.process.is_alive():
-                    run.process.kill()
-                    run.process.join()
-                results[run.index] = DFTResult(
+    import os
+    import signal
+    import subprocess
+    import sys
+    import tempfile
+
+    txt = "" if log_dir is None else str(Path(log_dir) / f"{_safe(item.name)}.txt")
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="gapforge-dft-") as tmp:
+        in_path, out_path, err_path = Path(tmp, "in.json"), Path(tmp, "out.json"), Path(tmp, "stderr.txt")
+        in_path.write_text(json.dumps({"structure": item.structure.as_dict(), "settings": asdict(settings)}))
+        cmd = [
+            *launch,
+            sys.executable,
+            "-m",
+            "gapforge.structure._dft_child",
+            str(in_path),
+            str(out_path),
+            txt,
+        ]
+        log.info("DFT %s (%s, %d atoms) started: %s", item.name, item.formula, len(item.structure), cmd[0])
+        with err_path.open("wb") as err:
+            proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, start_new_session=True)
+            try:
+                code = proc.wait(timeout=settings.time_budget)
+            except subprocess.TimeoutExpired:
+                _stop_group(proc, os, signal, subprocess)
+                return DFTResult(
                     status=STATUS_TIMEOUT,
                     converged=False,
-                    wall_time_s=elapsed,
+                    wall_time_s=time.perf_counter() - start,
                     message=f"time budget of {settings.time_budget:g} s exceeded",
                 )
-            else:
-                run.process.join()
-                results[run.index] = _read_child_result(run, elapsed)
-            running.remove(run)
-            if on_result is not None:
-                on_result(run.index, results[run.index])
-            log.info("DFT %s finished: %s", _item_name(items, run.index), results[run.index].status)
-    return results
+        elapsed = time.perf_counter() - start
+        if out_path.is_file():
+            try:
+                return DFTResult.from_dict(json.loads(out_path.read_text()))
+            except (ValueError, TypeError) as exc:
+                return DFTResult(
+                    status=STATUS_ERROR,
+                    converged=False,
+                    wall_time_s=elapsed,
+                    message=f"unreadable result: {exc}",
+                )
+        tail = [line for line in err_path.read_text(errors="replace").splitlines() if line.strip()]
+        return DFTResult(
+            status=STATUS_ERROR,
+            converged=False,
+            wall_time_s=elapsed,
+            message=f"DFT process exited with code {code}" + (f": {tail[-1].strip()}" if tail else ""),
+        )
 
 
-def _item_name(items: Sequence[tuple[int, StructureInput]], index: int) -> str:
-    """Name of the structure with ``index`` (for log lines)."""
-    return next((item.name for i, item in items if i == index), str(index))
-
-
-def _read_child_result(run: _Running, elapsed: float) -> DFTResult:
-    if run.result_path.is_file():
+def _stop_group(proc: Any, os: Any, signal: Any, subprocess: Any) -> None:
+    """SIGTERM the task's process group, then SIGKILL what is left after 5 s."""
+    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, None)):
         try:
-            return DFTResult.from_dict(json.loads(run.result_path.read_text()))
-        except (ValueError, TypeError) as exc:
-            return DFTResult(
-                status=STATUS_ERROR,
-                converged=False,
-                wall_time_s=elapsed,
-                message=f"unreadable worker result: {exc}",
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout=wait)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+class _DFTCache:
+    """The DFT cache as a :class:`~gapforge.executor.ResultStore` (only reusable statuses are kept)."""
+
+    def __init__(
+        self,
+        directory: Path,
+        settings: DFTSettings,
+        by_key: dict[str, tuple[StructureInput, str]],
+        read: bool,
+    ) -> None:
+        self.directory = directory
+        self.settings = settings
+        self.by_key = by_key
+        self.read = read
+
+    def get(self, key: str) -> DFTResult | None:
+        return _cache_load(self.directory, key) if self.read else None
+
+    def put(self, key: str, result: DFTResult) -> None:
+        if result.status in _CACHEABLE:
+            item, fingerprint = self.by_key[key]
+            _cache_store(
+                self.directory, key, item=item, fingerprint=fingerprint, settings=self.settings, result=result
             )
-    return DFTResult(
-        status=STATUS_ERROR,
-        converged=False,
-        wall_time_s=elapsed,
-        message=f"worker died (exit code {run.process.exitcode})",
-    )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -681,7 +692,8 @@ def run_dft(
     *,
     top: int | None = None,
     settings: DFTSettings = DFTSettings(),
-    workers: int = 1,
+    workers: int | None = None,
+    executor: Executor | ExecutorSettings | None = None,
     overwrite: bool = False,
     cache_dir: str | Path | None = None,
 ) -> pd.DataFrame:
@@ -695,7 +707,13 @@ def run_dft(
             default) the cache go.
         top: compute only the first N structures (default: all).
         settings: the DFT protocol.
-        workers: structures computed at the same time (each is one process).
+        workers: without ``executor``: 1 computes one structure at a time from
+            this process, N on N local workers (each structure in its own child
+            process either way, killed past the time budget).
+        executor: where the tasks run (settings or an open executor). Without
+            it or ``workers``: the executor open in this context, else one
+            structure at a time from this process. Its ``mpi`` and
+            ``task_cores`` settings launch each structure on several cores.
         overwrite: recompute structures that are already in the cache.
         cache_dir: cache directory (default ``out_dir/cache``); share one between
             runs to reuse results.
@@ -707,7 +725,7 @@ def run_dft(
         InputError: bad input (see :func:`collect_structures`).
         DependencyError: a structure needs computing and GPAW is not installed.
     """
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise InputError("--workers must be at least 1", value=workers)
     items = collect_structures(input_path, top=top)
     out = Path(out_dir)
@@ -716,48 +734,35 @@ def run_dft(
     cache = Path(cache_dir) if cache_dir is not None else out / CACHE_DIR
     fingerprints = [structure_fingerprint(item.structure) for item in items]
     keys = [cache_key(fp, settings) for fp in fingerprints]
-
-    results: dict[int, DFTResult] = {}
-    cached: set[int] = set()
-    if not overwrite:
-        for i, key in enumerate(keys):
-            hit = _cache_load(cache, key)
-            if hit is not None:
-                results[i] = hit
-                cached.add(i)
-    first_of_key: dict[str, int] = {}
-    for i, key in enumerate(keys):
-        first_of_key.setdefault(key, i)
-    todo = [(i, items[i]) for i in range(len(items)) if i not in results and first_of_key[keys[i]] == i]
-    log.info("DFT stage: %d structures, %d cached, %d to compute", len(items), len(cached), len(todo))
-    if todo:
+    store = _DFTCache(
+        cache, settings, {k: (items[i], fingerprints[i]) for i, k in enumerate(keys)}, read=not overwrite
+    )
+    cached = {i for i, key in enumerate(keys) if store.get(key) is not None}
+    n_todo = len({keys[i] for i in range(len(items)) if i not in cached})
+    log.info("DFT stage: %d structures, %d cached, %d to compute", len(items), len(cached), n_todo)
+    log_dir = out / LOG_DIR
+    if n_todo:
         require_gpaw()
-        log_dir = out / LOG_DIR
         log_dir.mkdir(parents=True, exist_ok=True)
-        work_dir = out / ".dft_work"
-        work_dir.mkdir(parents=True, exist_ok=True)
-
-        def store(i: int, result: DFTResult) -> None:  # cache each result as soon as it exists
-            if result.status in _CACHEABLE:
-                _cache_store(
-                    cache,
-                    keys[i],
-                    item=items[i],
-                    fingerprint=fingerprints[i],
-                    settings=settings,
-                    result=result,
-                )
-
-        try:
-            results.update(_run_children(todo, settings, work_dir, log_dir, workers, on_result=store))
-        finally:
-            for tmp in work_dir.glob("*.json"):
-                tmp.unlink()
-            if not any(work_dir.iterdir()):
-                work_dir.rmdir()
-        for i, key in enumerate(keys):  # the same structure twice in the input is computed once
-            if i not in results:
-                results[i] = results[first_of_key[key]]
+    runner = choose_executor(executor, workers, default_workers=1)
+    runner_settings = runner if isinstance(runner, ExecutorSettings) else getattr(runner, "settings", None)
+    launch = runner_settings.launch_prefix() if runner_settings is not None else []
+    key_of = {id(item): key for item, key in zip(items, keys, strict=True)}
+    run = run_tasks(
+        functools.partial(dft_task, settings=settings, log_dir=str(log_dir), launch=tuple(launch)),
+        items,
+        executor=runner,
+        key=lambda item: key_of[id(item)],
+        store=store,
+        desc="DFT",
+        unit="structure",
+    )
+    results = {  # a failure of the task itself (not of GPAW) keeps its reason
+        i: DFTResult(status=STATUS_ERROR, converged=False, message=r.reason)
+        if isinstance(r, TaskFailure)
+        else r
+        for i, r in enumerate(run.results)
+    }
 
     table = _results_table(items, fingerprints, results, cached, settings)
     write_json(
@@ -830,6 +835,7 @@ __all__ = [
     "cache_key",
     "collect_structures",
     "compute_band_gap",
+    "dft_task",
     "format_results",
     "gpaw_available",
     "idealize",

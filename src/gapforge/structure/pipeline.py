@@ -21,7 +21,7 @@ import logging
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,12 +30,12 @@ from tqdm.auto import tqdm
 
 from gapforge import columns as C
 from gapforge.errors import FormulaError, GapforgeError, InputError
+from gapforge.executor import TaskFailure
 from gapforge.io import atomic_path, find_column, read_table, write_json, write_table
 from gapforge.structure.elmd import MODIFIED_PETTIFOR, as_composition
 from gapforge.structure.hull import DEFAULT_HULL_DATASET, HullReference
 from gapforge.structure.library import TemplateLibrary, load_library
-from gapforge.structure.parallel import Failure, run_relaxations
-from gapforge.structure.relax import RelaxResult, RelaxSettings
+from gapforge.structure.relax import RelaxResult, RelaxSettings, run_relaxations
 from gapforge.structure.stability import (
     ElementalReferences,
     formation_energy_per_atom,
@@ -43,6 +43,11 @@ from gapforge.structure.stability import (
 )
 from gapforge.structure.substitution import SubstitutionSettings, read_cif, substitute, write_cif
 from gapforge.structure.templates import SearchSettings, search_templates
+
+if TYPE_CHECKING:
+    from concurrent.futures import Executor
+
+    from gapforge.executor import ExecutorSettings
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +61,8 @@ RELAXED_CIF_DIR = "relaxed"
 SYMMETRIZED_CIF_DIR = "relaxed_symmetrized"
 #: Symmetry tolerance (Å) for the relaxed structure's space group and symmetrised CIF.
 SYMPREC = 0.1
+#: One JSON per relaxation, keyed by structure fingerprint + settings, written as each arrives.
+RELAX_CACHE_DIR = "relax_cache"
 
 
 @dataclass(frozen=True)
@@ -219,6 +226,7 @@ def relax_structures(
     references: ElementalReferences | str | Path | None = None,
     hull: HullReference | str | Path | None = None,
     workers: int | None = None,
+    executor: Executor | ExecutorSettings | None = None,
     overwrite: bool = False,
 ) -> pd.DataFrame:
     """Relax every CIF of ``run_dir/structures.csv`` with CHGNet and rank the templates.
@@ -233,8 +241,13 @@ def relax_structures(
             :class:`~gapforge.structure.hull.HullReference`, a formation-energy
             dataset name or a table of formula + formation energy per atom
             (default: ``mp-e-form``, every Materials Project formation energy).
-        workers: processes (default: all cores).
+        workers: without ``executor``: 1 relaxes here, N on N local workers
+            (default: all cores).
+        executor: where the relaxations run (settings or an open executor;
+            default: ``workers`` if given, else the one open in this context).
         overwrite: redo even if ``relaxed.csv`` exists (else it is returned as is).
+            Relaxations already in ``relax_cache/`` (same structure, same settings)
+            are reused either way: a killed stage resumes where it stopped.
 
     Returns:
         ``relaxed.csv``: one row per candidate with the best template's results.
@@ -267,7 +280,14 @@ def relax_structures(
             ok_idx.append(i)
         except Exception as exc:
             table.loc[i, C.REASON] = f"cannot read CIF: {type(exc).__name__}: {exc}"
-    results = run_relaxations(structures, settings, workers=workers, desc="relax")
+    results = run_relaxations(
+        structures,
+        settings,
+        workers=workers,
+        executor=executor,
+        cache_dir=run_dir / RELAX_CACHE_DIR,
+        desc="relax",
+    )
 
     for col in (
         C.RELAXED_CIF_PATH,
@@ -282,7 +302,7 @@ def relax_structures(
     for col in (C.ENERGY_PER_ATOM, C.RELAX_STEPS, C.WALL_TIME_S, C.MAX_FORCE, C.RELAXED_SPACEGROUP):
         table[col] = np.nan
     for i, res in zip(ok_idx, results, strict=True):
-        if isinstance(res, Failure):
+        if isinstance(res, TaskFailure):
             table.loc[i, C.REASON] = res.reason
             continue
         _record_relaxation(table, i, res, run_dir, settings)
@@ -299,7 +319,7 @@ def relax_structures(
     best = select_best(table)
     write_table(best, out_path)
     warn_below_known_hull(best)
-    n_done = sum(not isinstance(r, Failure) for r in results)
+    n_done = sum(not isinstance(r, TaskFailure) for r in results)
     log.info(
         "relax stage: %d of %d structures relaxed; %d candidates, %d with negative formation energy",
         n_done,

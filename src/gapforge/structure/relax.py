@@ -16,18 +16,29 @@ on the ``MaterialsProject2020Compatibility`` scale; see
 from __future__ import annotations
 
 import contextlib
+import functools
+import hashlib
 import io
+import json
 import logging
 import math
 import time
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from functools import lru_cache
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from pymatgen.core import Structure
 
 from gapforge.errors import DependencyError, GapforgeError
+
+if TYPE_CHECKING:
+    import concurrent.futures as cf
+
+    from gapforge.executor import ExecutorSettings, TaskFailure
 
 log = logging.getLogger(__name__)
 
@@ -227,3 +238,148 @@ def _check_sane(final: Structure, energy: float, v0: float, settings: RelaxSetti
         dmin = float(np.min(final.distance_matrix + np.eye(len(final)) * 1e9))
         if dmin < settings.min_distance:
             raise RelaxationError(f"atoms collapsed (shortest distance {dmin:.2f} Å)")
+
+
+# --------------------------------------------------------------------------- per-structure tasks
+
+
+class RelaxMode(StrEnum):
+    """What a relaxation task does with its structure."""
+
+    RELAX = "relax"  # FIRE + cell filter to convergence -> RelaxResult
+    STATIC = "static"  # one CHGNet evaluation -> energy per atom (eV/atom)
+
+
+@dataclass(frozen=True)
+class RelaxItem:
+    """One structure to relax (or only evaluate)."""
+
+    structure: Structure
+    mode: RelaxMode = RelaxMode.RELAX
+
+
+def relax_task(item: RelaxItem, settings: RelaxSettings) -> RelaxResult | float:
+    """The per-structure task: a pure function of (structure, mode, settings).
+
+    Raises:
+        RelaxationError: the relaxation blew up (recorded as the task's failure).
+    """
+    if item.mode == RelaxMode.STATIC:
+        return static_energy_per_atom(item.structure, settings)
+    return relax_structure(item.structure, settings)
+
+
+def warm_up_chgnet(model_version: str = CHGNET_MODEL_VERSION, device: str = "cpu", threads: int = 1) -> None:
+    """Load CHGNet in this process and evaluate one tiny cell (first-call costs paid once per worker)."""
+    from pymatgen.core import Lattice
+
+    from gapforge.executor.engine import limit_threads
+
+    limit_threads(threads)
+    model = load_chgnet(model_version, device)
+    cell = Structure(Lattice.cubic(2.87), ["Fe", "Fe"], [[0, 0, 0], [0.5, 0.5, 0.5]])
+    with contextlib.redirect_stdout(io.StringIO()):
+        model.predict_structure(cell, task="efs")
+
+
+def relax_key(item: RelaxItem, settings: RelaxSettings) -> str:
+    """Content key: structure fingerprint + mode + every setting that changes the answer + CHGNet version."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from gapforge.structure.dft import structure_fingerprint
+
+    physics = asdict(settings)
+    physics.pop("num_threads")
+    try:
+        chgnet_version = version("chgnet")
+    except PackageNotFoundError:  # pragma: no cover - relaxing needs it anyway
+        chgnet_version = "none"
+    text = "|".join(
+        [
+            structure_fingerprint(item.structure),
+            str(item.mode),
+            json.dumps(physics, sort_keys=True),
+            chgnet_version,
+        ]
+    )
+    return hashlib.sha256(text.encode()).hexdigest()[:24]
+
+
+def encode_relaxation(result: RelaxResult | float) -> dict[str, Any]:
+    """JSON-ready form of a task's result (the final structure as pymatgen's dict)."""
+    if isinstance(result, RelaxResult):
+        return {
+            "mode": RelaxMode.RELAX.value,
+            **result.to_dict(),
+            "trajectory": list(result.trajectory),
+            "final_structure": result.final_structure.as_dict(),
+        }
+    return {"mode": RelaxMode.STATIC.value, "energy_per_atom": float(result)}
+
+
+def decode_relaxation(data: dict[str, Any]) -> RelaxResult | float:
+    """Inverse of :func:`encode_relaxation`."""
+    if data["mode"] == RelaxMode.STATIC:
+        return float(data["energy_per_atom"])
+    return RelaxResult(
+        final_structure=Structure.from_dict(data["final_structure"]),
+        energy_per_atom=float(data["energy_per_atom"]),
+        steps=int(data["steps"]),
+        converged=bool(data["converged"]),
+        wall_time_s=float(data["wall_time_s"]),
+        max_force=float(data["max_force"]),
+        trajectory=[float(e) for e in data.get("trajectory", [])],
+    )
+
+
+def _relax_cost(item: RelaxItem) -> float:
+    """Relaxation cost grows with the atoms (a static evaluation is one step)."""
+    return len(item.structure) * (1 if item.mode == RelaxMode.STATIC else 50)
+
+
+def run_relaxations(
+    structures: Sequence[Structure],
+    settings: RelaxSettings = RelaxSettings(),
+    *,
+    workers: int | None = None,
+    executor: cf.Executor | ExecutorSettings | None = None,
+    modes: Sequence[str] | None = None,
+    cache_dir: str | Path | None = None,
+    desc: str = "relax",
+) -> list[RelaxResult | float | TaskFailure]:
+    """Relax (or, where ``modes[i] == "static"``, only evaluate) every structure, one task each.
+
+    Args:
+        structures: structures to relax.
+        settings: relaxation settings.
+        workers: without ``executor``: 1 runs here, N on N local workers, 0 on
+            every core; ``None``: the executor open in this context, else every core.
+        executor: where the tasks run (an open executor or its settings).
+        modes: ``"relax"`` (default) or ``"static"`` per structure.
+        cache_dir: results stored by content key (structure fingerprint +
+            settings) as they arrive; a rerun computes only what is missing.
+        desc: progress-bar label.
+
+    Returns:
+        Per structure, in order: a :class:`RelaxResult` (relax), a float energy
+        per atom in eV/atom (static) or a :class:`~gapforge.executor.TaskFailure`.
+    """
+    from gapforge.executor import JsonStore, choose_executor, run_tasks
+
+    modes = list(modes) if modes is not None else [RelaxMode.RELAX] * len(structures)
+    items = [RelaxItem(s, RelaxMode(m)) for s, m in zip(structures, modes, strict=True)]
+    store = None if cache_dir is None else JsonStore(cache_dir, encode_relaxation, decode_relaxation)
+    run = run_tasks(
+        functools.partial(relax_task, settings=settings),
+        items,
+        executor=choose_executor(executor, workers),
+        key=functools.partial(relax_key, settings=settings),
+        store=store,
+        worker_setup=functools.partial(
+            warm_up_chgnet, settings.model_version, settings.device, settings.num_threads or 1
+        ),
+        cost=_relax_cost,
+        desc=desc,
+        unit="structure",
+    )
+    return run.results

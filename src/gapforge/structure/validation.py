@@ -37,10 +37,10 @@ from pymatgen.core import Structure
 
 from gapforge import columns as C
 from gapforge.errors import GapforgeError
+from gapforge.executor import TaskFailure
 from gapforge.structure.hull import HullReference
 from gapforge.structure.library import TemplateLibrary
-from gapforge.structure.parallel import Failure, run_relaxations
-from gapforge.structure.relax import RelaxResult, RelaxSettings
+from gapforge.structure.relax import RelaxResult, RelaxSettings, run_relaxations
 from gapforge.structure.stability import (
     ElementalReferences,
     formation_energy_per_atom,
@@ -253,7 +253,7 @@ def _validate_chunk(
     for (i, kind, rank), res in zip(owner, results, strict=True):
         rec = records[i]
         if kind == "static":
-            rec["energy_per_atom_true"] = res if not isinstance(res, Failure) else np.nan
+            rec["energy_per_atom_true"] = res if not isinstance(res, TaskFailure) else np.nan
         else:
             rec["_relaxed"][rank] = res
 
@@ -300,7 +300,7 @@ def _score(
     if 1 in subs:
         rec["match_unrelaxed"] = bool(_fit(matcher, subs[1][1].structure, rec["_true"]))
     ok = {rank: r for rank, r in rec["_relaxed"].items() if isinstance(r, RelaxResult)}
-    failures = [r.reason for r in rec["_relaxed"].values() if isinstance(r, Failure)]
+    failures = [r.reason for r in rec["_relaxed"].values() if isinstance(r, TaskFailure)]
     if not ok:
         if failures:
             rec["reason"] = failures[0]
@@ -446,6 +446,8 @@ def _hull_figures(table: pd.DataFrame, col: str, label: str, threshold: float = 
         f"within_{threshold}_recall_{label}": recall,
         f"within_{threshold}_f1_{label}": f1,
         f"share_below_hull_by_0.05_{label}": float((table.loc[ok, col].astype(float) < -0.05).mean()),
+        # the base rate: with every material within the threshold in MP, "always within" scores F1 1
+        f"share_mp_within_{threshold}_{label}": float(tp_.mean()),
     }
 
 

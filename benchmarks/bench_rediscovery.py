@@ -1,0 +1,95 @@
+"""Rediscovery benchmark: hold out chemical systems, run discover and its controls, count what comes back.
+
+Runs :func:`gapforge.experiments.rediscovery.run_rediscovery` into a work directory
+(models, discover runs: not committed) and copies the light results into
+``benchmarks/results/rediscovery/``: ``rediscovery.md`` / ``.json`` (mean ± sd over
+draws, every per-run row, the command, the machine load), ``runs/*.json`` (one file
+per draw, target and variant, written as each finishes) and the held-out chemical
+systems of draw 0. Resumable: rerun the same command after an interruption.
+
+    GAPFORGE_DATA_PATH=../shared/data OMP_NUM_THREADS=1 \
+        python benchmarks/bench_rediscovery.py --work /tmp/rediscovery --draws 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from _common import RESULTS, machine
+from gapforge.experiments.rediscovery import (
+    RediscoverySettings,
+    collect_runs,
+    run_rediscovery,
+    run_stability,
+    write_summary,
+)
+
+
+def _copy_results(work: Path, dest: Path) -> None:
+    (dest / "runs").mkdir(parents=True, exist_ok=True)
+    for p in (work / "runs").glob("*.json"):
+        shutil.copy2(p, dest / "runs" / p.name)
+    for name in ("heldout_systems_draw0.txt", "settings.json"):
+        if (work / name).is_file():
+            shutil.copy2(work / name, dest / name)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--work", type=Path, required=True, help="work directory (models, runs; not committed)")
+    ap.add_argument("--results", type=Path, default=RESULTS / "rediscovery")
+    ap.add_argument("--draws", type=int, default=5)
+    ap.add_argument("--samples", type=int, default=100_000)
+    ap.add_argument("--generator-epochs", type=int, default=6)
+    ap.add_argument("--iterations", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--stability-pairs",
+        type=int,
+        default=0,
+        help="after the draws: relax this many held-out + as many other >= 4 eV candidates of draw 0 "
+        "and measure the ROC-AUC of their energy above hull (0: skip)",
+    )
+    ap.add_argument("--stability-only", action="store_true", help="skip the draws (they are done)")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings = RediscoverySettings(
+        draws=args.draws,
+        seed=args.seed,
+        n_samples=args.samples,
+        generator_epochs=args.generator_epochs,
+        campaign_iterations=args.iterations,
+    )
+    command = "python benchmarks/bench_rediscovery.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    t0 = time.time()
+
+    def summary() -> str:
+        _copy_results(args.work, args.results)
+        meta = {
+            "command": command,
+            "machine": machine(),
+            "load_average": os.getloadavg(),
+            "wall_minutes_this_call": (time.time() - t0) / 60,
+        }
+        return write_summary(collect_runs(args.results), settings, args.results, meta)
+
+    md = ""
+    for draw in range(0 if args.stability_only else settings.draws):  # one draw at a time, copied as done
+        one = RediscoverySettings(**{**settings.__dict__, "draws": draw + 1})
+        run_rediscovery(one, args.work, progress=False)
+        md = summary()
+    if args.stability_pairs:
+        run_stability(args.work, draw=0, n_each=args.stability_pairs, seed=args.seed)
+        md = summary()
+    print(md)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,660 @@
+"""The rediscovery benchmark: does ``discover`` rank real materials with the asked gap near the top?
+
+Known materials are the union of ``mp-bandgap``, the Materials Project tables of
+matbench (``matbench/mp_gap``: PBE gaps, metals as 0; ``matbench/mp_e_form``) and
+``mp-formulas``; a formula's PBE gap is its ``mp-bandgap`` value where it has one,
+else the median over its ``mp_gap`` polymorphs (formulas of ``mp_e_form`` or
+``mp-formulas`` alone have no known gap).
+
+Per seeded draw a share (default 10 %) of the chemical systems (element sets)
+is held out: every formula of those systems leaves everything gapforge learns
+from or compares against here — the oracle's training set, the campaign's
+initial set and hold-out, the generator's training formulas and the novelty
+reference. Retrained per draw with small budgets (the reason: 2 shared cores):
+
+* the **oracle**: a random forest on Magpie descriptors (:class:`~gapforge.models.forest.ForestModel`,
+  60 trees) instead of the shipped Roost ensemble; scored on a 10 % validation split
+  of its own data and on the held-out materials;
+* the **generator**: the autoregressive RNN, ``generator_epochs`` epochs instead of 30.
+
+Not retrained: the shipped **autoencoder** (the campaign's latent space). It was
+trained on every MP formula, held-out ones included: a leak, measured as the share of
+the campaign's new labels that are held-out materials (``campaign_heldout_labels``).
+The structure, relaxation and stability stages are not run (no template library or
+hull reference without the held-out systems yet), so there is no stability figure.
+
+Per draw and target window, on one pool (the distinct generated formulas that pass
+discover's filters other than the window: allowed elements, simplicity, SMACT
+validity, novelty against the reduced known set), five rankings:
+
+1. ``discover``: ``gapforge discover`` as shipped (stages data → screen, quick
+   budgets; the oracle screens and ranks by P(gap in window));
+2. ``campaign``: the paper's route, a forest trained on the initial set plus the
+   campaign's labels, ranking by P(gap in window);
+3. ``random-labels``: the same with as many random known labels (true PBE gaps)
+   instead of the campaign's;
+4. ``oracle``: the oracle's predicted mean alone (highest first; nearest the centre
+   of a closed window), no probability, no campaign;
+5. ``base-rate``: the pool in random order.
+
+A **hit** is a held-out material whose known PBE gap lies in the window (**exists**:
+any held-out material). Metrics: precision@k and hits@k (k = 10, 50, 100), recall@100
+of the held-out in-window materials, the share of them the pool holds at all
+(``pool_recall``: the generator's ceiling), EF@k = precision@k / base rate (base rate
+exact over the pool).
+
+Each (draw, target, variant) writes one JSON file under ``OUT/runs/``; a rerun skips
+what is done, and the per-draw models and discover runs resume from disk.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from gapforge import columns as C
+from gapforge.errors import InputError
+from gapforge.io import write_json, write_table, write_text
+from gapforge.window import GapWindow
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("discover", "campaign", "random-labels", "oracle", "base-rate")
+KS = (10, 50, 100)
+CHEMSYS = "chemsys"
+HELD_OUT = "held_out"
+
+
+@dataclass(frozen=True)
+class RediscoverySettings:
+    """What :func:`run_rediscovery` runs.
+
+    Attributes:
+        draws: hold-out draws (seeds ``seed + draw``).
+        holdout_fraction: share of the chemical systems held out per draw.
+        seed: base seed.
+        targets: the windows, as ``(gap_min, gap_max or None)`` pairs (eV).
+        generator_epochs: epochs of the retrained RNN generator (shipped: 30).
+        oracle_estimators: trees of the retrained forest oracle.
+        n_samples: generator samples per draw and target (discover's ``generate.n_samples``).
+        campaign_iterations: campaign iterations (discover's quick preset: 5).
+        campaign_batch: proposals per iteration (quick preset: 10).
+        screening_estimators: trees of the variant-2/3 screening forests.
+    """
+
+    draws: int = 5
+    holdout_fraction: float = 0.1
+    seed: int = 0
+    targets: tuple[tuple[float, float | None], ...] = ((4.0, None), (2.0, 3.0))
+    generator_epochs: int = 6
+    oracle_estimators: int = 60
+    n_samples: int = 100_000
+    campaign_iterations: int = 5
+    campaign_batch: int = 10
+    screening_estimators: int = 100
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.draws < 1 or not 0 < self.holdout_fraction < 1:
+            raise InputError("need draws >= 1 and 0 < holdout_fraction < 1")
+        for lo, hi in self.targets:
+            GapWindow(lo, hi)
+
+    @property
+    def windows(self) -> tuple[GapWindow, ...]:
+        """The target windows."""
+        return tuple(GapWindow(lo, hi) for lo, hi in self.targets)
+
+
+def window_key(window: GapWindow) -> str:
+    """``ge4`` / ``2-3``: a file-name key of a window."""
+    if window.open:
+        return f"ge{window.gap_min:g}"
+    return f"{window.gap_min:g}-{window.gap_max:g}"
+
+
+# -- known materials ----------------------------------------------------------------------------
+def _matbench(name: str) -> pd.DataFrame:
+    from gapforge.data.registry import find_data_file
+
+    path = find_data_file(f"{name}.csv.gz", "matbench")
+    return pd.read_csv(path, keep_default_na=False, na_values=[])
+
+
+def chemical_system(formula: str) -> str:
+    """``"F-Li"`` for LiF: the sorted element symbols joined by ``-``."""
+    from gapforge.screening.rules import _elements_of
+
+    els = _elements_of(formula)
+    return "-".join(sorted(els)) if els else ""
+
+
+def build_known(cache: Path | None = None) -> pd.DataFrame:
+    """Every known formula with its PBE gap where known (see the module doc).
+
+    Returns:
+        ``formula``, ``band_gap`` (eV or NaN), ``chemsys``, ``in_mp_bandgap``, ``in_mp_gap``,
+        ``in_mp_e_form``, ``in_mp_formulas``.
+    """
+    if cache is not None and cache.is_file():
+        return pd.read_parquet(cache)
+    from gapforge.data import load_dataset, load_formulas
+    from gapforge.data.loaders import normalize_formulas
+
+    t0 = time.perf_counter()
+    bg = load_dataset("mp-bandgap")[[C.FORMULA, C.BAND_GAP]]
+    gap = _matbench("mp_gap")
+    gap[C.FORMULA] = normalize_formulas(gap["formula"].tolist(), path="matbench/mp_gap")
+    gap_med = gap.groupby(C.FORMULA)["target"].median()
+    ef = _matbench("mp_e_form")
+    ef_formulas = set(normalize_formulas(ef["formula"].tolist(), path="matbench/mp_e_form"))
+    mpf = set(load_formulas("mp-formulas")[C.FORMULA])
+    bg_gap = dict(zip(bg[C.FORMULA], bg[C.BAND_GAP], strict=True))
+    formulas = sorted(set(bg_gap) | set(gap_med.index) | ef_formulas | mpf)
+    gaps = [bg_gap.get(f, gap_med.get(f, np.nan)) for f in formulas]
+    known = pd.DataFrame(
+        {
+            C.FORMULA: formulas,
+            C.BAND_GAP: np.asarray(gaps, dtype=np.float64),
+            CHEMSYS: [chemical_system(f) for f in formulas],
+            "in_mp_bandgap": [f in bg_gap for f in formulas],
+            "in_mp_gap": [f in gap_med.index for f in formulas],
+            "in_mp_e_form": [f in ef_formulas for f in formulas],
+            "in_mp_formulas": [f in mpf for f in formulas],
+        }
+    )
+    known = known[known[CHEMSYS] != ""].reset_index(drop=True)
+    log.info("known materials: %d formulas (%.0f s)", len(known), time.perf_counter() - t0)
+    if cache is not None:
+        write_table(known, cache)
+    return known
+
+
+def draw_holdout(known: pd.DataFrame, fraction: float, seed: int) -> set[str]:
+    """The held-out chemical systems of one draw (``round(fraction * n_systems)``, seeded)."""
+    systems = np.array(sorted(known[CHEMSYS].unique()))
+    rng = np.random.default_rng(seed)
+    n = max(1, round(fraction * len(systems)))
+    return set(systems[rng.choice(len(systems), n, replace=False)].tolist())
+
+
+# -- per-draw models ------------------------------------------------------------------------------
+def _train_oracle(train: pd.DataFrame, held: pd.DataFrame, directory: Path, settings, seed: int) -> dict:
+    """Forest oracle on 90 % of the non-held-out labels; scored on the other 10 % and on held-out ones."""
+    from gapforge.models.forest import ForestModel
+    from gapforge.models.metrics import regression_metrics
+
+    if (directory / "model.json").is_file():
+        return json.loads((directory / "scores.json").read_text())
+    rng = np.random.default_rng(seed)
+    is_val = rng.random(len(train)) < 0.1
+    fit, val = train[~is_val], train[is_val]
+    t0 = time.perf_counter()
+    model = ForestModel(n_estimators=settings.oracle_estimators, n_jobs=1, random_state=seed)
+    model.fit(fit[C.FORMULA].tolist(), fit[C.BAND_GAP].to_numpy(dtype=float))
+    seconds = time.perf_counter() - t0
+    scores: dict[str, Any] = {"n_train": len(fit), "fit_seconds": round(seconds, 1)}
+    for name, part in (("validation", val), ("held_out", held)):
+        pred = model.predict(part[C.FORMULA].tolist())
+        m = regression_metrics(part[C.BAND_GAP], pred[C.BAND_GAP_MEAN], pred[C.BAND_GAP_STD])
+        scores[name] = {k: v for k, v in m.to_dict().items() if k in ("n", "r2", "mae_eV", "rmse_eV")}
+    model.save(
+        directory, metadata={"seed": seed, "trained_on": "known minus held-out systems", "scores": scores}
+    )
+    write_json(scores, directory / "scores.json")
+    return scores
+
+
+def _train_generator(formulas: list[str], directory: Path, settings, seed: int) -> dict:
+    from gapforge.models.formula_rnn import FormulaRNN
+
+    if (directory / "model.json").is_file():
+        meta = json.loads((directory / "model.json").read_text())["metadata"]
+    else:
+        model = FormulaRNN(epochs=settings.generator_epochs, seed=seed).fit(formulas)
+        model.save(directory, metadata={"seed": seed, "training_data": "known minus held-out systems"})
+        meta = json.loads((directory / "model.json").read_text())["metadata"]
+    hist = meta.get("history") or []
+    best = min((h["val_nll"] for h in hist if "val_nll" in h), default=float("nan"))
+    return {
+        "epochs": settings.generator_epochs,
+        "best_val_nll": best,
+        "n_train_formulas": meta.get("n_train_formulas"),
+        "train_seconds": meta.get("train_seconds"),
+    }
+
+
+# -- rankings and metrics -------------------------------------------------------------------------
+def ranking_metrics(
+    ranked: list[str], pool_size: int, hits: set[str], exists: set[str], n_in_window: int, n_pool_hits: int
+) -> dict[str, Any]:
+    """precision@k, hits@k, exists@k, EF@k, recall@100 of one ranked list (see the module doc)."""
+    base = n_pool_hits / pool_size if pool_size else float("nan")
+    out: dict[str, Any] = {"base_rate": base, "n_pool": pool_size, "n_pool_hits": n_pool_hits}
+    for k in KS:
+        top = ranked[:k]
+        h = sum(f in hits for f in top)
+        out[f"hits@{k}"] = h
+        out[f"exists@{k}"] = sum(f in exists for f in top)
+        out[f"precision@{k}"] = h / k
+        out[f"ef@{k}"] = (h / k) / base if base > 0 else float("nan")
+    out["recall@100"] = out["hits@100"] / n_in_window if n_in_window else float("nan")
+    out["pool_recall"] = n_pool_hits / n_in_window if n_in_window else float("nan")
+    return out
+
+
+def _rank_by_probability(
+    pool: pd.DataFrame, mean: np.ndarray, std: np.ndarray, window: GapWindow
+) -> list[str]:
+    from gapforge.screening.screen import rank_candidates
+
+    t = pd.DataFrame(
+        {
+            C.FORMULA: pool[C.FORMULA].to_numpy(),
+            C.BAND_GAP_MEAN: mean,
+            C.BAND_GAP_STD: std,
+            C.P_IN_WINDOW: window.probability(mean, std),
+            "candidate": True,
+            "dropped_by": "",
+        }
+    )
+    return rank_candidates(t, window)[C.FORMULA].tolist()
+
+
+def _rank_by_mean(pool: pd.DataFrame, window: GapWindow) -> list[str]:
+    mean = pool[C.BAND_GAP_MEAN].to_numpy(dtype=np.float64)
+    score = mean if window.open else -np.abs(mean - window.centre)
+    order = np.lexsort((pool[C.BAND_GAP_STD].to_numpy(), -np.nan_to_num(score, nan=-np.inf)))
+    return pool[C.FORMULA].to_numpy()[order].tolist()
+
+
+def _fit_predict(
+    labels: pd.DataFrame, pool: pd.DataFrame, settings, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    from gapforge.models.forest import ForestModel
+
+    model = ForestModel(n_estimators=settings.screening_estimators, n_jobs=1, random_state=seed)
+    model.fit(labels[C.FORMULA].astype(str).tolist(), labels[C.BAND_GAP].to_numpy(dtype=float))
+    pred = model.predict(pool[C.FORMULA].astype(str).tolist())
+    return pred[C.BAND_GAP_MEAN].to_numpy(dtype=np.float64), pred[C.BAND_GAP_STD].to_numpy(dtype=np.float64)
+
+
+POOL_FLAGS = ("readable", "predicted", "allowed_elements", "simple", "smact_valid", "novel")
+
+
+# -- the benchmark ---------------------------------------------------------------------------------
+def run_rediscovery(
+    settings: RediscoverySettings, out: str | Path, *, progress: bool | None = None
+) -> pd.DataFrame:
+    """Run every (draw, target, variant) not done yet; write the per-run files and the summary.
+
+    Returns:
+        One row per (draw, target, variant) done so far.
+    """
+    from tqdm.auto import tqdm
+
+    out = Path(out)
+    (out / "runs").mkdir(parents=True, exist_ok=True)
+    write_json({"settings": asdict(settings)}, out / "settings.json")
+    known = build_known(out / "work" / "known.parquet")
+    windows = settings.windows
+    for draw in tqdm(range(settings.draws), desc="draws", disable=None if progress is None else not progress):
+        todo = [
+            (w, v) for w in windows for v in VARIANTS if not (out / "runs" / _run_name(draw, w, v)).is_file()
+        ]
+        if todo:
+            _run_draw(settings, known, draw, out, todo)
+    rows = collect_runs(out)
+    write_summary(rows, settings, out)
+    return rows
+
+
+def _run_name(draw: int, window: GapWindow, variant: str) -> str:
+    return f"draw{draw}_{window_key(window)}_{variant}.json"
+
+
+def _run_draw(settings, known: pd.DataFrame, draw: int, out: Path, todo) -> None:
+    from gapforge.discover import discover, resolve_config
+    from gapforge.discover.config import DiscoverConfig
+
+    seed = settings.seed + draw
+    t_draw = time.perf_counter()
+    work = out / "work" / f"draw{draw}"
+    work.mkdir(parents=True, exist_ok=True)
+    held_systems = draw_holdout(known, settings.holdout_fraction, seed)
+    held_mask = known[CHEMSYS].isin(held_systems).to_numpy()
+    write_text("\n".join(sorted(held_systems)) + "\n", out / f"heldout_systems_draw{draw}.txt")
+    kept = known[~held_mask]
+    heldout = known[held_mask]
+    train = kept[kept[C.BAND_GAP].notna()][[C.FORMULA, C.BAND_GAP]].reset_index(drop=True)
+    train_path = work / "train.csv"
+    known_path = work / "known.csv"
+    if not train_path.is_file():
+        write_table(train, train_path)
+        write_table(kept[[C.FORMULA]], known_path)
+    held_labelled = heldout[heldout[C.BAND_GAP].notna()]
+    draw_info: dict[str, Any] = {
+        "draw": draw,
+        "seed": seed,
+        "n_systems_held_out": len(held_systems),
+        "n_known": len(known),
+        "n_held_out": int(held_mask.sum()),
+        "n_held_out_with_gap": len(held_labelled),
+    }
+    t0 = time.perf_counter()
+    draw_info["oracle"] = _train_oracle(train, held_labelled, work / "oracle", settings, seed)
+    draw_info["oracle_seconds"] = round(time.perf_counter() - t0, 1)
+    t0 = time.perf_counter()
+    draw_info["generator"] = _train_generator(kept[C.FORMULA].tolist(), work / "generator", settings, seed)
+    draw_info["generator_seconds"] = round(time.perf_counter() - t0, 1)
+    write_json(draw_info, work / "draw.json")
+    exists = set(heldout[C.FORMULA])
+    for window in settings.windows:
+        variants = [v for w, v in todo if w == window]
+        if not variants:
+            continue
+        hits = set(held_labelled.loc[window.contains(held_labelled[C.BAND_GAP].to_numpy()), C.FORMULA])
+        run_dir = work / f"discover_{window_key(window)}"
+        base = resolve_config(gap_min=window.gap_min, gap_max=window.gap_max, quick=True, seed=seed).to_dict()
+        base["data"].update({"dataset": str(train_path.resolve()), "known": str(known_path.resolve())})
+        base["models"].update(
+            {"oracle": str((work / "oracle").resolve()), "generator": str((work / "generator").resolve())}
+        )
+        base["campaign"].update(
+            {"iterations": settings.campaign_iterations, "batch_size": settings.campaign_batch}
+        )
+        base["generate"]["n_samples"] = settings.n_samples
+        cfg = DiscoverConfig.from_dict(base)
+        t0 = time.perf_counter()
+        result = discover(run_dir, cfg, until="screen", progress=False)
+        discover_seconds = time.perf_counter() - t0
+        screened = pd.read_parquet(run_dir / "screen" / "screened.parquet")
+        ok = np.ones(len(screened), dtype=bool)
+        for flag in POOL_FLAGS:
+            ok &= screened[flag].to_numpy(dtype=bool)
+        pool = screened[ok].reset_index(drop=True)
+        pool_set = set(pool[C.FORMULA])
+        n_pool_hits = len(pool_set & hits)
+        labelled = pd.read_csv(run_dir / "campaign" / "labelled.csv", keep_default_na=False, na_values=[""])
+        new = labelled[labelled["source"] == "campaign"]
+        initial = labelled[labelled["source"] == "initial"]
+        camp = result.record("campaign").summary
+        common = {
+            "draw": draw,
+            "seed": seed,
+            "target": str(window),
+            "window": window_key(window),
+            "n_held_out_in_window": len(hits),
+            "discover_seconds": round(discover_seconds, 1),
+            "n_candidates_discover": int(result.record("screen").summary.get("n_candidates", 0)),
+            "campaign_new_labels": len(new),
+            "campaign_labelled_rate": camp.get("labelled_rate"),
+            "campaign_heldout_labels": int(new[C.FORMULA].isin(exists).sum()),
+            "campaign_in_window_labels": int(window.contains(new[C.BAND_GAP].to_numpy(dtype=float)).sum()),
+        }
+        rng = np.random.default_rng(seed + 17)
+        for variant in variants:
+            t0 = time.perf_counter()
+            extra: dict[str, Any] = {}
+            if variant == "discover":
+                mean = pool[C.BAND_GAP_MEAN].to_numpy(dtype=np.float64)
+                std = pool[C.BAND_GAP_STD].to_numpy(dtype=np.float64)
+                ranked = _rank_by_probability(pool, mean, std, window)
+            elif variant == "campaign":
+                mean, std = _fit_predict(labelled, pool, settings, seed)
+                ranked = _rank_by_probability(pool, mean, std, window)
+                extra["n_train"] = len(labelled)
+            elif variant == "random-labels":
+                avail = train[~train[C.FORMULA].isin(set(initial[C.FORMULA]))]
+                pick = avail.sample(n=min(len(new), len(avail)), random_state=seed)
+                labels = pd.concat([initial[[C.FORMULA, C.BAND_GAP]], pick], ignore_index=True)
+                mean, std = _fit_predict(labels, pool, settings, seed)
+                ranked = _rank_by_probability(pool, mean, std, window)
+                extra["n_train"] = len(labels)
+                extra["random_in_window_labels"] = int(window.contains(pick[C.BAND_GAP].to_numpy()).sum())
+            elif variant == "oracle":
+                ranked = _rank_by_mean(pool, window)
+            else:
+                ranked = pool[C.FORMULA].to_numpy()[rng.permutation(len(pool))].tolist()
+            row = {
+                **common,
+                "variant": variant,
+                **ranking_metrics(ranked, len(pool), hits, exists, len(hits), n_pool_hits),
+                **extra,
+                "top10": ranked[:10],
+                "top10_hits": [f for f in ranked[:10] if f in hits],
+                "seconds": round(time.perf_counter() - t0, 1),
+            }
+            write_json(row, out / "runs" / _run_name(draw, window, variant))
+            log.info(
+                "draw %d %s %s: P@10 %.2f P@100 %.3f EF@100 %.1f",
+                draw,
+                window,
+                variant,
+                row["precision@10"],
+                row["precision@100"],
+                row["ef@100"],
+            )
+    draw_info["seconds"] = round(time.perf_counter() - t_draw, 1)
+    write_json(draw_info, work / "draw.json")
+    write_json(draw_info, out / "runs" / f"draw{draw}_info.json")
+
+
+def run_stability(
+    out: str | Path,
+    *,
+    draw: int = 0,
+    window: GapWindow = GapWindow(4.0),
+    n_each: int = 15,
+    relax_steps: int = 100,
+    workers: int = 1,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """ROC-AUC with which the pipeline's energy above hull separates held-out materials from other candidates.
+
+    Takes discover's candidates of one finished draw and window (pool formulas with the
+    predicted mean in the window), up to ``n_each`` that are held-out materials and as
+    many random others; builds their structures from templates **without** the held-out
+    systems, relaxes them with CHGNet (``relax_steps``, fmax 0.1 eV/Å) and places them on
+    the hull of ``mp-e-form`` **without** the held-out systems. Writes
+    ``OUT/runs/stability_draw{draw}_{window}.json``.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    from gapforge.structure.hull import HullReference
+    from gapforge.structure.library import load_library
+    from gapforge.structure.pipeline import StructureSettings, build_structures, relax_structures
+    from gapforge.structure.relax import RelaxSettings
+    from gapforge.structure.templates import SearchSettings
+
+    out = Path(out)
+    t0 = time.perf_counter()
+    held = set((out / f"heldout_systems_draw{draw}.txt").read_text().split())
+    known = build_known(out / "work" / "known.parquet")
+    exists = set(known.loc[known[CHEMSYS].isin(held), C.FORMULA])
+    run_dir = out / "work" / f"draw{draw}" / f"discover_{window_key(window)}"
+    screened = pd.read_parquet(run_dir / "screen" / "screened.parquet")
+    ok = screened["in_window"].to_numpy(dtype=bool).copy()
+    for flag in POOL_FLAGS:
+        ok &= screened[flag].to_numpy(dtype=bool)
+    cand = screened[ok]
+    is_held = cand[C.FORMULA].isin(exists)
+    pos, neg = cand[is_held], cand[~is_held]
+    n = min(n_each, len(pos), len(neg))
+    pick = pd.concat([pos.sample(n=n, random_state=seed), neg.sample(n=n, random_state=seed)])
+    sdir = out / "work" / f"draw{draw}" / f"stability_{window_key(window)}"
+    sdir.mkdir(parents=True, exist_ok=True)
+    inp = write_table(
+        pick[[C.FORMULA, C.BAND_GAP_MEAN, C.BAND_GAP_STD]].reset_index(drop=True), sdir / "input.csv"
+    )
+    library = load_library(max_e_above_hull=0.1)
+    lib_sys = library.table[C.REDUCED_FORMULA].astype(str).map(chemical_system)
+    library = library.subset(~lib_sys.isin(held).to_numpy())
+    build_structures(inp, sdir, library=library, settings=StructureSettings(search=SearchSettings(top_k=1)))
+    hull = HullReference.from_dataset(exclude_systems=held)
+    best = relax_structures(
+        sdir, settings=RelaxSettings(fmax=0.1, max_steps=relax_steps), hull=hull, workers=workers
+    )
+    ehull = pd.to_numeric(best[C.E_ABOVE_HULL], errors="coerce")
+    y = best[C.FORMULA].isin(exists).to_numpy()
+    fin = np.isfinite(ehull.to_numpy())
+    auc = (
+        float(roc_auc_score(y[fin], -ehull.to_numpy()[fin]))
+        if fin.any() and 0 < y[fin].sum() < fin.sum()
+        else float("nan")
+    )
+    res = {
+        "draw": draw,
+        "target": str(window),
+        "n_held_out_candidates": int(is_held.sum()),
+        "n_other_candidates": int((~is_held).sum()),
+        "n_each": n,
+        "n_with_e_above_hull": int(fin.sum()),
+        "roc_auc": auc,
+        "median_e_above_hull_held_out": float(np.nanmedian(ehull[y])) if y.any() else float("nan"),
+        "median_e_above_hull_other": float(np.nanmedian(ehull[~y])) if (~y).any() else float("nan"),
+        "relax_steps": relax_steps,
+        "rows": [
+            {"formula": f, "held_out": bool(h), "e_above_hull": None if not np.isfinite(e) else float(e)}
+            for f, h, e in zip(best[C.FORMULA], y, ehull.to_numpy(), strict=True)
+        ],
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    write_json(res, out / "runs" / f"stability_draw{draw}_{window_key(window)}.json")
+    return res
+
+
+def collect_runs(out: str | Path) -> pd.DataFrame:
+    """Every per-run JSON file under ``OUT/runs`` as one table."""
+    files = sorted(Path(out, "runs").glob("draw*_*.json"))
+    rows = [json.loads(p.read_text()) for p in files if not p.name.endswith("_info.json")]
+    return pd.DataFrame(rows)
+
+
+METRICS = (
+    "precision@10", "precision@50", "precision@100", "ef@10", "ef@100", "recall@100", "pool_recall",
+    "base_rate", "hits@100", "exists@100",
+)  # fmt: skip
+
+
+def aggregate(rows: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd over draws per (target, variant)."""
+    out = []
+    if not len(rows):
+        return pd.DataFrame()
+    for (target, variant), g in rows.groupby(["target", "variant"], sort=False):
+        r: dict[str, Any] = {"target": target, "variant": variant, "draws": len(g)}
+        for m in METRICS:
+            v = pd.to_numeric(g[m], errors="coerce")
+            r[f"{m}_mean"] = float(v.mean())
+            r[f"{m}_sd"] = float(v.std(ddof=1)) if v.notna().sum() > 1 else float("nan")
+        out.append(r)
+    table = pd.DataFrame(out)
+    table["_o"] = table["variant"].map({v: i for i, v in enumerate(VARIANTS)})
+    return table.sort_values(["target", "_o"]).drop(columns="_o").reset_index(drop=True)
+
+
+def _pm(row: pd.Series, m: str, fmt: str) -> str:
+    mean, sd = row[f"{m}_mean"], row[f"{m}_sd"]
+    if pd.isna(mean):
+        return "-"
+    return f"{mean:{fmt}}" if pd.isna(sd) else f"{mean:{fmt}} ± {sd:{fmt}}"
+
+
+def render_markdown(table: pd.DataFrame, rows: pd.DataFrame, meta: dict[str, Any]) -> str:
+    """The results table (mean ± sd over draws) with the settings and the per-draw facts."""
+    lines = [
+        "# Rediscovery benchmark (mean ± sd over hold-out draws)",
+        "",
+        f"- command: `{meta.get('command', '')}`",
+        f"- settings: {meta.get('settings')}",
+        f"- draws done: {meta.get('draws_done')}; "
+        f"wall time of the draws: {meta.get('wall_minutes', 0):.1f} min",
+        "",
+        "| target | variant | draws | P@10 | P@50 | P@100 | EF@10 | EF@100 | recall@100 | pool recall "
+        "| base rate (%) | hits@100 | exists@100 |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for _, r in table.iterrows():
+        lines.append(
+            f"| {r['target']} | {r['variant']} | {r['draws']} | {_pm(r, 'precision@10', '.2f')} | "
+            f"{_pm(r, 'precision@50', '.3f')} | {_pm(r, 'precision@100', '.3f')} | "
+            f"{_pm(r, 'ef@10', '.1f')} | "
+            f"{_pm(r, 'ef@100', '.1f')} | {_pm(r, 'recall@100', '.3f')} | {_pm(r, 'pool_recall', '.2f')} | "
+            f"{100 * r['base_rate_mean']:.3f} | {_pm(r, 'hits@100', '.1f')} | {_pm(r, 'exists@100', '.1f')} |"
+        )
+    if len(rows):
+        lines += ["", "## Campaign vs random labels (P@100 per draw)", ""]
+        for target, g in rows.groupby("target", sort=False):
+            a = g[g["variant"] == "campaign"].set_index("draw")["precision@100"]
+            b = g[g["variant"] == "random-labels"].set_index("draw")["precision@100"]
+            both = a.index.intersection(b.index)
+            if len(both):
+                diff = (a[both] - b[both]).to_numpy()
+                lines.append(
+                    f"- {target}: campaign − random labels = {diff.mean():+.3f} ± "
+                    f"{diff.std(ddof=1) if len(diff) > 1 else float('nan'):.3f} (P@100; "
+                    f"campaign ahead in {(diff > 0).sum()}/{len(diff)} draws, behind in {(diff < 0).sum()})"
+                )
+    stab = meta.get("stability") or []
+    if stab:
+        lines += ["", "## Stability: energy above hull of held-out materials vs other candidates", ""]
+        lines.append(
+            "| draw | target | pairs | with e_above_hull | ROC-AUC "
+            "| median e_hull held-out / other (eV/atom) |"
+        )
+        lines.append("|---|---|---|---|---|---|")
+        for r in stab:
+            lines.append(
+                f"| {r['draw']} | {r['target']} | {r['n_each']} + {r['n_each']} | "
+                f"{r['n_with_e_above_hull']} | {r['roc_auc']:.3f} | "
+                f"{r['median_e_above_hull_held_out']:.3f} / {r['median_e_above_hull_other']:.3f} |"
+            )
+    lines.append("")
+    return "\n".join(lines)
+
+
+def write_summary(
+    rows: pd.DataFrame, settings: RediscoverySettings, out: Path, meta: dict | None = None
+) -> str:
+    """Write ``rediscovery.json`` and ``rediscovery.md`` from the per-run rows."""
+    infos = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("draw*_info.json"))]
+    stability = [json.loads(p.read_text()) for p in sorted((out / "runs").glob("stability_*.json"))]
+    meta = {
+        "stability": stability,
+        "settings": asdict(settings),
+        "draws_done": sorted({int(d) for d in rows["draw"]}) if len(rows) else [],
+        "wall_minutes": sum(i.get("seconds", 0.0) for i in infos) / 60,
+        **(meta or {}),
+    }
+    table = aggregate(rows)
+    md = render_markdown(table, rows, meta)
+    write_json(
+        {**meta, "table": table.to_dict("records"), "draws": infos, "runs": rows.to_dict("records")},
+        out / "rediscovery.json",
+    )
+    write_text(md, out / "rediscovery.md")
+    return md
+
+
+__all__ = [
+    "KS",
+    "VARIANTS",
+    "RediscoverySettings",
+    "aggregate",
+    "build_known",
+    "chemical_system",
+    "collect_runs",
+    "draw_holdout",
+    "ranking_metrics",
+    "run_rediscovery",
+    "run_stability",
+    "window_key",
+]
