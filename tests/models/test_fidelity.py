@@ -137,7 +137,9 @@ def test_screen_and_discover_take_the_fidelity(oracle_dir: Path, tmp_path: Path)
         resolve_config(gap_min=1.0, fidelity="hse")
     inp = tmp_path / "in.csv"
     pd.DataFrame({"formula": ["LiF", "NaCl", "MgO", "Cu"]}).to_csv(inp, index=False)
-    settings = ScreenSettings(gap_min=0.5, require_smact=False, require_novel=False)
+    from gapforge.window import GapWindow
+
+    settings = ScreenSettings(window=GapWindow(0.5), require_smact=False, require_novel=False)
     res = screen_file(
         inp, tmp_path / "c.csv", model=str(oracle_dir), settings=settings, known=[], fidelity="experiment"
     )
