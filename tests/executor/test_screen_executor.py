@@ -8,6 +8,7 @@ import pandas as pd
 import pytest
 
 from gapforge.screening.screen import ScreenSettings, screen_file
+from gapforge.window import GapWindow
 
 FILES = Path(__file__).resolve().parents[1] / "files"
 FORMULAS = ["RbF", "CsF", "LiF", "KMgF3", "GaAs", "Xx2", "NaCl2", "SrYF5", "MgO", "AlN", "BN", "ZnS"]
@@ -22,7 +23,7 @@ def test_screen_batches_on_workers_match_in_process(tmp_path, cluster):
     model_dir = model.save(tmp_path / "forest")
     src = tmp_path / "gen.csv"
     pd.DataFrame({"formula": FORMULAS}).to_csv(src, index=False)
-    settings = ScreenSettings(gap_min=3.0, batch_size=3)  # 4 batches
+    settings = ScreenSettings(window=GapWindow(3.0), batch_size=3)  # 4 batches
     here = screen_file(src, tmp_path / "a.csv", model=str(model_dir), settings=settings, known={"LiF"})
     there = screen_file(
         src, tmp_path / "b.csv", model=str(model_dir), settings=settings, known={"LiF"}, executor=cluster
