@@ -72,22 +72,35 @@ def fetch_materials_project(
         query["num_elements"] = tuple(num_elements)
     if energy_above_hull is not None:
         query["energy_above_hull"] = tuple(energy_above_hull)
+    return docs_to_table(search_summary(query, api_key=api_key, rester=rester))
+
+
+def search_summary(query: dict[str, Any], *, api_key: str | None = None, rester: Any = None) -> list[Any]:
+    """Run one Materials Project summary search and return its documents.
+
+    Args:
+        query: keyword arguments of ``MPRester().materials.summary.search``.
+        api_key: Materials Project API key (default ``MP_API_KEY``).
+        rester: an open ``MPRester`` or a stand-in replaying recorded responses.
+
+    Raises:
+        DependencyError: ``mp-api`` is not installed.
+        GapforgeError: no API key, or the query failed.
+    """
     if rester is not None:
-        docs = rester.materials.summary.search(**query)
-    else:
-        key = api_key or os.environ.get("MP_API_KEY")
-        if not key:
-            raise GapforgeError("no Materials Project API key: pass api_key or set MP_API_KEY")
-        try:
-            from mp_api.client import MPRester
-        except ImportError as exc:
-            raise DependencyError("mp-api is not installed: pip install 'gapforge[mp]'") from exc
-        try:
-            with MPRester(key) as mpr:
-                docs = mpr.materials.summary.search(**query)
-        except Exception as exc:
-            raise GapforgeError(f"Materials Project query failed: {exc}") from exc
-    return docs_to_table(docs)
+        return rester.materials.summary.search(**query)
+    key = api_key or os.environ.get("MP_API_KEY")
+    if not key:
+        raise GapforgeError("no Materials Project API key: pass api_key or set MP_API_KEY")
+    try:
+        from mp_api.client import MPRester
+    except ImportError as exc:
+        raise DependencyError("mp-api is not installed: pip install 'gapforge[mp]'") from exc
+    try:
+        with MPRester(key) as mpr:
+            return mpr.materials.summary.search(**query)
+    except Exception as exc:
+        raise GapforgeError(f"Materials Project query failed: {exc}") from exc
 
 
 def _get(doc: Any, name: str) -> Any:

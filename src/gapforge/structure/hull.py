@@ -35,7 +35,6 @@ from __future__ import annotations
 import functools
 import logging
 import math
-import os
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +47,7 @@ import pandas as pd
 from pymatgen.analysis.phase_diagram import PDEntry, PhaseDiagram
 from pymatgen.core import Composition
 
-from gapforge.errors import DependencyError, FormulaError, GapforgeError, InputError
+from gapforge.errors import FormulaError, GapforgeError, InputError
 from gapforge.formula import normalize_formula, parse_formula
 
 log = logging.getLogger(__name__)
@@ -290,21 +289,9 @@ class HullReference:
         system = chemical_system(list(elements))
         chemsys = ["-".join(sorted(s)) for s in _subsystems(system)]
         query = {"chemsys": chemsys, "fields": ["material_id", "formula_pretty", "formation_energy_per_atom"]}
-        if rester is not None:
-            docs = rester.materials.summary.search(**query)
-        else:
-            key = api_key or os.environ.get("MP_API_KEY")
-            if not key:
-                raise GapforgeError("no Materials Project API key: pass api_key or set MP_API_KEY")
-            try:
-                from mp_api.client import MPRester
-            except ImportError as exc:
-                raise DependencyError("mp-api is not installed: pip install 'gapforge[mp]'") from exc
-            try:
-                with MPRester(key) as mpr:
-                    docs = mpr.materials.summary.search(**query)
-            except Exception as exc:
-                raise GapforgeError(f"Materials Project query failed: {exc}") from exc
+        from gapforge.data.materials_project import search_summary
+
+        docs = search_summary(query, api_key=api_key, rester=rester)
         rows = []
         for doc in docs:
             get = doc.get if isinstance(doc, dict) else lambda k, d=doc: getattr(d, k, None)
