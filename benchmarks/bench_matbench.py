@@ -130,17 +130,34 @@ def _task_table(task: str) -> pd.DataFrame:
     return load_dataset({"mp_gap": "mp-gap", "expt_gap": "expt-gap"}[task], duplicates="keep")
 
 
-def _extra_rows(extra: list[str], test: pd.DataFrame) -> pd.DataFrame:
+def _extra_rows(extra: list[str], test: pd.DataFrame, task_rows: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Rows of the extra PBE sources a fold may train on, one per formula.
+
+    The leakage guard removes every test-fold composition; then the priority rule of
+    :data:`gapforge.data.loaders.PBE_SOURCE_PRIORITY` (MP, AFLOW, OQMD: the first source
+    holding a formula wins) removes the formulas of ``task_rows`` (the fold's own MP rows)
+    and of the sources listed before.
+    """
     from gapforge.data import load_dataset
     from gapforge.data.splits import leakage_guard
 
     if not extra:
         return pd.DataFrame(columns=[C.FORMULA, C.BAND_GAP, C.SOURCE])
+    seen = set(task_rows[C.FORMULA]) if task_rows is not None else set()
     tables = []
     for name in extra:
         df = load_dataset(name)
         kept = leakage_guard(df, test)
-        log.info("%s: %d rows, %d left after the leakage guard", name, len(df), len(kept))
+        n_guarded = len(kept)
+        kept = kept[~kept[C.FORMULA].isin(seen)].reset_index(drop=True)
+        seen |= set(kept[C.FORMULA])
+        log.info(
+            "%s: %d rows, %d after the leakage guard, %d not held by a source before it",
+            name,
+            len(df),
+            n_guarded,
+            len(kept),
+        )
         tables.append(kept)
     return pd.concat(tables, ignore_index=True)
 
@@ -159,10 +176,31 @@ def run_roost(args: argparse.Namespace) -> None:
         if args.max_train:
             tr = tr[: args.max_train]
         train, val, test = df.iloc[tr], df.iloc[va], df.iloc[te]
-        extra = _extra_rows(args.extra, test)
+        extra = _extra_rows(args.extra, test, pd.concat([train, val]))
         fit_f = [*train[C.FORMULA], *extra[C.FORMULA]]
         fit_y = np.concatenate([train[C.BAND_GAP].to_numpy(), extra[C.BAND_GAP].to_numpy(dtype=float)])
         work = Path(args.work) / key.replace("/", "_")
+        widths = WIDTHS[args.widths]
+        load0 = _load_avg()
+        t0 = time.perf_counter()
+        pretrained = None
+        if args.pretrain_epochs:  # source-aware: every source first, then MP alone (fine-tuning)
+            pretrained = RoostEnsemble(
+                n_members=args.members,
+                epochs=args.pretrain_epochs,
+                patience=args.patience,
+                threads=1,
+                metal_head=True,
+                seed=fold,
+                **widths,
+            ).fit(
+                fit_f,
+                fit_y,
+                val_formulas=val[C.FORMULA].tolist(),
+                val_band_gaps=val[C.BAND_GAP].to_numpy(),
+                checkpoint_dir=work / "pretrain_checkpoints",
+            )
+            fit_f, fit_y = list(train[C.FORMULA]), train[C.BAND_GAP].to_numpy()
         model = RoostEnsemble(
             n_members=args.members,
             epochs=args.epochs,
@@ -170,16 +208,16 @@ def run_roost(args: argparse.Namespace) -> None:
             threads=1,
             metal_head=True,
             seed=fold,
-            **WIDTHS[args.widths],
+            learning_rate=args.learning_rate,
+            **widths,
         )
-        load0 = _load_avg()
-        t0 = time.perf_counter()
         model.fit(
             fit_f,
             fit_y,
             val_formulas=val[C.FORMULA].tolist(),
             val_band_gaps=val[C.BAND_GAP].to_numpy(),
             checkpoint_dir=work / "checkpoints",
+            init_from=pretrained,
         )
         seconds = time.perf_counter() - t0
         vparts = model.components(val[C.FORMULA].tolist())
@@ -210,6 +248,8 @@ def run_roost(args: argparse.Namespace) -> None:
                 sum(h["seconds"] for h in hist) / max(1, sum(h["epochs_run"] for h in hist)), 1
             ),
             "members": hist,
+            "pretrain_epochs": args.pretrain_epochs,
+            "pretrain_members": [h.to_dict() for h in pretrained.histories_] if pretrained else None,
             "load_avg_start": load0,
             "load_avg_end": _load_avg(),
             "torch_threads": 1,
@@ -225,6 +265,126 @@ def run_roost(args: argparse.Namespace) -> None:
         record["model_dir"] = str(out)
         _save_record(key, record)
         log.info("%s: %s", key, record["test"])
+
+
+# -- calibration ---------------------------------------------------------------------------
+def fold_components(model_dir: Path, task: str, fold: int, cache: Path) -> dict[str, np.ndarray]:
+    """Validation and test components of a fold model (cached as ``.npz``, re-used).
+
+    Keys: ``{val,test}_{y,p,mu,s}`` (``s`` the gap head's unscaled std) and ``std_scale``.
+    """
+    if cache.is_file():
+        with np.load(cache) as z:
+            return dict(z)
+    from gapforge.models.registry import load_model
+
+    df = _task_table(task)
+    _, va, te = _fold_parts(len(df), fold)
+    model = load_model(model_dir)
+    out: dict[str, np.ndarray] = {"std_scale": np.array(model.std_scale)}
+    for part, rows in (("val", va), ("test", te)):
+        sub = df.iloc[rows]
+        comp = model.components(sub[C.FORMULA].tolist())
+        out[f"{part}_y"] = sub[C.BAND_GAP].to_numpy(dtype=float)
+        out[f"{part}_p"] = comp[C.P_METAL].to_numpy()
+        out[f"{part}_mu"] = comp[C.BAND_GAP_MEAN].to_numpy()
+        out[f"{part}_s"] = comp[C.BAND_GAP_STD].to_numpy()
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **out)
+    tmp.replace(cache)
+    return out
+
+
+def distribution_scores(dist: Any, y: np.ndarray, seed: int = 0) -> dict[str, Any]:
+    """Point errors of the median and the coverage of the central intervals of ``dist``.
+
+    ``within_*sigma_pit``: share of rows whose randomised PIT (uniform inside the atom at
+    0 eV) lies in the central 68.27 / 95.45 % of levels, i.e. the coverage of the central
+    interval with the atom at 0 eV shared out at random; ``within_*sigma``: the closed
+    interval ``[ppf(a), ppf(1 - a)]``, which holds a 0 eV metal whenever its lower end is 0
+    (so it over-covers when metals are likely); ``within_pm*_sigma_equivalent``: the
+    median ``± k`` half-widths of the 68.27 % interval.
+    """
+    from scipy.special import ndtr
+
+    from gapforge.models.calibration import central_coverage
+    from gapforge.window import GapWindow
+
+    u = dist.pit(y, seed=seed)
+    if dist.recalibration is not None:
+        u = dist.recalibration(u)
+
+    med = dist.median()
+    sig = dist.sigma_equivalent()
+    err = med - y
+    metal = y <= 0
+    out = {
+        "n": len(y),
+        "mae_eV": float(np.abs(err).mean()),
+        "metals_below_0.1": float((med[metal] < METAL_EPS).mean()) if metal.any() else None,
+        "nonmetals_above_0.1": float((med[~metal] >= METAL_EPS).mean()) if (~metal).any() else None,
+        "within_1sigma_pit": float(((u >= ndtr(-1)) & (u <= ndtr(1))).mean()),
+        "within_2sigma_pit": float(((u >= ndtr(-2)) & (u <= ndtr(2))).mean()),
+        "within_1sigma": central_coverage(*dist.interval(1.0), y),
+        "within_2sigma": central_coverage(*dist.interval(2.0), y),
+        "within_1sigma_nonmetals": central_coverage(*(a[~metal] for a in dist.interval(1.0)), y[~metal]),
+        "within_2sigma_nonmetals": central_coverage(*(a[~metal] for a in dist.interval(2.0)), y[~metal]),
+        "within_pm1_sigma_equivalent": coverage(err, sig)[0],
+        "within_pm2_sigma_equivalent": coverage(err, sig)[1],
+    }
+    windows = {}  # reliability of window probabilities: mean predicted P against the observed share
+    for w in (GapWindow(0.0, 0.1), GapWindow(1.0, 3.0), GapWindow(2.0, 3.0), GapWindow(4.0)):
+        pw = dist.window_probability(w)
+        windows[str(w)] = {
+            "mean_p": float(pw.mean()),
+            "observed": float(w.contains(y).mean()),
+            "brier": float(((pw - w.contains(y)) ** 2).mean()),
+        }
+    out["windows"] = windows
+    return out
+
+
+def run_calib(args: argparse.Namespace) -> None:
+    """Recalibrate saved fold models on their validation rows; score on the test folds."""
+    from gapforge.models.calibration import CdfRecalibration
+    from gapforge.models.metal_gate import GapDistribution
+
+    data = _load()
+    for fold in args.folds:
+        src = data["records"].get(f"{args.model}/{args.task}/fold{fold}")
+        if src is None:
+            log.warning("no record %s/%s/fold%d", args.model, args.task, fold)
+            continue
+        t0 = time.perf_counter()
+        cache = Path(args.work) / f"{args.model}_{args.task}_fold{fold}.npz"
+        comp = fold_components(Path(src["model_dir"]), args.task, fold, cache)
+        scale = float(comp["std_scale"])
+        rv, rt = (
+            GapDistribution(comp[f"{part}_p"], comp[f"{part}_mu"], comp[f"{part}_s"] * scale)
+            for part in ("val", "test")
+        )
+        yv, yt = comp["val_y"], comp["test_y"]
+        recal = CdfRecalibration.fit(rv.pit(yv, seed=fold))
+        cal_t = rt.with_recalibration(recal)
+        _save_record(
+            f"{args.model}+cdf-recal/{args.task}/fold{fold}",
+            {
+                "model": f"{args.model}+cdf-recal",
+                "task": args.task,
+                "fold": fold,
+                "model_dir": src["model_dir"],
+                "calibration": "isotonic CDF recalibration on the validation rows' randomised PIT "
+                "(Kuleshov et al. 2018), on top of the std scale",
+                "n_val": len(yv),
+                "std_scale": scale,
+                "test": distribution_scores(cal_t, yt),
+                "test_raw_mixture": distribution_scores(rt, yt),
+                "validation": distribution_scores(rv.with_recalibration(recal), yv),
+                "seconds": round(time.perf_counter() - t0, 1),
+                "load_avg_end": _load_avg(),
+            },
+        )
 
 
 # -- gradient boosting ---------------------------------------------------------------------
@@ -557,6 +717,8 @@ def main() -> None:
     r.add_argument("--max-train", type=int, default=0)
     r.add_argument("--extra", nargs="*", default=[])
     r.add_argument("--tag", default="")
+    r.add_argument("--pretrain-epochs", type=int, default=0, help="pre-train on task + --extra rows first")
+    r.add_argument("--learning-rate", type=float, default=1e-3)
     r.add_argument("--work", default="/work/runs/oracle18")
     h = sub.add_parser("hgb")
     h.add_argument("--task", default="mp_gap", choices=["mp_gap", "expt_gap"])
@@ -577,6 +739,11 @@ def main() -> None:
     v.add_argument("--name", required=True)
     v.add_argument("--old", default="default")
     v.add_argument("--fold", type=int, default=0)
+    c = sub.add_parser("calib")
+    c.add_argument("--model", default="roost-gated")
+    c.add_argument("--task", default="mp_gap", choices=["mp_gap", "expt_gap"])
+    c.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    c.add_argument("--work", default="/work/runs/oracle18b/components")
     sub.add_parser("md")
     args = ap.parse_args()
     {
@@ -585,6 +752,7 @@ def main() -> None:
         "expt": run_expt,
         "exp1": run_exp1,
         "fold-vs-old": run_fold_vs_old,
+        "calib": run_calib,
         "md": lambda a: write_md(),
     }[args.cmd](args)
 

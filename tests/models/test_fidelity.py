@@ -148,3 +148,36 @@ def test_screen_and_discover_take_the_fidelity(oracle_dir: Path, tmp_path: Path)
     want = predict_formulas(["LiF", "NaCl", "MgO", "Cu"], str(oracle_dir), fidelity="experiment")
     got = res.table.set_index(C.FORMULA).loc[want[C.FORMULA], C.BAND_GAP_MEAN].to_numpy()
     np.testing.assert_allclose(got, want[C.BAND_GAP_MEAN].to_numpy(), rtol=1e-9)
+
+
+def test_recalibration_survives_save_and_drives_predict_and_screen(oracle_dir: Path, tmp_path: Path) -> None:
+    from gapforge.models.registry import load_model
+    from gapforge.screening.screen import ScreenSettings, screen_file
+    from gapforge.window import GapWindow
+
+    model = load_model(str(oracle_dir))
+    assert model.recalibration_ is None
+    df = _table()
+    model.recalibrate(df[C.FORMULA].tolist(), df[C.BAND_GAP].to_numpy(), seed=1)
+    out = model.save(tmp_path / "recal")
+    again = load_model(str(out))
+    np.testing.assert_allclose(again.recalibration_.freqs, model.recalibration_.freqs)
+    formulas = ["LiF", "NaCl", "MgO", "Cu", "GaAs"]
+    dist = again.predict_distribution(formulas)
+    pred = again.predict(formulas)
+    np.testing.assert_allclose(pred[C.BAND_GAP_MEAN], dist.median())
+    np.testing.assert_allclose(pred[C.BAND_GAP_STD], dist.sigma_equivalent())
+    raw = dist.with_recalibration(None)
+    assert not np.allclose(dist.cdf(np.full(5, 3.0)), raw.cdf(np.full(5, 3.0)))
+    inp = tmp_path / "in.csv"
+    pd.DataFrame({"formula": formulas}).to_csv(inp, index=False)
+    window = GapWindow(2.0, 6.0)
+    res = screen_file(
+        inp,
+        tmp_path / "c.csv",
+        model=str(out),
+        settings=ScreenSettings(window=window, require_smact=False, require_novel=False),
+        known=[],
+    )
+    got = res.table.set_index(C.FORMULA).loc[formulas, C.P_IN_WINDOW].to_numpy()
+    np.testing.assert_allclose(got, dist.window_probability(window), rtol=1e-9)

@@ -36,7 +36,7 @@ from gapforge import columns as C
 from gapforge.errors import ModelError
 from gapforge.io import atomic_path, write_json
 from gapforge.models.base import MODEL_CARD_FILE, rebuild_from_card
-from gapforge.models.metal_gate import combine, fit_std_scale
+from gapforge.models.metal_gate import GapDistribution, combine, fit_std_scale
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,14 @@ def pbe_features(pbe_model: Any, formulas: Sequence[str]) -> np.ndarray:
     An oracle without a metal head gives P(metal) = 0 and its plain mean and std.
     """
     parts = pbe_model.components(list(formulas)) if hasattr(pbe_model, "components") else None
-    gated = pbe_model.predict(list(formulas))
+    if parts is not None and getattr(pbe_model, "metal_head", False):
+        # the gated point of the raw mixture (as the head was trained on), whatever the
+        # oracle's CDF recalibration does to its reported median
+        g = combine(*(parts[c].to_numpy(dtype=float) for c in (C.P_METAL, C.BAND_GAP_MEAN, C.BAND_GAP_STD)),
+                    std_scale=pbe_model.std_scale)  # fmt: skip
+        gated = parts.assign(**{C.BAND_GAP_MEAN: g.point})
+    else:
+        gated = pbe_model.predict(list(formulas))
     if parts is None:
         parts = gated.assign(**{C.P_METAL: np.nan})
     p_metal = parts[C.P_METAL].to_numpy(dtype=float)
@@ -117,6 +124,8 @@ class ExperimentHead:
     """
 
     kind = KIND
+    #: the fitted CDF recalibration (see :attr:`recalibration`), or None
+    recalibration_: Any = None
 
     def __init__(
         self,
@@ -207,7 +216,29 @@ class ExperimentHead:
                 return g.point - yv[vok], g.std
 
             self.std_scale_ = fit_std_scale(err_std)
+            from gapforge.models.calibration import CdfRecalibration
+
+            raw = GapDistribution(p[vok], mu[vok], s[vok] * self.std_scale_)
+            self.recalibration_ = CdfRecalibration.fit(raw.pit(yv[vok], seed=self.seed))
         return self
+
+    @property
+    def recalibration(self) -> Any:
+        """The CDF recalibration fitted on the validation rows (or read from the model card), or None."""
+        if self.recalibration_ is None and getattr(self, "metadata_", {}).get("cdf_recalibration"):
+            from gapforge.models.calibration import CdfRecalibration
+
+            self.recalibration_ = CdfRecalibration.from_dict(self.metadata_["cdf_recalibration"])
+        return self.recalibration_
+
+    def predict_distribution(self, formulas: Sequence[str], *, pbe_model: Any = None) -> GapDistribution:
+        """The head's predictive distribution of experimental gaps (gated, recalibrated when fitted)."""
+        self._check()
+        formulas = [str(f) for f in formulas]
+        reasons = self.featurizer_.featurize(formulas).reasons if formulas else np.zeros(0, dtype=object)
+        p, mu, s, _ = self._parts(formulas, pbe_model)
+        reasons = np.asarray(reasons, dtype=object)
+        return GapDistribution(p, mu, s * self.std_scale_, self.recalibration, reasons)
 
     def _parts(
         self, formulas: Sequence[str], pbe_model: Any
@@ -225,18 +256,14 @@ class ExperimentHead:
 
     def predict(self, formulas: Sequence[str], *, pbe_model: Any = None) -> pd.DataFrame:
         """Experimental gaps: ``formula``, ``band_gap_mean``, ``band_gap_std``, ``p_metal``, ``reason``."""
-        self._check()
-        formulas = [str(f) for f in formulas]
-        reasons = self.featurizer_.featurize(formulas).reasons if formulas else np.zeros(0, dtype=object)
-        p, mu, s, _ = self._parts(formulas, pbe_model)
-        g = combine(p, mu, s, std_scale=self.std_scale_)
+        dist = self.predict_distribution(formulas, pbe_model=pbe_model)
         return pd.DataFrame(
             {
-                C.FORMULA: pd.Series(formulas, dtype=object),
-                C.BAND_GAP_MEAN: g.point,
-                C.BAND_GAP_STD: g.std,
-                C.P_METAL: g.p_metal,
-                C.REASON: pd.Series(reasons, dtype=object).astype(str),
+                C.FORMULA: pd.Series([str(f) for f in formulas], dtype=object),
+                C.BAND_GAP_MEAN: dist.median(),
+                C.BAND_GAP_STD: dist.reported_std(),
+                C.P_METAL: dist.p_metal,
+                C.REASON: pd.Series(dist.reasons, dtype=object).astype(str),
             }
         )
 
@@ -344,13 +371,33 @@ class ExperimentPredictor:
         A formula the PBE oracle cannot read (an element without a Roost embedding)
         gets its reason and NaN, as from the oracle itself.
         """
-        out = self.head.predict(formulas, pbe_model=self.pbe_model)
-        pbe = self.pbe_model.predict(list(formulas))
-        bad = (pbe[C.REASON] != "").to_numpy() & (out[C.REASON] == "").to_numpy()
-        if bad.any():
-            out.loc[bad, [C.BAND_GAP_MEAN, C.BAND_GAP_STD, C.P_METAL]] = np.nan
-            out.loc[bad, C.REASON] = pbe.loc[bad, C.REASON]
-        return out
+        dist = self.predict_distribution(formulas)
+        return pd.DataFrame(
+            {
+                C.FORMULA: pd.Series([str(f) for f in formulas], dtype=object),
+                C.BAND_GAP_MEAN: dist.median(),
+                C.BAND_GAP_STD: dist.reported_std(),
+                C.P_METAL: dist.p_metal,
+                C.REASON: pd.Series(dist.reasons, dtype=object).astype(str),
+            }
+        )
+
+    def predict_distribution(self, formulas: Sequence[str]) -> GapDistribution:
+        """The head's predictive distribution (NaN and the oracle's reason where it cannot read one)."""
+        formulas = [str(f) for f in formulas]
+        dist = self.head.predict_distribution(formulas, pbe_model=self.pbe_model)
+        pbe_reasons = self.pbe_model.predict(formulas)[C.REASON].to_numpy(dtype=object)
+        bad = (pbe_reasons != "") & (np.asarray(dist.reasons) == "")
+        if not bad.any():
+            return dist
+        nan = np.where(bad, np.nan, 1.0)
+        return GapDistribution(
+            dist.p_metal * nan,
+            dist.mu * nan,
+            dist.sigma * nan,
+            dist.recalibration,
+            np.where(bad, pbe_reasons, dist.reasons).astype(object),
+        )
 
     @property
     def metadata_(self) -> dict[str, Any]:
@@ -400,6 +447,7 @@ def train_experiment_head(
             "data_fingerprint": fingerprint(df),
             "n_val": int(n_val),
             "pbe_oracle_weights_sha256": getattr(pbe, "metadata_", {}).get("weights_sha256"),
+            **({"cdf_recalibration": head.recalibration.to_dict()} if head.recalibration is not None else {}),
             "train_seconds": round(time.perf_counter() - t0, 1),
             "command": command,
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),

@@ -17,6 +17,12 @@ From that mixture::
     median   = 0                                        if p >= 0.5
              = max(0, mu + s * Phi^-1((0.5 - p) / (1 - p)))   otherwise
 
+:class:`GapDistribution` is the same mixture as a distribution object, with a gap that
+cannot be negative (the Normal's mass below 0 eV joins the atom at 0 eV) and, once fitted
+on validation data, a CDF recalibration (:class:`gapforge.models.calibration.CdfRecalibration`):
+its CDF, quantiles, central intervals and window probabilities are the calibrated ones, and
+a model that holds a recalibration reports its median and σ-equivalent from it.
+
 The point estimate reported as ``band_gap_mean`` is the mixture's **median** by
 default (:class:`GatePoint`): it minimises the expected absolute error (the metric of
 matbench) and puts a likely metal at exactly 0 eV, where the mixture mean would leave
@@ -28,8 +34,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from gapforge.models.calibration import CdfRecalibration
+    from gapforge.window import GapWindow
+
+#: smallest non-metal std (eV) the distribution uses (a zero spread is read as near-certain)
+MIN_SIGMA = 1e-6
 
 #: coverage targets of +-1 and +-2 standard deviations of a Normal distribution
 COVERAGE_TARGETS = (0.6827, 0.9545)
@@ -94,6 +108,132 @@ def combine(
     return GatedGap(point=value, mean=mean, std=std, p_metal=p)
 
 
+@dataclass(frozen=True)
+class GapDistribution:
+    """The gated predictive distribution of band gaps, one per formula (eV).
+
+    ``P(gap = 0) = p + (1 - p) Phi(-mu / sigma)`` (metal, or the non-metal Normal's
+    mass below 0 eV); above 0 eV the density is ``(1 - p) N(mu, sigma)``. With a
+    ``recalibration`` ``R`` every level is mapped through it: ``cdf(x) = R(F(x))``,
+    ``ppf(q) = F^-1(R^-1(q))`` (Kuleshov et al. 2018).
+
+    Attributes:
+        p_metal: ``(N,)`` P(metal).
+        mu: ``(N,)`` non-metal gap mean (eV).
+        sigma: ``(N,)`` non-metal gap std (eV, ``std_scale`` already applied).
+        recalibration: the fitted CDF map, or ``None`` (the raw mixture).
+        reasons: ``(N,)`` why a row has no prediction ("" where it has one), or ``None``.
+
+    Example:
+        >>> d = GapDistribution(np.array([0.9, 0.0]), np.array([1.0, 3.0]), np.array([0.5, 0.5]))
+        >>> d.median().round(2).tolist()
+        [0.0, 3.0]
+    """
+
+    p_metal: np.ndarray
+    mu: np.ndarray
+    sigma: np.ndarray
+    recalibration: CdfRecalibration | None = None
+    reasons: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        p = np.clip(np.asarray(self.p_metal, dtype=np.float64), 0.0, 1.0)
+        mu = np.clip(np.asarray(self.mu, dtype=np.float64), 0.0, None)
+        s = np.asarray(self.sigma, dtype=np.float64)
+        s = np.where(np.isfinite(s) & (s > MIN_SIGMA), s, np.where(np.isnan(s), np.nan, MIN_SIGMA))
+        object.__setattr__(self, "p_metal", p)
+        object.__setattr__(self, "mu", mu)
+        object.__setattr__(self, "sigma", s)
+        if self.reasons is None:
+            object.__setattr__(self, "reasons", np.where(np.isnan(mu) | np.isnan(p), "no prediction", ""))
+
+    def __len__(self) -> int:
+        return len(self.p_metal)
+
+    # -- the raw mixture -------------------------------------------------------------------
+    def raw_cdf(self, x: Any) -> np.ndarray:
+        """``F(x)`` of the mixture before recalibration (``x`` broadcast against the rows)."""
+        from scipy.special import ndtr
+
+        x = np.asarray(x, dtype=np.float64)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            f = self.p_metal + (1.0 - self.p_metal) * ndtr((x - self.mu) / self.sigma)
+        return np.where(x < 0, 0.0, f)
+
+    def raw_ppf(self, u: Any) -> np.ndarray:
+        """``F^-1(u)``: the smallest gap with ``F(gap) >= u`` (0 eV inside the atom)."""
+        from scipy.special import ndtri
+
+        u = np.asarray(u, dtype=np.float64)
+        q = 1.0 - self.p_metal
+        with np.errstate(divide="ignore", invalid="ignore"):
+            level = np.clip((u - self.p_metal) / np.where(q > 0, q, 1.0), 0.0, 1.0)
+            x = self.mu + self.sigma * ndtri(level)
+        x = np.where((u <= self.raw_cdf(0.0)) | (q <= 0), 0.0, np.clip(x, 0.0, None))
+        return np.where(np.isnan(self.mu) | np.isnan(self.p_metal), np.nan, x)
+
+    def pit(self, y: Any, *, seed: int = 0) -> np.ndarray:
+        """Randomised PIT of observed gaps ``y`` (uniform inside the atom at 0 eV).
+
+        Uses the raw mixture (the recalibration is fitted on these levels).
+        """
+        y = np.asarray(y, dtype=np.float64)
+        v = np.random.default_rng(seed).uniform(size=np.broadcast(y, self.mu).shape)
+        at_zero = self.raw_cdf(0.0)
+        return np.where(y <= 0, v * at_zero, self.raw_cdf(y))
+
+    # -- the (re)calibrated distribution ---------------------------------------------------
+    def with_recalibration(self, recalibration: CdfRecalibration | None) -> GapDistribution:
+        """The same rows with another recalibration."""
+        return GapDistribution(self.p_metal, self.mu, self.sigma, recalibration, self.reasons)
+
+    def cdf(self, x: Any) -> np.ndarray:
+        """``P(gap <= x)`` (recalibrated when a recalibration is set)."""
+        f = self.raw_cdf(x)
+        return f if self.recalibration is None else self.recalibration(f)
+
+    def ppf(self, q: Any) -> np.ndarray:
+        """The ``q`` quantile of the gap (eV)."""
+        q = np.asarray(q, dtype=np.float64)
+        u = q if self.recalibration is None else self.recalibration.inverse(q)
+        return self.raw_ppf(u)
+
+    def median(self) -> np.ndarray:
+        """The median gap (eV): 0 for a likely metal."""
+        return self.ppf(0.5)
+
+    def interval(self, k: float = 1.0) -> tuple[np.ndarray, np.ndarray]:
+        """Central interval of a Normal's ``±k σ`` probability (k = 1: 68.27 %, k = 2: 95.45 %)."""
+        from scipy.special import ndtr
+
+        return self.ppf(ndtr(-k)), self.ppf(ndtr(k))
+
+    def sigma_equivalent(self) -> np.ndarray:
+        """Half the width of the central 68.27 % interval (eV): the std a Normal with it would have."""
+        lo, hi = self.interval(1.0)
+        return 0.5 * (hi - lo)
+
+    def mixture_std(self) -> np.ndarray:
+        """The mixture's standard deviation ``sqrt((1 - p) sigma^2 + p (1 - p) mu^2)`` (module docstring)."""
+        q = 1.0 - self.p_metal
+        return np.sqrt(q * self.sigma**2 + self.p_metal * q * self.mu**2)
+
+    def reported_std(self) -> np.ndarray:
+        """The std a model reports: the σ-equivalent once recalibrated, else the mixture std.
+
+        A recalibrated distribution is not Normal (an atom at 0 eV, Laplace-like tails), so
+        its spread is reported as the half-width of its calibrated 68.27 % interval.
+        """
+        return self.mixture_std() if self.recalibration is None else self.sigma_equivalent()
+
+    def window_probability(self, window: GapWindow) -> np.ndarray:
+        """``P(gap_min <= gap <= gap_max)`` (the atom at 0 eV counts when ``gap_min`` is 0)."""
+        hi = np.ones(len(self)) if window.gap_max is None else self.cdf(window.gap_max)
+        lo = np.zeros(len(self)) if window.gap_min <= 0 else self.cdf(window.gap_min)
+        p = np.clip(hi - lo, 0.0, 1.0)
+        return np.where(np.isnan(self.mu) | np.isnan(self.p_metal), 0.0, p)
+
+
 def coverage(err: np.ndarray, std: np.ndarray) -> tuple[float, float]:
     """Shares of ``|err| <= std`` and ``|err| <= 2 std`` (finite rows only)."""
     err = np.abs(np.asarray(err, dtype=np.float64))
@@ -129,4 +269,13 @@ def fit_std_scale(
     return best
 
 
-__all__ = ["COVERAGE_TARGETS", "GatePoint", "GatedGap", "combine", "coverage", "fit_std_scale"]
+__all__ = [
+    "COVERAGE_TARGETS",
+    "MIN_SIGMA",
+    "GapDistribution",
+    "GatePoint",
+    "GatedGap",
+    "combine",
+    "coverage",
+    "fit_std_scale",
+]

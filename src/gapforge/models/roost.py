@@ -256,6 +256,8 @@ class RoostEnsemble:
     """
 
     kind = KIND
+    #: the fitted CDF recalibration (:meth:`recalibrate`), or None
+    recalibration_: Any = None
 
     def __init__(
         self,
@@ -368,6 +370,7 @@ class RoostEnsemble:
         val_formulas: Sequence[str] | None = None,
         val_band_gaps: Sequence[float] | None = None,
         checkpoint_dir: str | Path | None = None,
+        init_from: RoostEnsemble | None = None,
     ) -> Self:
         """Train every member; keep each member's weights of its best validation epoch.
 
@@ -384,9 +387,13 @@ class RoostEnsemble:
             checkpoint_dir: when given, each member's state is saved there after every
                 epoch and a later call with the same directory resumes from it (the
                 data and parameters must be the same).
+            init_from: a fitted ensemble of the same architecture to start from (fine-tuning,
+                e.g. pre-trained on every PBE source, then fitted on MP alone): member ``k``
+                starts from its member ``k mod K`` and the target normalisation is kept.
 
         Raises:
-            ModelError: no usable training formula, or mismatched lengths.
+            ModelError: no usable training formula, mismatched lengths, or an
+                ``init_from`` of another architecture.
         """
         import torch
 
@@ -421,6 +428,16 @@ class RoostEnsemble:
             raise ModelError("no non-metal (gap > 0) training formula for the gap head")
         self.target_mean_ = float(y[gap_rows].mean())
         self.target_std_ = float(y[gap_rows].std()) or 1.0
+        init_states: list[dict[str, Any]] = []
+        if init_from is not None:
+            init_from._check_fitted()
+            arch = ("robust", "elem_embedding", "elem_fea_len", "n_graph", "elem_heads", "hidden",
+                    "cry_heads", "trunk_hidden", "out_hidden", "metal_head")  # fmt: skip
+            mine, theirs = self.get_params(), init_from.get_params()
+            if diff := [a for a in arch if mine[a] != theirs[a]]:
+                raise ModelError(f"init_from has another architecture ({diff[0]}: {theirs[diff[0]]!r})")
+            self.target_mean_, self.target_std_ = init_from.target_mean_, init_from.target_std_
+            init_states = [copy.deepcopy(net.state_dict()) for net in init_from.members_]
         y_norm = ((y - self.target_mean_) / self.target_std_).astype(np.float32)
 
         self.elements_ = allowed
@@ -442,6 +459,7 @@ class RoostEnsemble:
                     y <= 0,
                     rng=np.random.default_rng(self.seed + k),
                     checkpoint=Path(checkpoint_dir) / f"member_{k}.pt" if checkpoint_dir else None,
+                    init_state=init_states[k % len(init_states)] if init_states else None,
                 )
                 self.members_.append(net)
                 self.histories_.append(hist)
@@ -464,6 +482,7 @@ class RoostEnsemble:
         *,
         rng: np.random.Generator,
         checkpoint: Path | None = None,
+        init_state: dict[str, Any] | None = None,
     ) -> tuple[Any, MemberHistory]:
         import torch
         from aviary.losses import robust_l1_loss
@@ -472,6 +491,9 @@ class RoostEnsemble:
 
         torch.manual_seed(self.seed + k)
         net = self._network()
+        if init_state is not None:
+            ref = net.state_dict()
+            net.load_state_dict({n: t.to(ref[n].dtype) for n, t in init_state.items()})
         opt = torch.optim.AdamW(net.parameters(), lr=self.learning_rate, weight_decay=self.weight_decay)
         steps_per_epoch = max(1, math.ceil(len(tr_rows) / self.batch_size))
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(
@@ -628,7 +650,9 @@ class RoostEnsemble:
         negative); the std combines member spread and aleatoric std (see module doc),
         times ``std_scale``. With a metal head both go through the metal gate
         (:func:`gapforge.models.metal_gate.combine`, P(metal) = the members' mean
-        probability) and the table gains ``p_metal``.
+        probability) and the table gains ``p_metal``. With a CDF recalibration
+        (:meth:`recalibrate`) the mean and std are those of the recalibrated
+        distribution (:meth:`predict_distribution`): its median and σ-equivalent.
 
         Returns:
             ``formula``, ``band_gap_mean``, ``band_gap_std``, [``p_metal``,] ``reason`` in input order.
@@ -637,16 +661,52 @@ class RoostEnsemble:
         parts = self.components(formulas)
         mean, std = parts[C.BAND_GAP_MEAN].to_numpy(), parts[C.BAND_GAP_STD].to_numpy()
         table = {C.FORMULA: pd.Series(formulas, dtype=object), C.BAND_GAP_MEAN: mean, C.BAND_GAP_STD: std}
-        if self.metal_head:
-            from gapforge.models.metal_gate import combine
-
-            p = parts[C.P_METAL].to_numpy()
-            gated = combine(p, mean, std, std_scale=self.std_scale, point=self.gate_point)
-            table.update({C.BAND_GAP_MEAN: gated.point, C.BAND_GAP_STD: gated.std, C.P_METAL: gated.p_metal})
+        if self.metal_head or self.recalibration_ is not None:
+            dist = self._distribution(parts)
+            table.update({C.BAND_GAP_MEAN: dist.median(), C.BAND_GAP_STD: dist.reported_std()})
+            if self.metal_head:
+                table[C.P_METAL] = dist.p_metal
         elif self.std_scale != 1.0:
             table[C.BAND_GAP_STD] = std * self.std_scale
         table[C.REASON] = parts[C.REASON]
         return pd.DataFrame(table)
+
+    def _distribution(self, parts: pd.DataFrame, *, recalibrated: bool = True) -> Any:
+        from gapforge.models.metal_gate import GapDistribution
+
+        p = parts[C.P_METAL].to_numpy() if self.metal_head else np.zeros(len(parts))
+        mu = parts[C.BAND_GAP_MEAN].to_numpy()
+        p = np.where(np.isnan(mu), np.nan, p)
+        return GapDistribution(
+            p,
+            mu,
+            parts[C.BAND_GAP_STD].to_numpy() * self.std_scale,
+            self.recalibration_ if recalibrated else None,
+            parts[C.REASON].to_numpy(dtype=object),
+        )
+
+    def predict_distribution(self, formulas: Sequence[str]) -> Any:
+        """Each formula's predictive gap distribution (:class:`~gapforge.models.metal_gate.GapDistribution`).
+
+        The same distribution :meth:`predict` reports the median and σ-equivalent of, and
+        the one window probabilities are taken from (recalibrated when :meth:`recalibrate`
+        was called). Rows Roost cannot read are NaN.
+        """
+        return self._distribution(self.components([str(f) for f in formulas]))
+
+    def recalibrate(self, formulas: Sequence[str], band_gaps: Sequence[float], *, seed: int = 0) -> Self:
+        """Fit the CDF recalibration on held-out rows (Kuleshov 2018; :mod:`gapforge.models.calibration`).
+
+        Args:
+            formulas: validation formulas (never the training rows).
+            band_gaps: their gaps (eV; 0 = metal).
+            seed: seed of the PIT's randomisation inside the atom at 0 eV.
+        """
+        from gapforge.models.calibration import CdfRecalibration
+
+        raw = self._distribution(self.components([str(f) for f in formulas]), recalibrated=False)
+        self.recalibration_ = CdfRecalibration.fit(raw.pit(np.asarray(band_gaps, dtype=float), seed=seed))
+        return self
 
     def components(self, formulas: Sequence[str]) -> pd.DataFrame:
         """The ensemble's gap head and metal head before the gate (no ``std_scale``).
@@ -719,6 +779,11 @@ class RoostEnsemble:
                 "n_train": getattr(self, "n_train_", None),
                 "n_val": getattr(self, "n_val_", None),
                 "members": [h.to_dict() for h in getattr(self, "histories_", [])],
+                **(
+                    {"cdf_recalibration": self.recalibration_.to_dict()}
+                    if self.recalibration_ is not None
+                    else {}
+                ),
                 **(metadata or {}),
             },
         }
@@ -769,6 +834,10 @@ class RoostEnsemble:
         model.n_val_ = meta.get("n_val")
         model.histories_ = []
         model.metadata_ = meta
+        if meta.get("cdf_recalibration"):
+            from gapforge.models.calibration import CdfRecalibration
+
+            model.recalibration_ = CdfRecalibration.from_dict(meta["cdf_recalibration"])
         return model
 
 

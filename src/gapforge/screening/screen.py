@@ -170,8 +170,14 @@ def _predict(
     *,
     executor=None,
     model_ref: str | Path | None = None,
+    window: GapWindow | None = None,
 ):
-    """Mean, std and reason per row; uses ``predict_counts`` when the model has it.
+    """Mean, std, reason and P(gap in ``window``) per row; uses ``predict_counts`` when the model has it.
+
+    P(gap in window) comes from the model's own predictive distribution where it has one
+    (``predict_distribution``: the gated, recalibrated distribution of
+    :class:`~gapforge.models.metal_gate.GapDistribution`), else it is NaN and the caller
+    reads it from a Normal with the predicted mean and std.
 
     With an executor that is not serial and a ``model_ref`` (the model's
     directory or ``"default"``), each batch is a task on the executor; every
@@ -181,6 +187,7 @@ def _predict(
     mean = np.full(n, np.nan)
     std = np.full(n, np.nan)
     reason = np.full(n, "", dtype=object)
+    p_win = np.full(n, np.nan)
     rows = np.flatnonzero(ok)
     batches = [rows[lo : lo + batch_size] for lo in range(0, len(rows), batch_size)]
     if executor is not None and model_ref is not None and not _in_process(executor):
@@ -188,7 +195,8 @@ def _predict(
 
         from gapforge.executor import TaskFailure, run_tasks
 
-        items = [BatchInput([str(f) for f in formulas[idx]], counts[idx], tuple(elements)) for idx in batches]
+        els = tuple(elements)
+        items = [BatchInput([str(f) for f in formulas[i]], counts[i], els, window) for i in batches]
         run = run_tasks(
             functools.partial(predict_batch, model_ref=str(model_ref)),
             items,
@@ -201,13 +209,19 @@ def _predict(
                 reason[idx] = f"prediction failed: {res.reason}"
                 continue
             mean[idx], std[idx], reason[idx] = res.mean, res.std, res.reasons
-        return mean, std, reason
+            if res.p_in_window is not None:
+                p_win[idx] = res.p_in_window
+        return mean, std, reason, p_win
     from tqdm.auto import tqdm
 
     for idx in tqdm(batches, desc="predict", disable=None):
-        res = _predict_one(model, BatchInput([str(f) for f in formulas[idx]], counts[idx], tuple(elements)))
+        res = _predict_one(
+            model, BatchInput([str(f) for f in formulas[idx]], counts[idx], tuple(elements), window)
+        )
         mean[idx], std[idx], reason[idx] = res.mean, res.std, res.reasons
-    return mean, std, reason
+        if res.p_in_window is not None:
+            p_win[idx] = res.p_in_window
+    return mean, std, reason, p_win
 
 
 @dataclass(frozen=True)
@@ -217,18 +231,30 @@ class BatchInput:
     formulas: list[str]
     counts: np.ndarray
     elements: tuple[str, ...]
+    window: GapWindow | None = None
 
 
 @dataclass(frozen=True)
 class BatchPrediction:
-    """Predicted gap mean and std (eV) and the reason where there is none, per formula of a batch."""
+    """Predicted gap mean and std (eV), the reason where there is none and P(gap in window), per formula."""
 
     mean: np.ndarray
     std: np.ndarray
     reasons: np.ndarray
+    p_in_window: np.ndarray | None = None
 
 
 def _predict_one(model, batch: BatchInput) -> BatchPrediction:
+    if batch.window is not None and hasattr(model, "predict_distribution"):
+        dist = model.predict_distribution(batch.formulas)
+        if len(dist) != len(batch.formulas):
+            raise InputError(f"the model returned {len(dist)} predictions for {len(batch.formulas)} formulas")
+        return BatchPrediction(
+            dist.median(),
+            dist.reported_std(),
+            np.asarray(dist.reasons, dtype=object),
+            dist.window_probability(batch.window),
+        )
     if hasattr(model, "predict_counts"):
         p = model.predict_counts(batch.counts, list(batch.elements))
         return BatchPrediction(np.asarray(p.mean), np.asarray(p.std), np.asarray(p.reasons, dtype=object))
@@ -329,7 +355,7 @@ def screen(
     reasons = np.concatenate([b.reasons for b in parts])[first].astype(object)
     del parts
 
-    mean, std, pred_reason = _predict(
+    mean, std, pred_reason, p_in_window = _predict(
         model,
         names,
         counts,
@@ -338,6 +364,7 @@ def screen(
         settings.batch_size,
         executor=executor,
         model_ref=model_ref,
+        window=settings.window,
     )
     predicted = readable & np.isfinite(mean)
     reasons = np.where(readable & ~predicted & (pred_reason != ""), pred_reason, reasons)
@@ -385,7 +412,7 @@ def screen(
             C.FORMULA: pd.Series(names, dtype=object),
             C.BAND_GAP_MEAN: mean,
             C.BAND_GAP_STD: std,
-            C.P_IN_WINDOW: window.probability(mean, std),
+            C.P_IN_WINDOW: np.where(np.isfinite(p_in_window), p_in_window, window.probability(mean, std)),
             C.REASON: pd.Series(reasons, dtype=object).astype(str),
             "n_atoms": n_atoms(counts).astype(np.int64),
             "n_elements": n_elements_of(counts).astype(np.int64),
