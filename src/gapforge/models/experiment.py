@@ -256,16 +256,7 @@ class ExperimentHead:
 
     def predict(self, formulas: Sequence[str], *, pbe_model: Any = None) -> pd.DataFrame:
         """Experimental gaps: ``formula``, ``band_gap_mean``, ``band_gap_std``, ``p_metal``, ``reason``."""
-        dist = self.predict_distribution(formulas, pbe_model=pbe_model)
-        return pd.DataFrame(
-            {
-                C.FORMULA: pd.Series([str(f) for f in formulas], dtype=object),
-                C.BAND_GAP_MEAN: dist.median(),
-                C.BAND_GAP_STD: dist.reported_std(),
-                C.P_METAL: dist.p_metal,
-                C.REASON: pd.Series(dist.reasons, dtype=object).astype(str),
-            }
-        )
+        return self.predict_distribution(formulas, pbe_model=pbe_model).to_table(formulas)
 
     def _check(self) -> None:
         if not hasattr(self, "regressor_"):
@@ -371,16 +362,7 @@ class ExperimentPredictor:
         A formula the PBE oracle cannot read (an element without a Roost embedding)
         gets its reason and NaN, as from the oracle itself.
         """
-        dist = self.predict_distribution(formulas)
-        return pd.DataFrame(
-            {
-                C.FORMULA: pd.Series([str(f) for f in formulas], dtype=object),
-                C.BAND_GAP_MEAN: dist.median(),
-                C.BAND_GAP_STD: dist.reported_std(),
-                C.P_METAL: dist.p_metal,
-                C.REASON: pd.Series(dist.reasons, dtype=object).astype(str),
-            }
-        )
+        return self.predict_distribution(formulas).to_table(formulas)
 
     def predict_distribution(self, formulas: Sequence[str]) -> GapDistribution:
         """The head's predictive distribution (NaN and the oracle's reason where it cannot read one)."""

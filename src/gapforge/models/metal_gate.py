@@ -150,6 +150,13 @@ class GapDistribution:
     def __len__(self) -> int:
         return len(self.p_metal)
 
+    def __getitem__(self, rows: Any) -> GapDistribution:
+        """The distribution of some rows (an index array, slice or boolean mask)."""
+        reasons = np.asarray(self.reasons)[rows]
+        return GapDistribution(
+            self.p_metal[rows], self.mu[rows], self.sigma[rows], self.recalibration, reasons
+        )
+
     # -- the raw mixture -------------------------------------------------------------------
     def raw_cdf(self, x: Any) -> np.ndarray:
         """``F(x)`` of the mixture before recalibration (``x`` broadcast against the rows)."""
@@ -225,6 +232,26 @@ class GapDistribution:
         its spread is reported as the half-width of its calibrated 68.27 % interval.
         """
         return self.mixture_std() if self.recalibration is None else self.sigma_equivalent()
+
+    def to_table(self, formulas: Any, *, p_metal: bool = True) -> Any:
+        """The prediction table every gated model returns (Roost's and the experimental head's).
+
+        Columns: ``formula``, ``band_gap_mean`` (the median), ``band_gap_std``
+        (:meth:`reported_std`), [``p_metal``,] ``reason``.
+        """
+        import pandas as pd
+
+        from gapforge import columns as C
+
+        table = {
+            C.FORMULA: pd.Series([str(f) for f in formulas], dtype=object),
+            C.BAND_GAP_MEAN: self.median(),
+            C.BAND_GAP_STD: self.reported_std(),
+        }
+        if p_metal:
+            table[C.P_METAL] = self.p_metal
+        table[C.REASON] = pd.Series(self.reasons, dtype=object).astype(str)
+        return pd.DataFrame(table)
 
     def window_probability(self, window: GapWindow) -> np.ndarray:
         """``P(gap_min <= gap <= gap_max)`` (the atom at 0 eV counts when ``gap_min`` is 0)."""

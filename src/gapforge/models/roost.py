@@ -659,14 +659,11 @@ class RoostEnsemble:
         """
         formulas = [str(f) for f in formulas]
         parts = self.components(formulas)
+        if self.metal_head or self.recalibration_ is not None:
+            return self._distribution(parts).to_table(formulas, p_metal=self.metal_head)
         mean, std = parts[C.BAND_GAP_MEAN].to_numpy(), parts[C.BAND_GAP_STD].to_numpy()
         table = {C.FORMULA: pd.Series(formulas, dtype=object), C.BAND_GAP_MEAN: mean, C.BAND_GAP_STD: std}
-        if self.metal_head or self.recalibration_ is not None:
-            dist = self._distribution(parts)
-            table.update({C.BAND_GAP_MEAN: dist.median(), C.BAND_GAP_STD: dist.reported_std()})
-            if self.metal_head:
-                table[C.P_METAL] = dist.p_metal
-        elif self.std_scale != 1.0:
+        if self.std_scale != 1.0:
             table[C.BAND_GAP_STD] = std * self.std_scale
         table[C.REASON] = parts[C.REASON]
         return pd.DataFrame(table)
