@@ -181,3 +181,27 @@ def test_recalibration_survives_save_and_drives_predict_and_screen(oracle_dir: P
     )
     got = res.table.set_index(C.FORMULA).loc[formulas, C.P_IN_WINDOW].to_numpy()
     np.testing.assert_allclose(got, dist.window_probability(window), rtol=1e-9)
+
+
+def test_metal_classifier_blends_into_the_head_and_round_trips(oracle_dir: Path, tmp_path: Path) -> None:
+    from gapforge.models.metal_gate import MagpieMetalClassifier
+    from gapforge.models.registry import load_model
+
+    df = _table()
+    model = load_model(str(oracle_dir))
+    formulas = ["LiF", "NaCl", "Cu", "Fe3Al", "GaAs"]
+    p_head = model.components(formulas)[C.P_METAL].to_numpy()
+    clf = MagpieMetalClassifier(max_iter=20, min_samples_leaf=3).fit(df[C.FORMULA], df[C.BAND_GAP])
+    p_clf = clf.p_metal(formulas)
+    assert p_clf[2] > 0.5 > p_clf[0]  # Cu a metal, LiF not: it learned from the 0 eV rows
+    model.attach_metal_classifier(clf, 0.25)
+    np.testing.assert_allclose(model.components(formulas)[C.P_METAL], 0.25 * p_clf + 0.75 * p_head)
+    out = model.save(tmp_path / "blend")
+    again = load_model(str(out))
+    assert again.metal_blend_weight_ == 0.25
+    np.testing.assert_allclose(again.predict(formulas)[C.P_METAL], model.predict(formulas)[C.P_METAL])
+    with pytest.raises(ModelError, match="blend weight"):
+        again.attach_metal_classifier(clf, 1.5)
+    (out / "metal_classifier.skops").write_bytes(b"tampered")
+    with pytest.raises(ModelError, match="sha256"):
+        load_model(str(out))

@@ -167,7 +167,7 @@ def test_shipped_oracle_predicts_sensible_gaps() -> None:
     for metal in ("Cu", "Fe3Al"):
         assert out.loc[metal, "band_gap_mean"] == 0.0 and out.loc[metal, "p_metal"] > 0.9
     assert out.loc["LiF", "p_metal"] < 0.05
-    assert model.metadata_["metrics"]["test"]["r2"] > 0.75  # matbench_mp_gap fold 0: 0.807
+    assert model.metadata_["metrics"]["test"]["r2"] > 0.8  # matbench_mp_gap fold 0: 0.855
 
 
 @pytest.mark.data

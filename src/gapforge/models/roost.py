@@ -48,6 +48,7 @@ log = logging.getLogger(__name__)
 
 KIND = "roost"
 WEIGHTS_FILE = "roost_weights.pt"
+METAL_CLASSIFIER_FILE = "metal_classifier.skops"
 #: Bumped when the on-disk layout changes; older gapforge refuses newer files.
 FORMAT_VERSION = 1
 #: aviary's element embedding used by default (pinned: aviary's default has changed before).
@@ -258,6 +259,9 @@ class RoostEnsemble:
     kind = KIND
     #: the fitted CDF recalibration (:meth:`recalibrate`), or None
     recalibration_: Any = None
+    #: an extra P(metal) classifier blended with the metal head (:meth:`attach_metal_classifier`)
+    metal_classifier_: Any = None
+    metal_blend_weight_: float = 0.0
 
     def __init__(
         self,
@@ -711,7 +715,8 @@ class RoostEnsemble:
         Returns:
             ``formula``, ``band_gap_mean`` (members' mean, clipped at 0 eV; the
             non-metal gap with a metal head), ``band_gap_std`` (unscaled),
-            ``p_metal`` (members' mean probability; NaN without a metal head), ``reason``.
+            ``p_metal`` (members' mean probability, blended with an attached metal
+            classifier's; NaN without a metal head), ``reason``.
         """
         formulas = [str(f) for f in formulas]
         means, stds, graphs = self.predict_members(formulas)
@@ -721,6 +726,9 @@ class RoostEnsemble:
             aleatoric = (stds**2).mean(axis=0)
             std = np.sqrt(epistemic + aleatoric)
             p = self.last_p_metal_.mean(axis=0)
+            if self.metal_classifier_ is not None and self.metal_blend_weight_ > 0:
+                w = self.metal_blend_weight_
+                p = np.where(np.isnan(p), p, w * self.metal_classifier_.p_metal(formulas) + (1 - w) * p)
         else:
             mean = std = p = np.zeros(0)
         return pd.DataFrame(
@@ -732,6 +740,20 @@ class RoostEnsemble:
                 C.REASON: pd.Series(graphs.reasons, dtype=object).astype(str),
             }
         )
+
+    def attach_metal_classifier(self, classifier: Any, weight: float) -> Self:
+        """Blend P(metal) with another classifier's: ``p = weight * p_classifier + (1 - weight) * p_head``.
+
+        Args:
+            classifier: a fitted :class:`~gapforge.models.metal_gate.MagpieMetalClassifier`.
+            weight: its share in 0-1 (chosen on validation rows, e.g. by AUC).
+        """
+        if not self.metal_head:
+            raise ModelError("a metal classifier is blended with the metal head: fit with metal_head=True")
+        if not 0.0 <= weight <= 1.0:
+            raise ModelError(f"blend weight must lie in 0-1, got {weight}")
+        self.metal_classifier_, self.metal_blend_weight_ = classifier, float(weight)
+        return self
 
     def _check_fitted(self) -> None:
         if not getattr(self, "members_", None):
@@ -784,6 +806,11 @@ class RoostEnsemble:
                 **(metadata or {}),
             },
         }
+        if self.metal_classifier_ is not None:
+            card["metadata"]["metal_classifier"] = {
+                **self.metal_classifier_.save(directory / METAL_CLASSIFIER_FILE),
+                "blend_weight": self.metal_blend_weight_,
+            }
         write_json(card, directory / MODEL_CARD_FILE)
         return directory
 
@@ -831,6 +858,12 @@ class RoostEnsemble:
         model.n_val_ = meta.get("n_val")
         model.histories_ = []
         model.metadata_ = meta
+        if meta.get("metal_classifier"):
+            from gapforge.models.metal_gate import MagpieMetalClassifier
+
+            info = meta["metal_classifier"]
+            clf = MagpieMetalClassifier.load(directory / info["file"], sha256=info["sha256"])
+            model.attach_metal_classifier(clf, float(info["blend_weight"]))
         if meta.get("cdf_recalibration"):
             from gapforge.models.calibration import CdfRecalibration
 
