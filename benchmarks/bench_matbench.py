@@ -724,6 +724,13 @@ def run_expt(args: argparse.Namespace) -> None:
                 val_formulas=val[C.FORMULA].tolist(),
                 val_band_gaps=val[C.BAND_GAP].to_numpy(),
             )
+            if args.recal_folds:
+                head.cross_fit_recalibration(
+                    train[C.FORMULA].tolist(),
+                    train[C.BAND_GAP].to_numpy(),
+                    pbe_model=pbe,
+                    folds=args.recal_folds,
+                )
             seconds = time.perf_counter() - t0
             pred = head.predict(test[C.FORMULA].tolist(), pbe_model=pbe)
             dist = head.predict_distribution(test[C.FORMULA].tolist(), pbe_model=pbe)
@@ -1158,6 +1165,9 @@ def main() -> None:
     e.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     e.add_argument("--variants", nargs="+", default=["magpie", "magpie+pbe"])
     e.add_argument("--tag", default="")
+    e.add_argument(
+        "--recal-folds", type=int, default=0, help="cross-fit the recalibration (0: validation rows)"
+    )
     er = sub.add_parser("expt-roost")
     er.add_argument("--pbe-model", required=True)
     er.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])

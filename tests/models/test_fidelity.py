@@ -205,3 +205,22 @@ def test_metal_classifier_blends_into_the_head_and_round_trips(oracle_dir: Path,
     (out / "metal_classifier.skops").write_bytes(b"tampered")
     with pytest.raises(ModelError, match="sha256"):
         load_model(str(out))
+
+
+def test_experiment_head_cross_fits_its_recalibration(oracle_dir: Path) -> None:
+    from gapforge.models.calibration import CdfRecalibration
+    from gapforge.models.registry import load_model
+
+    pbe = load_model(str(oracle_dir))
+    df = _table()
+    expt = df.assign(**{C.BAND_GAP: df[C.BAND_GAP] * 1.4})
+    head = ExperimentHead(max_iter=10, min_samples_leaf=3)
+    f, y = expt[C.FORMULA].tolist(), expt[C.BAND_GAP].to_numpy()
+    head.fit(f[:50], y[:50], pbe_model=pbe, val_formulas=f[50:], val_band_gaps=y[50:])
+    from_val = head.recalibration_
+    assert isinstance(from_val, CdfRecalibration) and from_val.n_fit == len(f) - 50
+    head.cross_fit_recalibration(f[:50], y[:50], pbe_model=pbe, folds=3)
+    assert head.recalibration_.n_fit == 50  # one out-of-fold PIT per training row
+    assert not np.allclose(head.recalibration_(np.linspace(0, 1, 11)), from_val(np.linspace(0, 1, 11)))
+    dist = head.predict_distribution(["LiF", "Cu"], pbe_model=pbe)
+    assert dist.recalibration is head.recalibration_
