@@ -228,12 +228,25 @@ def train_experiment_head_cmd(
     features: Annotated[
         str, typer.Option("--features", help="magpie+pbe (transfer from the oracle) or magpie.")
     ] = "magpie+pbe",
+    recal_folds: Annotated[
+        int,
+        typer.Option(
+            "--recal-folds",
+            help="Cross-fit the CDF recalibration over this many folds (0: on validation rows).",
+        ),
+    ] = 5,
 ) -> None:
     """Fit the experimental-gap head (gradient boosting + metal gate) on measured gaps beside an oracle."""
     from gapforge.models.experiment import train_experiment_head
 
     target, head = train_experiment_head(
-        oracle, data, out=out, features=features, seed=seed, command=shlex.join(["gapforge", *sys.argv[1:]])
+        oracle,
+        data,
+        out=out,
+        features=features,
+        seed=seed,
+        recalibration_folds=recal_folds,
+        command=shlex.join(["gapforge", *sys.argv[1:]]),
     )
     typer.echo(f"saved experimental head to {target} ({head.n_train_} rows, std scale {head.std_scale_:.2f})")
 

@@ -422,11 +422,14 @@ def train_experiment_head(
     features: str = "magpie+pbe",
     seed: int = 0,
     val_fraction: float = 0.05,
+    recalibration_folds: int = 5,
     command: str | None = None,
 ) -> tuple[Path, ExperimentHead]:
     """``gapforge train experiment-head``: fit a head on measured gaps beside an oracle.
 
-    ``val_fraction`` of the rows (seeded) is held out to fit the std scale; the head
+    ``val_fraction`` of the rows (seeded) is held out to fit the std scale; the CDF
+    recalibration is cross-fitted over ``recalibration_folds`` folds of the training rows
+    (:meth:`ExperimentHead.cross_fit_recalibration`; 0: fitted on the held-out rows); the head
     is saved to ``out`` (default ``<oracle>/experiment``, where ``--fidelity
     experiment`` finds it).
     """
@@ -448,6 +451,10 @@ def train_experiment_head(
         val_formulas=val[C.FORMULA].tolist(),
         val_band_gaps=val[C.BAND_GAP].to_numpy(),
     )
+    if recalibration_folds:
+        head.cross_fit_recalibration(
+            train[C.FORMULA].tolist(), train[C.BAND_GAP].to_numpy(), pbe_model=pbe, folds=recalibration_folds
+        )
     target = Path(out) if out is not None else head_dir(model_dir(oracle))
     head.save(
         target,
@@ -457,6 +464,11 @@ def train_experiment_head(
             "n_val": int(n_val),
             "pbe_oracle_weights_sha256": getattr(pbe, "metadata_", {}).get("weights_sha256"),
             **({"cdf_recalibration": head.recalibration.to_dict()} if head.recalibration is not None else {}),
+            "cdf_recalibration_fitted_on": (
+                f"out-of-fold PITs of the training rows ({recalibration_folds} folds)"
+                if recalibration_folds
+                else f"the {n_val} held-out rows"
+            ),
             "train_seconds": round(time.perf_counter() - t0, 1),
             "command": command,
             "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
