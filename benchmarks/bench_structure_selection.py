@@ -91,6 +91,36 @@ def boot_ci(x: np.ndarray, seed: int = 0) -> tuple[float, float]:
     return float(np.quantile(means, 0.025)), float(np.quantile(means, 0.975))
 
 
+def symmetry_first_rates(records: list[dict]) -> dict[str, float] | None:
+    """Dev-only variant (needs the relaxed space groups): templates that kept their space group
+    through the relaxation compete first, then the margin rule."""
+    if not any(r.get("relaxed_spacegroup_by_rank") for r in records):
+        return None
+    out = {}
+    for margin in MARGINS:
+        hits = []
+        for r in records:
+            if not _relaxed(r):
+                hits.append(False)
+                continue
+            template_sg = dict(enumerate(r["template_spacegroups"], start=1))
+            relaxed_sg = _ints(r["relaxed_spacegroup_by_rank"])
+            e = {k: float(v) for k, v in _ints(r["energies_by_rank"]).items()}
+            kept_sg = {k: v for k, v in e.items() if relaxed_sg.get(k) == template_sg.get(k)} or e
+            hits.append(bool(_ints(r["matches_by_rank"]).get(pick_template(kept_sg, margin), False)))
+        out[str(margin)] = float(np.mean(hits))
+    return out
+
+
+def template_spacegroups() -> dict[str, float]:
+    """Template id -> space group number, for every template the validation can use (MP + AFLOW)."""
+    from gapforge.structure.library import load_library
+    from gapforge.structure.validation import ValidationSettings, _template_subset
+
+    t = _template_subset(load_library(None), ValidationSettings(max_sites=8)).table
+    return dict(zip(t[C.MATERIAL_ID].astype(str), t[C.SPACEGROUP_NUMBER].astype(float), strict=True))
+
+
 def selection_caps(records: list[dict]) -> dict:
     """Why lowest energy loses: misses where CHGNet ranks the wrong structure below the true one."""
     miss = below = 0
@@ -120,6 +150,26 @@ def selection_caps(records: list[dict]) -> dict:
         )
         if any(r.get("converged_by_rank") for r in records)
         else None,
+    }
+
+
+def ranking_caps(records: list[dict], id_to_spacegroup: dict[str, float]) -> dict:
+    """Prototype hits of the ranked templates (same space group as the true structure, before relaxing)
+    beside the relaxed matches: a relaxed match without a hit is rare, so the hits cap the matches."""
+    top1 = any5 = match_no_hit = ceiling = 0
+    for r in records:
+        sgs = [id_to_spacegroup.get(t, np.nan) for t in r.get("template_ids") or []]
+        hits = [bool(sg == float(r[C.SPACEGROUP_NUMBER])) for sg in sgs]
+        top1 += bool(hits[:1] and hits[0])
+        any5 += any(hits)
+        ceiling += bool(r.get("prototype_in_library"))
+        match_no_hit += bool(r.get("match_any_topk")) and not any(hits)
+    n = len(records)
+    return {
+        "prototype_hit_top1": top1 / n,
+        "prototype_hit_any_of_k": any5 / n,
+        "relaxed_match_any_of_k_without_a_hit": match_no_hit / n,
+        "ceiling_prototype_in_library": ceiling / n,
     }
 
 
@@ -195,6 +245,7 @@ def main() -> None:
     dev, dev_cmd = load(args.dev)
     test, test_cmd = load(args.test)
     unstable, unstable_cmd = load(args.unstable) if args.unstable.is_file() else ([], None)
+    spacegroups = template_spacegroups()
     dev_rates = {str(m): float(match_rate(dev, m).mean()) for m in MARGINS}
     best = max(dev_rates.values())
     chosen = min(float(m) for m, r in dev_rates.items() if r == best)
@@ -241,8 +292,11 @@ def main() -> None:
         "test_match_rate_by_margin": test_rates,
         "test_match_rate_chosen": float(hit.mean()),
         "test_match_rate_chosen_ci95": boot_ci(hit),
+        "dev_match_rate_symmetry_first": symmetry_first_rates(dev),
         "caps_dev": selection_caps(dev),
         "caps_test": selection_caps(test),
+        "ranking_caps_dev": ranking_caps(dev, spacegroups),
+        "ranking_caps_test": ranking_caps(test, spacegroups),
         "stability_by_margin": stab,
         "stability_control_chgnet_on_mp_structure": stability(control) if control else None,
         "wall_time_s": time.perf_counter() - start,
@@ -301,6 +355,14 @@ def markdown(r: dict) -> str:
         ("share_relaxed_converged", "relaxations converged (share)"),
     ):
         lines.append(f"| {label} | {_f(cd.get(key))} | {_f(ct.get(key))} |")
+    rd, rt = r["ranking_caps_dev"], r["ranking_caps_test"]
+    for key, label in (
+        ("prototype_hit_top1", "prototype hit, first-ranked template (before relaxing)"),
+        ("prototype_hit_any_of_k", "prototype hit, any of the k"),
+        ("relaxed_match_any_of_k_without_a_hit", "relaxed match among the k without a hit"),
+        ("ceiling_prototype_in_library", "ceiling: the prototype among the templates at all"),
+    ):
+        lines.append(f"| {label} | {_f(rd.get(key))} | {_f(rt.get(key))} |")
     lines += [
         "",
         "## Stability: 'within 0.1 eV/atom of the hull' against MP's e_above_hull",

@@ -7,8 +7,9 @@ Two steps, each one public function and one CLI command:
   and one CIF per row under ``cifs/``.
 - :func:`relax_structures` (``gapforge relax``): CHGNet relaxation of every CIF
   in parallel, formation energy, energy above hull; writes ``relaxed_all.csv``
-  (every template) and ``relaxed.csv`` (per candidate, the template with the
-  lowest relaxed energy per atom, converged ones first).
+  (every template) and ``relaxed.csv`` (per candidate, the first-ranked relaxed
+  template unless another relaxed lower by more than ``SELECTION_MARGIN`` eV/atom,
+  converged ones first: :mod:`gapforge.structure.selection`).
 
 A row that fails (bad element, no template, different stoichiometry, CHGNet
 blow-up, no convergence) keeps going with its reason in the ``reason`` column.

@@ -3,12 +3,13 @@
 For each sampled known material (with a Materials Project formation energy) the
 stage is run as for a candidate, with the material's own formula removed from
 the template library (leave-one-formula-out): template search, substitution,
-CHGNet relaxation of the top-k, the lowest-energy result kept. Measured:
+CHGNet relaxation of the top-k, one kept by the stage's rule
+(:func:`~gapforge.structure.selection.pick_template`). Measured:
 
 - match rate: pymatgen ``StructureMatcher`` (default tolerances) between the
   rebuilt and the true structure, over all sampled materials (a material with
   no template counts as not matched): top-1 (the first-ranked template, relaxed),
-  best-of-k (the lowest relaxed energy of the k, what the stage keeps), any of
+  kept of k (the template the selection rule keeps, what the stage keeps), any of
   the k, and the rank-1 template before relaxation;
 - the ceiling: the share of materials whose prototype (anonymised formula +
   space group) is among the usable templates at all (own formula left out);
@@ -478,7 +479,7 @@ def summarise(table: pd.DataFrame) -> dict[str, Any]:
         rebuilt = pd.Series(False, index=table.index)
     out["n_rebuilt"] = int(rebuilt.sum())
     out["n_no_template"] = int(table["reason"].fillna("").str.startswith("no template").sum())
-    out["match_rate"] = float(table["match"].mean())  # best-of-k (lowest relaxed energy)
+    out["match_rate"] = float(table["match"].mean())  # the kept template of the k (selection rule)
     if "match_top1" in table:
         out["match_rate_top1"] = float(table["match_top1"].fillna(False).astype(bool).mean())
     if "prototype_in_library" in table:
