@@ -291,7 +291,8 @@ def markdown(report: dict) -> str:
         "## The selection rule, on the same materials (analysis, not a tuned result)",
         "",
         "Kept template: the first-ranked one unless another relaxed lower by more than the margin "
-        "(0 = best-of-k, the stage's rule; infinite = top-1).",
+        f"(0 = lowest energy, infinite = top-1; this run kept {s.get('selection_margin', 0.0)}; the stage's "
+        "margin is chosen on the dev sample by benchmarks/bench_structure_selection.py).",
         "",
         "| margin (eV/atom) | match rate |",
         "|---|---|",
