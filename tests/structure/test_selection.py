@@ -50,3 +50,48 @@ def test_select_best_applies_the_margin_per_candidate() -> None:
     assert ranked.loc["C", C.REASON] == "blow-up"  # nothing relaxed: the first row and its reason
     assert ranked.loc["A", C.N_TEMPLATES_RELAXED] == 3 and ranked.loc["C", C.N_TEMPLATES_RELAXED] == 0
     assert list(select_best(table, 0.05)[C.CANDIDATE_ROW]) == [0, 1, 2]
+
+
+STABLE = ["NaCl", "KCl", "LiF", "NaF", "KF", "MgO", "CaO", "SrO", "BaO", "ZnO", "LiCl", "NaBr", "KBr", "RbCl"]
+
+
+def _library_and_hull():
+    from gapforge.structure.hull import HullReference
+    from gapforge.structure.library import TemplateLibrary
+
+    rows = [(f"s-{f}", f, 2, -1.0, 0.0) for f in STABLE]
+    rows += [
+        ("u-CuO2", "CuO2", 3, np.nan, 0.3),  # unstable in MP, and against the hull with itself left out
+        ("u-CuF3", "CuF3", 4, np.nan, 0.4),  # no MP formation energy: the library's value decides
+        ("u-Cu2O", "Cu2O", 3, np.nan, 0.2),  # this polymorph is unstable, but MP holds one on the hull
+        ("u-ZnO", "ZnO", 2, np.nan, 0.3),  # another ZnO row is stable
+        ("u-big", "Cu3O2", 10, np.nan, 0.3),  # too many sites
+    ]
+    table = pd.DataFrame(
+        rows,
+        columns=[C.MATERIAL_ID, C.REDUCED_FORMULA, C.NSITES, C.FORMATION_ENERGY_PER_ATOM, C.E_ABOVE_HULL],
+    )
+    phases = pd.DataFrame(
+        {"formula": ["CuO", "Cu2O", "CuO2"], "formation_energy_per_atom": [-0.9, -0.6, -0.1]}
+    )
+    return TemplateLibrary(table), HullReference.from_table(phases)
+
+
+def test_dev_sample_is_disjoint_from_the_test_sample_and_unstable_means_every_polymorph() -> None:
+    from gapforge.structure.validation import SampleSet, ValidationSettings, sample_known
+
+    library, hull = _library_and_hull()
+    test = sample_known(library, ValidationSettings(n_materials=6, max_sites=8))
+    dev = sample_known(
+        library, ValidationSettings(n_materials=6, max_sites=8, sample=SampleSet.DEV, n_test=6)
+    )
+    assert len(test) == len(dev) == 6
+    assert not set(test[C.REDUCED_FORMULA]) & set(dev[C.REDUCED_FORMULA])
+    assert set(test[C.REDUCED_FORMULA]) | set(dev[C.REDUCED_FORMULA]) <= set(STABLE)
+    unstable = sample_known(
+        library, ValidationSettings(n_materials=10, max_sites=8, sample=SampleSet.UNSTABLE), hull
+    )
+    # CuO2 sits 0.5 eV/atom above CuO + O; Cu2O (-0.6) is on the Cu-CuO line: a stable polymorph exists
+    assert sorted(unstable[C.REDUCED_FORMULA]) == ["CuF3", "CuO2"]
+    with pytest.raises(ValueError, match="hull"):
+        sample_known(library, ValidationSettings(sample=SampleSet.UNSTABLE))
