@@ -104,7 +104,7 @@ def main(argv: list[str] | None = None) -> int:
         run_rediscovery(settings, args.work, executor=where)
         md = summary()
     if args.stability_pairs:
-        run_stability(args.work, draw=0, n_each=args.stability_pairs, seed=args.seed)
+        run_stability(args.work, draw=0, n_each=args.stability_pairs, seed=args.seed, executor=where)
         md = summary()
     print(md)
     return 0

@@ -732,7 +732,7 @@ def run_stability(
     window: GapWindow = GapWindow(4.0),
     n_each: int = 15,
     relax_steps: int = 100,
-    workers: int = 1,
+    executor: Executor | ExecutorSettings | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """ROC-AUC with which the pipeline's energy above hull separates held-out materials from other candidates.
@@ -740,12 +740,18 @@ def run_stability(
     Takes discover's candidates of one finished draw and window (pool formulas with the
     predicted mean in the window), up to ``n_each`` that are held-out materials and as
     many random others; builds their structures from templates **without** the held-out
-    systems, relaxes them with CHGNet (``relax_steps``, fmax 0.1 eV/Å) and places them on
-    the hull of ``mp-e-form`` **without** the held-out systems. Writes
+    systems (the structure is not given away) and relaxes them with CHGNet
+    (``relax_steps``, fmax 0.1 eV/Å).
+
+    The energy above hull of each candidate is then taken against the hull of **every
+    known phase except its own formula** (``mp-e-form``, leave-one-formula-out): a
+    held-out material competes with the real phases of its own chemical system, as an
+    unknown material would. (Against the hull without the held-out *systems*, kept as
+    ``roc_auc_system_hull``, a held-out material faces its subsystems only and lands
+    below that hull by construction: that separation is an artefact.) Single elements
+    are left out of the measure (the screen now requires a compound). Writes
     ``OUT/runs/stability_draw{draw}_{window}.json``.
     """
-    from sklearn.metrics import roc_auc_score
-
     from gapforge.structure.hull import HullReference
     from gapforge.structure.library import load_library
     from gapforge.structure.pipeline import StructureSettings, build_structures, relax_structures
@@ -769,44 +775,107 @@ def run_stability(
     pick = pd.concat([pos.sample(n=n, random_state=seed), neg.sample(n=n, random_state=seed)])
     sdir = out / "work" / f"draw{draw}" / f"stability_{window_key(window)}"
     sdir.mkdir(parents=True, exist_ok=True)
-    inp = write_table(
-        pick[[C.FORMULA, C.BAND_GAP_MEAN, C.BAND_GAP_STD]].reset_index(drop=True), sdir / "input.csv"
-    )
+    picked = pick[[C.FORMULA, C.BAND_GAP_MEAN, C.BAND_GAP_STD]].reset_index(drop=True)
+    same = (sdir / "input.csv").is_file() and read_table(sdir / "input.csv")[C.FORMULA].astype(
+        str
+    ).tolist() == picked[C.FORMULA].tolist()
+    inp = write_table(picked, sdir / "input.csv")
     library = load_library(max_e_above_hull=0.1)
     lib_sys = library.table[C.REDUCED_FORMULA].astype(str).map(chemical_system)
     library = library.subset(~lib_sys.isin(held).to_numpy())
-    build_structures(inp, sdir, library=library, settings=StructureSettings(search=SearchSettings(top_k=1)))
-    hull = HullReference.from_dataset(exclude_systems=held)
+    build_structures(
+        inp,
+        sdir,
+        library=library,
+        settings=StructureSettings(search=SearchSettings(top_k=1)),
+        overwrite=not same,
+    )
+    system_hull = HullReference.from_dataset(exclude_systems=held)
     best = relax_structures(
-        sdir, settings=RelaxSettings(fmax=0.1, max_steps=relax_steps), hull=hull, workers=workers
+        sdir,
+        settings=RelaxSettings(fmax=0.1, max_steps=relax_steps),
+        hull=system_hull,
+        executor=executor,
+        overwrite=not same,  # relaxations already done are reused from relax_cache/ either way
     )
-    ehull = pd.to_numeric(best[C.E_ABOVE_HULL], errors="coerce")
-    y = best[C.FORMULA].isin(exists).to_numpy()
-    fin = np.isfinite(ehull.to_numpy())
-    auc = (
-        float(roc_auc_score(y[fin], -ehull.to_numpy()[fin]))
-        if fin.any() and 0 < y[fin].sum() < fin.sum()
-        else float("nan")
-    )
+    res = stability_measure(best, exists, HullReference.from_dataset())
     res = {
         "draw": draw,
         "target": str(window),
         "n_held_out_candidates": int(is_held.sum()),
         "n_other_candidates": int((~is_held).sum()),
         "n_each": n,
-        "n_with_e_above_hull": int(fin.sum()),
-        "roc_auc": auc,
-        "median_e_above_hull_held_out": float(np.nanmedian(ehull[y])) if y.any() else float("nan"),
-        "median_e_above_hull_other": float(np.nanmedian(ehull[~y])) if (~y).any() else float("nan"),
+        **res,
         "relax_steps": relax_steps,
-        "rows": [
-            {"formula": f, "held_out": bool(h), "e_above_hull": None if not np.isfinite(e) else float(e)}
-            for f, h, e in zip(best[C.FORMULA], y, ehull.to_numpy(), strict=True)
-        ],
         "seconds": round(time.perf_counter() - t0, 1),
     }
     write_json(res, out / "runs" / f"stability_draw{draw}_{window_key(window)}.json")
     return res
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    fin = np.isfinite(score)
+    if not fin.any() or not 0 < y[fin].sum() < fin.sum():
+        return float("nan")
+    return float(roc_auc_score(y[fin], score[fin]))
+
+
+def stability_measure(relaxed: pd.DataFrame, exists: set[str], hull: Any) -> dict[str, Any]:
+    """ROC-AUC of -e_above_hull (leave-one-formula-out on ``hull``) for held-out vs other candidates.
+
+    Args:
+        relaxed: one row per candidate with ``formula``, ``formation_energy_per_atom``
+            (eV/atom, on ``hull``'s scale) and the ``e_above_hull`` the relax stage
+            measured (against the hull without the held-out systems).
+        exists: the held-out materials (reduced formulas).
+        hull: a :class:`~gapforge.structure.hull.HullReference` of every known phase.
+
+    Returns:
+        ``roc_auc`` (leave-one-formula-out), ``roc_auc_system_hull`` (the biased one),
+        counts (positives, negatives, pairs), medians and one row per candidate.
+    """
+    from gapforge.structure.hull import chemical_system as element_set
+
+    formulas = relaxed[C.FORMULA].astype(str).tolist()
+    compound = np.array([len(element_set(f)) > 1 for f in formulas])
+    e_form = pd.to_numeric(relaxed[C.FORMATION_ENERGY_PER_ATOM], errors="coerce").to_numpy(dtype=float)
+    system = pd.to_numeric(relaxed[C.E_ABOVE_HULL], errors="coerce").to_numpy(dtype=float)
+    lofo = np.full(len(formulas), np.nan)
+    n_phases = np.zeros(len(formulas), dtype=int)
+    for i, (f, e) in enumerate(zip(formulas, e_form, strict=True)):
+        if np.isfinite(e):
+            r = hull.e_above_hull(f, e, leave_out=[f])
+            lofo[i], n_phases[i] = r.e_above_hull, r.n_known_phases
+    y = np.array([f in exists for f in formulas])
+    use = compound & np.isfinite(lofo)
+    pos, neg = int((y & use).sum()), int((~y & use).sum())
+    return {
+        "n_elements_left_out": int((~compound).sum()),
+        "n_with_e_above_hull": int(use.sum()),
+        "n_positive": pos,
+        "n_negative": neg,
+        "n_pairs": pos * neg,
+        "roc_auc": _auc(y[use], -lofo[use]),
+        "median_e_above_hull_held_out": float(np.median(lofo[y & use])) if pos else float("nan"),
+        "median_e_above_hull_other": float(np.median(lofo[~y & use])) if neg else float("nan"),
+        "roc_auc_system_hull": _auc(y[use], -system[use]),
+        "median_system_hull_held_out": float(np.nanmedian(system[y & use])) if pos else float("nan"),
+        "median_system_hull_other": float(np.nanmedian(system[~y & use])) if neg else float("nan"),
+        "hull": "every known phase except the candidate's own formula (leave-one-formula-out)",
+        "rows": [
+            {
+                "formula": f,
+                "held_out": bool(h),
+                "compound": bool(c),
+                "e_above_hull": None if not np.isfinite(a) else float(a),
+                "known_phases_in_system": int(k),
+                "e_above_hull_system_hull": None if not np.isfinite(b) else float(b),
+            }
+            for f, h, c, a, k, b in zip(formulas, y, compound, lofo, n_phases, system, strict=True)
+        ],
+    }
 
 
 def collect_runs(out: str | Path) -> pd.DataFrame:
@@ -886,15 +955,25 @@ def render_markdown(table: pd.DataFrame, rows: pd.DataFrame, meta: dict[str, Any
     if stab:
         lines += ["", "## Stability: energy above hull of held-out materials vs other candidates", ""]
         lines.append(
-            "| draw | target | pairs | with e_above_hull | ROC-AUC "
-            "| median e_hull held-out / other (eV/atom) |"
+            "Hull: every known phase except the candidate's own formula (leave-one-formula-out); "
+            "the last columns use the hull without the held-out systems, which puts every held-out "
+            "material below it by construction (not a measure)."
         )
-        lines.append("|---|---|---|---|---|---|")
+        lines.append("")
+        lines.append(
+            "| draw | target | held-out + other (compounds) | pairs | ROC-AUC "
+            "| median e_hull held-out / other (eV/atom) | ROC-AUC, system-less hull | its medians |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|")
         for r in stab:
+            if "n_positive" not in r:  # a file written before the leave-one-formula-out hull
+                continue
             lines.append(
-                f"| {r['draw']} | {r['target']} | {r['n_each']} + {r['n_each']} | "
-                f"{r['n_with_e_above_hull']} | {r['roc_auc']:.3f} | "
-                f"{r['median_e_above_hull_held_out']:.3f} / {r['median_e_above_hull_other']:.3f} |"
+                f"| {r['draw']} | {r['target']} | {r['n_positive']} + {r['n_negative']} | {r['n_pairs']} | "
+                f"{r['roc_auc']:.3f} | "
+                f"{r['median_e_above_hull_held_out']:.3f} / {r['median_e_above_hull_other']:.3f} | "
+                f"{r['roc_auc_system_hull']:.3f} | "
+                f"{r['median_system_hull_held_out']:.3f} / {r['median_system_hull_other']:.3f} |"
             )
     lines.append("")
     return "\n".join(lines)
@@ -942,6 +1021,7 @@ __all__ = [
     "ranking_metrics",
     "run_rediscovery",
     "run_stability",
+    "stability_measure",
     "window_key",
     "window_task",
 ]
