@@ -32,6 +32,7 @@ from gapforge.experiments.rediscovery import (
     run_stability,
     write_summary,
 )
+from gapforge.window import GapWindow
 
 
 def _copy_results(work: Path, dest: Path) -> None:
@@ -56,8 +57,14 @@ def main(argv: list[str] | None = None) -> int:
         "--stability-pairs",
         type=int,
         default=0,
-        help="after the draws: relax this many held-out + as many other >= 4 eV candidates of draw 0 "
-        "and measure the ROC-AUC of their energy above hull (0: skip)",
+        help="after the draws: relax this many held-out + as many other candidates of draw 0 per "
+        "--stability-windows window and measure the ROC-AUC of their energy above hull against the "
+        "hull without their own formula (0: skip)",
+    )
+    ap.add_argument(
+        "--stability-windows",
+        default="4",
+        help="windows of the stability measure, ';'-separated: 'LO' (>= LO eV) or 'LO-HI' (default: 4)",
     )
     ap.add_argument("--stability-only", action="store_true", help="skip the draws (they are done)")
     ap.add_argument(
@@ -104,8 +111,13 @@ def main(argv: list[str] | None = None) -> int:
         run_rediscovery(settings, args.work, executor=where)
         md = summary()
     if args.stability_pairs:
-        run_stability(args.work, draw=0, n_each=args.stability_pairs, seed=args.seed, executor=where)
-        md = summary()
+        for part in args.stability_windows.split(";"):
+            lo, _, hi = part.strip().partition("-")
+            window = GapWindow(float(lo), float(hi) if hi else None)
+            run_stability(
+                args.work, draw=0, window=window, n_each=args.stability_pairs, seed=args.seed, executor=where
+            )
+            md = summary()
     print(md)
     return 0
 
