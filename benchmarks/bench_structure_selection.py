@@ -135,6 +135,60 @@ def prototype_hits_by_k(records: list[dict], ks: tuple[int, ...] = (1, 3, 5, 8, 
     return {str(k): float(np.mean(np.array(first_hit) <= k)) for k in ks}
 
 
+def site_assignment_cap(records: list[dict]) -> dict[str, float]:
+    """Unrelaxed StructureMatcher match among the k templates with the stage's element-to-site
+    assignment, and with any assignment of the same amounts (is the assignment what loses?)."""
+    import itertools
+    import warnings
+
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+    from pymatgen.core import Element, Structure
+
+    from gapforge.structure.library import load_library
+    from gapforge.structure.substitution import SubstitutionError, element_mapping
+    from gapforge.structure.validation import ValidationSettings, _template_subset
+
+    library = load_library(None)
+    templates = _template_subset(library, ValidationSettings(max_sites=8))
+    row_of = {m: i for i, m in enumerate(templates.table[C.MATERIAL_ID].astype(str))}
+    lib_ids = library.table[C.MATERIAL_ID].astype(str).to_numpy()
+    matcher = StructureMatcher()
+    chosen = anyone = 0
+    for r in records:
+        true = library.structure(int(np.flatnonzero(lib_ids == r[C.MATERIAL_ID])[0]))
+        target = true.composition.reduced_composition.get_el_amt_dict()
+        hit_chosen = hit_any = False
+        for tid in r.get("template_ids") or []:
+            t = templates.structure(row_of[tid])
+            base = Structure(t.lattice, [getattr(sp, "symbol", str(sp)) for sp in t.species], t.frac_coords)
+            try:
+                stage_map, _ = element_mapping(true.composition, base.composition)
+            except SubstitutionError:
+                continue
+            amounts = base.composition.reduced_composition.get_el_amt_dict()
+            for perm in itertools.permutations(sorted(amounts)):
+                if any(abs(target[c] - amounts[e]) > 1e-8 for c, e in zip(sorted(target), perm, strict=True)):
+                    continue
+                mapping = {e: c for c, e in zip(sorted(target), perm, strict=True)}
+                trial = base.copy()
+                trial.replace_species({Element(a): Element(b) for a, b in mapping.items()})
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    try:
+                        ok = bool(matcher.fit(trial, true))
+                    except Exception:  # matcher failures count as no match
+                        ok = False
+                hit_any |= ok
+                hit_chosen |= ok and mapping == stage_map
+        chosen += hit_chosen
+        anyone += hit_any
+    n = len(records)
+    return {
+        "unrelaxed_match_any_of_k_stage_assignment": chosen / n,
+        "unrelaxed_match_any_of_k_any_assignment": anyone / n,
+    }
+
+
 def template_spacegroups() -> dict[str, float]:
     """Template id -> space group number, for every template the validation can use (MP + AFLOW)."""
     from gapforge.structure.library import load_library
@@ -320,6 +374,8 @@ def main() -> None:
         "caps_test": selection_caps(test),
         "ranking_caps_dev": ranking_caps(dev, spacegroups),
         "ranking_caps_test": ranking_caps(test, spacegroups),
+        "site_assignment_dev": site_assignment_cap(dev),
+        "site_assignment_test": site_assignment_cap(test),
         "prototype_hit_by_k_dev": prototype_hits_by_k(dev),
         "prototype_hit_by_k_test": prototype_hits_by_k(test),
         "stability_by_margin": stab,
@@ -391,6 +447,15 @@ def markdown(r: dict) -> str:
         ("ceiling_prototype_in_library", "ceiling: the prototype among the templates at all"),
     ):
         lines.append(f"| {label} | {_f(rd.get(key))} | {_f(rt.get(key))} |")
+    sd, st = r["site_assignment_dev"], r["site_assignment_test"]
+    for key, label in (
+        (
+            "unrelaxed_match_any_of_k_stage_assignment",
+            "unrelaxed match among the k, the stage's site assignment",
+        ),
+        ("unrelaxed_match_any_of_k_any_assignment", "unrelaxed match among the k, any site assignment"),
+    ):
+        lines.append(f"| {label} | {_f(sd.get(key))} | {_f(st.get(key))} |")
     hd, ht = r["prototype_hit_by_k_dev"], r["prototype_hit_by_k_test"]
     lines += [
         "",

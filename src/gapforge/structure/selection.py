@@ -10,7 +10,7 @@ one did not, CHGNet put the kept (wrong) structure *below* its own energy of the
 true MP structure (by up to 0.08 eV/atom; mostly Heusler-type site orderings
 and layered polymorphs): CHGNet's polymorph ordering at this scale, not
 unconverged relaxations (97-100 % converged) nor the element-to-site
-assignment (trying every assignment adds no unrelaxed match).
+assignment (trying every assignment adds no unrelaxed match on test, one in 100 on dev).
 
 The rule kept is a margin: the first-ranked template unless another relaxed
 lower by more than :data:`SELECTION_MARGIN`. The margin was chosen on 100
