@@ -15,6 +15,12 @@ Usage::
     GAPFORGE_DATA_PATH=../shared/data python benchmarks/bench_structure.py \
         --n 200 --max-sites 8 --max-steps 100 --top-k 5 --workers 1 --skip-candidates
 
+``--sample dev`` rebuilds other materials of the same filters, disjoint from the
+test ones (for choosing rules); ``--sample unstable`` formulas more than 0.1 eV/atom
+above the hull in MP (the negatives of "within 0.1 eV/atom"); their results go to
+``bench_structure_<sample>*``. ``--cache-dir`` keeps every CHGNet result by content.
+``benchmarks/bench_structure_selection.py`` reads the three record files.
+
 Resumable: every material's record is saved as it is scored
 (``bench_structure_records.json``); the same command continues where it stopped
 (``--restart`` starts afresh).
