@@ -134,6 +134,17 @@ def json_ready(obj: Any) -> Any:
     return json_ready(converted)
 
 
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (dataset checksums, model weights)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_text(text: str, path: str | Path) -> Path:
     """Write a text file atomically."""
     path = Path(path)

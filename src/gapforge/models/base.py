@@ -22,6 +22,8 @@ from typing import Any, Protocol, Self, runtime_checkable
 
 import pandas as pd
 
+from gapforge.io import file_sha256
+
 MODEL_CARD_FILE = "model.json"
 #: ``metadata`` key of ``model.json`` mapping each weights/data file of a model directory to its sha256.
 FILES_SHA256_KEY = "files_sha256"
@@ -128,17 +130,6 @@ def rebuild_from_card(
         raise ModelError(f"{directory}: partial model directory, {weights_file} is missing")
     verify_weights(directory, meta, [weights_file])
     return model, card
-
-
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def weights_record(directory: str | Path, files: Sequence[str]) -> dict[str, dict[str, str]]:
