@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from _common import peak_rss_mb, write_results
+from _common import command_line, peak_rss_mb, publish, quoted_command
 from gapforge.encoding import EncodedBatch, FormulaEncoder
 
 
@@ -102,10 +102,8 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     md += [f"| {c} | {n:,} | {d:,} | {e:.1f} | {o:.1f} | {dd:.1f} |" for c, n, d, e, o, dd in rows]
-    md.append(f"\npeak memory {payload['peak_rss_mb']:.0f} MB; command: "
-              "`GAPFORGE_DATA_PATH=../shared/data python benchmarks/bench_encoding.py`")  # fmt: skip
-    write_results("encoding", payload, "\n".join(md))
-    print("\n".join(md))
+    md.append(f"\npeak memory {payload['peak_rss_mb']:.0f} MB; command: {quoted_command(command_line())}")
+    publish("encoding", payload, md)
 
 
 if __name__ == "__main__":
