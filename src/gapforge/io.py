@@ -169,6 +169,23 @@ def _json_default(obj: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
 
 
+def read_formula_column(path: str | Path) -> list[str]:
+    """The formula column of a CSV/Parquet table (``formula``, ``composition`` or ``pretty_formula``).
+
+    Empty cells become ``""``; every other value its string, so callers can report the row.
+
+    Raises:
+        InputError: unreadable or empty table, or no formula column.
+    """
+    from gapforge import columns as C
+
+    df = read_table(path)
+    if len(df) == 0:
+        raise InputError("no data rows", path=path)
+    col = find_column(df, C.FORMULA_ALIASES, what="formula", path=path)
+    return ["" if pd.isna(v) else str(v) for v in df[col].tolist()]
+
+
 def find_column(
     df: pd.DataFrame, aliases: Sequence[str], *, what: str, path: str | Path | None = None
 ) -> str:
