@@ -195,20 +195,23 @@ def _exact_predictor(model: Model) -> ExactPredictor | None:
     return predictor
 
 
-class FlatUpperConfidenceBound(UpperConfidenceBound):
+class _FlatMeanAndSigma:
+    """Mixin for BoTorch's analytic acquisitions: their posterior mean and std from :func:`_flat_mean_sigma`.
+
+    ``X`` ``(b..., 1, d)``; returns mean and sigma of shape ``(b..., 1)``, as BoTorch's own.
+    """
+
+    def _mean_and_sigma(self, X: torch.Tensor, compute_sigma: bool = True, min_var: float = 1e-12):
+        mean, sigma = _flat_mean_sigma(self.model, X, min_var)
+        return mean.unsqueeze(-1), sigma.unsqueeze(-1)
+
+
+class FlatUpperConfidenceBound(_FlatMeanAndSigma, UpperConfidenceBound):
     """BoTorch's analytic UCB (``mu + sqrt(beta) * sigma``) with a flat posterior evaluation."""
 
-    def _mean_and_sigma(self, X: torch.Tensor, compute_sigma: bool = True, min_var: float = 1e-12):
-        mean, sigma = _flat_mean_sigma(self.model, X, min_var)
-        return mean.unsqueeze(-1), sigma.unsqueeze(-1)
 
-
-class FlatLogExpectedImprovement(LogExpectedImprovement):
+class FlatLogExpectedImprovement(_FlatMeanAndSigma, LogExpectedImprovement):
     """BoTorch's analytic log-EI with a flat posterior evaluation."""
-
-    def _mean_and_sigma(self, X: torch.Tensor, compute_sigma: bool = True, min_var: float = 1e-12):
-        mean, sigma = _flat_mean_sigma(self.model, X, min_var)
-        return mean.unsqueeze(-1), sigma.unsqueeze(-1)
 
 
 class WindowAcquisition(AcquisitionFunction):
