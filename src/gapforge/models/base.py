@@ -22,7 +22,7 @@ from typing import Any, Protocol, Self, runtime_checkable
 
 import pandas as pd
 
-from gapforge.io import file_sha256
+from gapforge.io import atomic_path, file_sha256
 
 MODEL_CARD_FILE = "model.json"
 #: ``metadata`` key of ``model.json`` mapping each weights/data file of a model directory to its sha256.
@@ -190,8 +190,6 @@ def dump_skops(
         record :func:`verify_weights` checks on load.
     """
     import skops.io as sio
-
-    from gapforge.io import atomic_path
 
     path = Path(directory) / weights_file
     with atomic_path(path) as tmp:
