@@ -173,9 +173,9 @@ def _predict(
 ):
     """Mean, std and reason per row; uses ``predict_counts`` when the model has it.
 
-    With an executor that is not serial and a ``model_ref`` (the model's
-    directory or ``"default"``), each batch is a task on the executor; every
-    worker loads the model once.
+    With an executor that is not serial, a ``model_ref`` (the model's
+    directory or ``"default"``) and more than one batch, each batch is a task on
+    the executor; every worker loads the model once.
     """
     n = len(formulas)
     mean = np.full(n, np.nan)
@@ -183,7 +183,8 @@ def _predict(
     reason = np.full(n, "", dtype=object)
     rows = np.flatnonzero(ok)
     batches = [rows[lo : lo + batch_size] for lo in range(0, len(rows), batch_size)]
-    if executor is not None and model_ref is not None and not _in_process(executor):
+    # one batch gains nothing on a worker (and would start a deferred cluster): predicted here
+    if len(batches) > 1 and executor is not None and model_ref is not None and not _in_process(executor):
         import functools
 
         from gapforge.executor import TaskFailure, run_tasks
