@@ -34,7 +34,7 @@ import pandas as pd
 from gapforge import columns as C
 from gapforge.encoding import FormulaEncoder, n_atoms, n_elements_of
 from gapforge.errors import InputError
-from gapforge.io import find_column, read_table, table_format, write_json, write_table
+from gapforge.io import read_formula_column, table_format, write_json, write_table
 from gapforge.screening.filters import is_novel, is_simple, smact_valid
 from gapforge.screening.rules import DEFAULT_EXCLUDED_ELEMENTS, check_elements, excluded_counts_mask
 from gapforge.screening.validity import SmactConfig
@@ -541,19 +541,6 @@ def screen_file(
     if result.n_candidates == 0:
         logger.warning("no formula passed every filter; %s is an empty table with headers", out)
     return ScreenResult(result.table, result.funnel, settings, funnel_path(out))
-
-
-def read_formula_column(path: str | Path) -> list[str]:
-    """The formula column of a CSV/Parquet table (``formula``, ``composition`` or ``pretty_formula``).
-
-    Raises:
-        InputError: unreadable or empty table, or no formula column.
-    """
-    df = read_table(path)
-    if len(df) == 0:
-        raise InputError("no data rows", path=path)
-    col = find_column(df, C.FORMULA_ALIASES, what="formula", path=path)
-    return ["" if pd.isna(v) else str(v) for v in df[col].tolist()]
 
 
 def load_band_gap_model(model: str | Path | None):
