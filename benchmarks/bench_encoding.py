@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
-from _common import peak_rss_mb, write_results
-from gapforge.encoding import FormulaEncoder
+from _common import command_line, peak_rss_mb, publish, quoted_command
+from gapforge.encoding import EncodedBatch, FormulaEncoder
 
 
 def random_formulas(enc: FormulaEncoder, n: int, seed: int = 0) -> list[str]:
@@ -34,6 +36,34 @@ def random_formulas(enc: FormulaEncoder, n: int, seed: int = 0) -> list[str]:
     return list(np.add.reduceat(tokens, starts))
 
 
+@dataclass(frozen=True)
+class RoundTrip:
+    """One timed formulas -> one-hot -> formulas round trip."""
+
+    batch: EncodedBatch
+    decoded: list[str]
+    encode_s: float
+    onehot_s: float
+    decode_s: float
+
+    @property
+    def seconds(self) -> tuple[float, float, float]:
+        """``(encode_s, onehot_s, decode_s)``."""
+        return self.encode_s, self.onehot_s, self.decode_s
+
+
+def round_trip(enc: FormulaEncoder, formulas: Sequence[str] | np.ndarray) -> RoundTrip:
+    """Time encoding ``formulas``, building their one-hot matrices and decoding those."""
+    t0 = time.perf_counter()
+    batch = enc.encode(formulas)
+    t1 = time.perf_counter()
+    mats = batch.matrices
+    t2 = time.perf_counter()
+    decoded = enc.decode(mats)
+    t3 = time.perf_counter()
+    return RoundTrip(batch, decoded, t1 - t0, t2 - t1, t3 - t2)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -42,18 +72,10 @@ def main() -> None:
     rows = []
 
     formulas = random_formulas(enc, args.n)
-    t0 = time.perf_counter()
-    batch = enc.encode(formulas)
-    t_enc = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    mats = batch.matrices
-    t_onehot = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    decoded = enc.decode(mats)
-    t_dec = time.perf_counter() - t0
-    assert decoded == list(batch.reduced), "round trip failed"
+    rt = round_trip(enc, formulas)
+    assert rt.decoded == list(rt.batch.reduced), "round trip failed"
     distinct = len(set(formulas))
-    rows.append(("random generator-like formulas", args.n, distinct, t_enc, t_onehot, t_dec))
+    rows.append(("random generator-like formulas", args.n, distinct, *rt.seconds))
 
     try:
         from gapforge.data import load_dataset
@@ -62,16 +84,7 @@ def main() -> None:
         ok = enc.encode(mp.formula.to_numpy())
         base = mp.formula.to_numpy()[ok.valid]
         rep = np.resize(base, args.n)
-        t0 = time.perf_counter()
-        b2 = enc.encode(rep)
-        t2 = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        m2 = b2.matrices
-        t2o = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        enc.decode(m2)
-        t2d = time.perf_counter() - t0
-        rows.append(("mp-bandgap encodable, repeated", args.n, len(base), t2, t2o, t2d))
+        rows.append(("mp-bandgap encodable, repeated", args.n, len(base), *round_trip(enc, rep).seconds))
     except Exception as exc:  # data not available
         print(f"skipping the mp-bandgap run: {exc}")
 
@@ -89,10 +102,8 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     md += [f"| {c} | {n:,} | {d:,} | {e:.1f} | {o:.1f} | {dd:.1f} |" for c, n, d, e, o, dd in rows]
-    md.append(f"\npeak memory {payload['peak_rss_mb']:.0f} MB; command: "
-              "`GAPFORGE_DATA_PATH=../shared/data python benchmarks/bench_encoding.py`")  # fmt: skip
-    write_results("encoding", payload, "\n".join(md))
-    print("\n".join(md))
+    md.append(f"\npeak memory {payload['peak_rss_mb']:.0f} MB; command: {quoted_command(command_line())}")
+    publish("encoding", payload, md)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -37,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_results
+from _common import command_line, publish, quoted_command, run_facts
 from gapforge import columns as C
 from gapforge.structure.energy_scale import (
     LEGACY_TO_MP2020_PER_ANION_ATOM,
@@ -144,7 +143,7 @@ def main() -> None:
     hull_after = _hull_check(t_all, corrected)
 
     payload = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command_line(),
         "what": "MP 2023 (MP2020 corrections) minus mp-e-form (legacy corrections) formation energy, eV/atom",
         "n_library_ground_states": len(t),
         "n_matched": len(df),
@@ -157,15 +156,14 @@ def main() -> None:
         "cv_mean_abs_difference_all": {"before": float(cv_all.before), "after": float(cv_all.after)},
         "hull_check_legacy_scale": hull_before,
         "hull_check_mp2020_scale": hull_after,
-        "load_average": os.getloadavg(),
-        "seconds": time.time() - start,
+        **run_facts(start),
     }
     lines = [
         "# Energy scale: MP 2023 (MP2020 corrections) minus mp-e-form (legacy corrections)",
         "",
-        f"`GAPFORGE_DATA_PATH=../shared/data {payload['command']}` — {len(df)} ground-state formulas of the "
+        f"{quoted_command(payload['command'])} — {len(df)} ground-state formulas of the "
         f"template library also in mp-e-form; {payload['seconds']:.0f} s, load average "
-        f"{os.getloadavg()[0]:.1f} (other helpers' jobs running).",
+        f"{payload['load_average'][0]:.1f} (other helpers' jobs running).",
         "",
         "Difference per class (eV/atom) and per atom of the class's anion (eV per anion atom); "
         "2-fold cross-validated mean absolute difference before / after the per-anion-atom correction.",
@@ -203,9 +201,7 @@ def main() -> None:
             f"| {label} | {h['mae']:.4f} | {h['agreement_within_0.1']:.1%} | {h['precision']:.3f} | "
             f"{h['recall']:.3f} | {h['f1']:.3f} |"
         )
-    js, md = write_results(args.name, payload, "\n".join(lines))
-    print("\n".join(lines))
-    print(js, md)
+    publish(args.name, payload, lines)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_results
+from _common import command_line, publish, quoted_command
 from gapforge.data import load_dataset
 from gapforge.structure.hull import HullReference
 from gapforge.structure.stability import formation_energy_per_atom, load_elemental_references
@@ -85,7 +85,7 @@ def main() -> None:
             )
         runs.append({"run": str(run), "n_relaxed": len(rows), "rows": rows})
     payload = {
-        "command": " ".join(["python", *sys.argv]),
+        "command": command_line(),
         "speed": speed,
         "runs": runs,
         "load_average": os.getloadavg(),
@@ -93,7 +93,7 @@ def main() -> None:
     lines = [
         "# Hull reference: speed and coverage",
         "",
-        f"`GAPFORGE_DATA_PATH=../shared/data {payload['command']}` (load average {os.getloadavg()[0]:.1f}, "
+        f"{quoted_command(payload['command'])} (load average {payload['load_average'][0]:.1f}, "
         "other helpers' jobs running)",
         "",
         "| build (s) | candidates | cold cache (ms each) | warm cache (ms each) | finite |",
@@ -117,9 +117,7 @@ def main() -> None:
             f"| {x['decomposition']} |"
             for x in r["rows"]
         ]
-    js, md = write_results(args.name, payload, "\n".join(lines))
-    print("\n".join(lines))
-    print(js, md)
+    publish(args.name, payload, lines)
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ Runs :func:`gapforge.experiments.rediscovery.run_rediscovery` into a work direct
 ``benchmarks/results/rediscovery/``: ``rediscovery.md`` / ``.json`` (mean ± sd over
 draws, every per-run row, the command, the machine load), ``runs/*.json`` (one file
 per draw, target and variant, written as each finishes) and the held-out chemical
-systems of draw 0. Resumable: rerun the same command after an interruption.
+systems of draw 0. The draws' tasks run on the executor (``--executor FILE`` or
+``--workers N``; default a local Dask cluster on every core). Resumable: rerun the
+same command after an interruption; only the missing tasks are submitted.
 
     GAPFORGE_DATA_PATH=../shared/data OMP_NUM_THREADS=1 \
         python benchmarks/bench_rediscovery.py --work /tmp/rediscovery --draws 5
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 from _common import RESULTS, machine
+from gapforge.executor import ExecutorSettings, load_executor_settings
 from gapforge.experiments.rediscovery import (
     RediscoverySettings,
     collect_runs,
@@ -29,6 +32,7 @@ from gapforge.experiments.rediscovery import (
     run_stability,
     write_summary,
 )
+from gapforge.window import GapWindow
 
 
 def _copy_results(work: Path, dest: Path) -> None:
@@ -53,10 +57,28 @@ def main(argv: list[str] | None = None) -> int:
         "--stability-pairs",
         type=int,
         default=0,
-        help="after the draws: relax this many held-out + as many other >= 4 eV candidates of draw 0 "
-        "and measure the ROC-AUC of their energy above hull (0: skip)",
+        help="after the draws: relax this many held-out + as many other candidates of draw 0 per "
+        "--stability-windows window and measure the ROC-AUC of their energy above hull against the "
+        "hull without their own formula (0: skip)",
+    )
+    ap.add_argument(
+        "--stability-windows",
+        default="4",
+        help="windows of the stability measure, ';'-separated: 'LO' (>= LO eV) or 'LO-HI' (default: 4)",
     )
     ap.add_argument("--stability-only", action="store_true", help="skip the draws (they are done)")
+    ap.add_argument(
+        "--executor",
+        type=Path,
+        default=None,
+        help="executor settings file ([executor] table or its keys): where the tasks run (default: local)",
+    )
+    ap.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="1: tasks in this process; N: N local Dask workers; 0: every core (default: every core)",
+    )
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     settings = RediscoverySettings(
@@ -65,6 +87,11 @@ def main(argv: list[str] | None = None) -> int:
         n_samples=args.samples,
         generator_epochs=args.generator_epochs,
         campaign_iterations=args.iterations,
+    )
+    where = (
+        ExecutorSettings.from_workers(args.workers)
+        if args.executor is None
+        else load_executor_settings(args.executor).with_workers(args.workers or None)
     )
     command = "python benchmarks/bench_rediscovery.py " + " ".join(sys.argv[1:] if argv is None else argv)
     t0 = time.time()
@@ -80,13 +107,17 @@ def main(argv: list[str] | None = None) -> int:
         return write_summary(collect_runs(args.results), settings, args.results, meta)
 
     md = ""
-    for draw in range(0 if args.stability_only else settings.draws):  # one draw at a time, copied as done
-        one = RediscoverySettings(**{**settings.__dict__, "draws": draw + 1})
-        run_rediscovery(one, args.work, progress=False)
+    if not args.stability_only:  # every draw's tasks on one executor; resumable per task
+        run_rediscovery(settings, args.work, executor=where)
         md = summary()
     if args.stability_pairs:
-        run_stability(args.work, draw=0, n_each=args.stability_pairs, seed=args.seed)
-        md = summary()
+        for part in args.stability_windows.split(";"):
+            lo, _, hi = part.strip().partition("-")
+            window = GapWindow(float(lo), float(hi) if hi else None)
+            run_stability(
+                args.work, draw=0, window=window, n_each=args.stability_pairs, seed=args.seed, executor=where
+            )
+            md = summary()
     print(md)
     return 0
 

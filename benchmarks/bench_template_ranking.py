@@ -21,7 +21,6 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 import warnings
@@ -31,7 +30,7 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import write_results
+from _common import command_line, publish, quoted_command, run_facts
 from gapforge import columns as C
 from gapforge.structure.library import TemplateLibrary, load_library
 from gapforge.structure.prototypes import PrototypeCounts, aflow_prototype_library
@@ -126,7 +125,7 @@ def main() -> None:
     base = _template_subset(library, vset)
     variants = {"mp": base, "mp+aflow": _with_aflow(base)}
     variants["mp+aflow"] = variants["mp+aflow"].subset(variants["mp+aflow"].table[C.NSITES] <= args.max_sites)
-    results: dict = {"command": " ".join(["python", *sys.argv]), "n_test": len(test), "n_dev": len(dev)}
+    results: dict = {"command": command_line(), "n_test": len(test), "n_dev": len(dev)}
     for vname, templates in variants.items():
         scorer = Scorer(library, templates)
         results[vname] = {
@@ -162,16 +161,15 @@ def main() -> None:
             test, templates, scorer, counts, best["weight"], args.top_k, best["neighbours"]
         )
         print(vname, results[vname], flush=True)
-    results["load_average"] = os.getloadavg()
-    results["seconds"] = time.time() - start
+    results.update(run_facts(start))
     k = args.top_k
     lines = [
         "# Template ranking: how often the templates have the material's prototype",
         "",
-        f"`GAPFORGE_DATA_PATH=../shared/data {results['command']}` — dev {len(dev)} / test {len(test)} "
+        f"{quoted_command(results['command'])} — dev {len(dev)} / test {len(test)} "
         "materials "
         f"(<= {args.max_sites} sites, own formula left out of templates and prototype counts); "
-        f"{results['seconds']:.0f} s, load average {os.getloadavg()[0]:.1f}.",
+        f"{results['seconds']:.0f} s, load average {results['load_average'][0]:.1f}.",
         "",
         "A hit: a template with the material's anonymised formula and space group (no relaxation).",
         "",
@@ -197,9 +195,7 @@ def main() -> None:
             f"{_nb(r['chosen_neighbours'])} (chosen on dev) "
             f"| {tt['top1']:.3f} | {tt[f'any_of_{k}']:.3f} | {r['ceiling_test']:.3f} |"
         )
-    js, md = write_results(args.name, results, "\n".join(lines))
-    print("\n".join(lines))
-    print(js, md)
+    publish(args.name, results, lines)
 
 
 if __name__ == "__main__":

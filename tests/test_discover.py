@@ -13,6 +13,7 @@ import pytest
 from typer.testing import CliRunner
 
 from gapforge.cli import app
+from gapforge.cli.cmd_discover import STAGE_NAMES as CLI_STAGE_NAMES
 from gapforge.discover.config import (
     QUICK_PRESET,
     DiscoverConfig,
@@ -26,20 +27,8 @@ from gapforge.window import GapWindow
 
 runner = CliRunner()
 
-STAGE_NAMES = [
-    "data",
-    "oracle",
-    "autoencoder",
-    "campaign",
-    "screening_model",
-    "generate",
-    "screen",
-    "structure",
-    "relax",
-    "stability",
-    "dft",
-    "report",
-]
+# the stage names --until and --redo accept, as the command line declares them
+STAGE_NAMES = list(CLI_STAGE_NAMES)
 
 
 # -- settings -------------------------------------------------------------------------------
@@ -141,7 +130,9 @@ def test_missing_gap_and_missing_or_odd_files(tmp_path):
 
 # -- the stage list -------------------------------------------------------------------------
 def test_the_pipeline_has_every_stage_in_order():
+    # the command line's list (--until, --redo) is the pipeline's, in its order
     assert [s.name for s in DISCOVER_STAGES] == STAGE_NAMES
+    assert STAGE_NAMES[0] == "data" and STAGE_NAMES[-1] == "report" and len(set(STAGE_NAMES)) == 12
     assert all(s.description for s in DISCOVER_STAGES)
     assert [s.name for s in DISCOVER_STAGES if s.resumable] == ["campaign"]
 

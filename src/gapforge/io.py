@@ -134,6 +134,17 @@ def json_ready(obj: Any) -> Any:
     return json_ready(converted)
 
 
+def file_sha256(path: str | Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB blocks (dataset checksums, model weights)."""
+    import hashlib
+
+    digest = hashlib.sha256()
+    with Path(path).open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
 def write_text(text: str, path: str | Path) -> Path:
     """Write a text file atomically."""
     path = Path(path)
@@ -156,6 +167,23 @@ def _json_default(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def read_formula_column(path: str | Path) -> list[str]:
+    """The formula column of a CSV/Parquet table (``formula``, ``composition`` or ``pretty_formula``).
+
+    Empty cells become ``""``; every other value its string, so callers can report the row.
+
+    Raises:
+        InputError: unreadable or empty table, or no formula column.
+    """
+    from gapforge import columns as C
+
+    df = read_table(path)
+    if len(df) == 0:
+        raise InputError("no data rows", path=path)
+    col = find_column(df, C.FORMULA_ALIASES, what="formula", path=path)
+    return ["" if pd.isna(v) else str(v) for v in df[col].tolist()]
 
 
 def find_column(

@@ -65,3 +65,29 @@ def test_aggregate_mean_and_sd_over_draws():
     d = t.set_index("variant").loc["discover"]
     assert d["draws"] == 2 and d["precision@10_mean"] == pytest.approx(0.2)
     assert d["precision@10_sd"] == pytest.approx(np.std([0.1, 0.3], ddof=1))
+
+
+def test_stability_measure_uses_the_hull_without_the_own_formula_only():
+    from gapforge.experiments.rediscovery import stability_measure
+    from gapforge.structure.hull import HullReference
+
+    phases = pd.DataFrame(
+        {"formula": ["LiF", "Li2F", "NaCl", "KBr"], "formation_energy_per_atom": [-3.0, -1.0, -2.0, -1.5]}
+    )
+    hull = HullReference.from_table(phases)
+    relaxed = pd.DataFrame(
+        {
+            "formula": ["LiF", "F2", "NaCl3", "KBr2"],
+            "formation_energy_per_atom": [-2.9, 0.1, -0.5, -0.2],
+            # what the relax stage measured on the hull without the held-out systems (F-Li)
+            "e_above_hull": [-2.9, 0.1, 0.5, 0.3],
+        }
+    )
+    m = stability_measure(relaxed, exists={"LiF", "F2"}, hull=hull)
+    rows = {r["formula"]: r for r in m["rows"]}
+    # LiF competes with Li2F (its own entry left out): hull at x_F = 1/2 is -1 + (1/2 - 1/3) / (2/3) = -0.75
+    assert rows["LiF"]["e_above_hull"] == pytest.approx(-2.9 + 0.75)
+    assert rows["LiF"]["known_phases_in_system"] == 1
+    assert rows["NaCl3"]["e_above_hull"] == pytest.approx(-0.5 + 1.0)  # hull at x_Cl = 3/4: half of NaCl
+    assert m["n_elements_left_out"] == 1 and (m["n_positive"], m["n_negative"]) == (1, 2)
+    assert m["n_pairs"] == 2 and m["roc_auc"] == pytest.approx(1.0)

@@ -10,7 +10,7 @@ import pytest
 from gapforge.data import load_dataset
 from gapforge.encoding import FormulaEncoder
 from gapforge.errors import ModelError
-from gapforge.models.base import BandGapModel
+from gapforge.models.base import BandGapModel, file_sha256
 from gapforge.models.forest import ForestModel
 from gapforge.models.registry import load_model
 
@@ -109,12 +109,18 @@ def test_broken_directories(fitted: ForestModel, tmp_path: Path) -> None:
 
 
 def test_refuses_untrusted_skops_content(fitted: ForestModel, tmp_path: Path) -> None:
+    from fractions import Fraction
+
     import skops.io as sio
-    from sklearn.linear_model import LinearRegression
 
     d = fitted.save(tmp_path / "m")
-    sio.dump(LinearRegression().fit([[0.0], [1.0]], [0.0, 1.0]), d / "forest.skops")
-    with pytest.raises(ModelError, match="untrusted"):
+    sio.dump({"pipeline": Fraction(1, 3)}, d / "forest.skops")
+    # Record the new file's sha256 so that load gets past the digest check to the type check.
+    card = json.loads((d / "model.json").read_text())
+    card["metadata"]["weights_sha256"] = file_sha256(d / "forest.skops")
+    card["metadata"].pop("files_sha256", None)
+    (d / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match=r"refusing to load untrusted types fractions\.Fraction"):
         ForestModel.load(d)
 
 

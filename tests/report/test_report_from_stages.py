@@ -13,7 +13,10 @@ import re
 import shutil
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
+import pytest
+from pymatgen.core import Composition
 
 from gapforge.report import build_report
 from gapforge.structure import relax
@@ -80,3 +83,42 @@ def test_report_of_a_run_made_by_the_structure_and_relax_stages(tmp_path, monkey
     assert "not relaxed (" in cards["BaZrO3"] and "blow-up" in cards["BaZrO3"]
     assert "Pm-3m (No. 221)" in cards["BaZrO3"]
     assert pd.read_csv(run / "structure" / "relaxed.csv")["formula"].nunique() == len(relaxed)
+
+
+def test_every_covered_candidate_gets_a_hull_energy_and_a_line_when_below(tmp_path, monkeypatch):
+    """Issue 17's third goal on a run made by the stages: each relaxed candidate whose elements the
+    reference covers has a finite energy above hull and its decomposition, and one more than
+    0.05 eV/atom below every known phase gets a line in the report saying so."""
+    run = tmp_path / "run"
+    (run / "screen").mkdir(parents=True)
+    (run / "config.json").write_text('{"gap_min": 4.0, "gap_max": null}')
+    shutil.copy(FILES / "candidates.csv", run / "screen" / "candidates.csv")
+    build_structures(
+        run / "screen" / "candidates.csv",
+        run / "structure",
+        library=FILES / "tiny_library.csv",
+        settings=StructureSettings(search=SearchSettings(top_k=2)),
+    )
+    monkeypatch.setattr(relax, "relax_structure", _stand_in_for_chgnet)
+    phases = tmp_path / "phases.csv"  # made-up known phases: KBr at -1.0, SrF2 at -2.05 eV/atom
+    phases.write_text("formula,formation_energy_per_atom\nKBr,-1.0\nSrF2,-2.05\nSr2F,-0.5\n")
+    relaxed = relax_structures(run / "structure", references=REFS, hull=phases, workers=1)
+    relaxed = relaxed.set_index("formula")
+    elements = {"K", "Br", "Sr", "F"}  # what the reference covers
+    covered = relaxed[
+        relaxed["energy_per_atom"].notna()
+        & relaxed.index.map(lambda f: set(Composition(f).chemical_system.split("-")) <= elements)
+    ]
+    assert sorted(covered.index) == ["KBr", "SrF2"]  # BaZrO3 blew up; Li3N: no Li or N in the reference
+    assert np.isnan(relaxed.loc["Li3N", "e_above_hull"])
+    assert covered["e_above_hull"].map(np.isfinite).all()
+    assert covered["decomposition"].str.len().gt(0).all()
+    # KBr: -3.1 + 2.0 = -1.1 against the known -1.0: 0.1 below; SrF2: -2.0 against -2.05: 0.05 above
+    assert relaxed.loc["KBr", "e_above_hull"] == pytest.approx(-0.1)
+    assert relaxed.loc["SrF2", "e_above_hull"] == pytest.approx(0.05)
+    page = build_report(run).read_text()
+    line = "more than 0.05 eV/atom below every known phase"
+    assert page.count(line) == 1
+    cards = dict(re.findall(r'<div class="card" id="structure-(\w+)">(.*?)</div></div>', page, re.S))
+    assert line in cards["KBr"] and line not in cards["SrF2"]
+    assert "decomposes into" in cards["SrF2"]

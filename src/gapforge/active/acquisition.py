@@ -195,20 +195,23 @@ def _exact_predictor(model: Model) -> ExactPredictor | None:
     return predictor
 
 
-class FlatUpperConfidenceBound(UpperConfidenceBound):
+class _FlatMeanAndSigma:
+    """Mixin for BoTorch's analytic acquisitions: their posterior mean and std from :func:`_flat_mean_sigma`.
+
+    ``X`` ``(b..., 1, d)``; returns mean and sigma of shape ``(b..., 1)``, as BoTorch's own.
+    """
+
+    def _mean_and_sigma(self, X: torch.Tensor, compute_sigma: bool = True, min_var: float = 1e-12):
+        mean, sigma = _flat_mean_sigma(self.model, X, min_var)
+        return mean.unsqueeze(-1), sigma.unsqueeze(-1)
+
+
+class FlatUpperConfidenceBound(_FlatMeanAndSigma, UpperConfidenceBound):
     """BoTorch's analytic UCB (``mu + sqrt(beta) * sigma``) with a flat posterior evaluation."""
 
-    def _mean_and_sigma(self, X: torch.Tensor, compute_sigma: bool = True, min_var: float = 1e-12):
-        mean, sigma = _flat_mean_sigma(self.model, X, min_var)
-        return mean.unsqueeze(-1), sigma.unsqueeze(-1)
 
-
-class FlatLogExpectedImprovement(LogExpectedImprovement):
+class FlatLogExpectedImprovement(_FlatMeanAndSigma, LogExpectedImprovement):
     """BoTorch's analytic log-EI with a flat posterior evaluation."""
-
-    def _mean_and_sigma(self, X: torch.Tensor, compute_sigma: bool = True, min_var: float = 1e-12):
-        mean, sigma = _flat_mean_sigma(self.model, X, min_var)
-        return mean.unsqueeze(-1), sigma.unsqueeze(-1)
 
 
 class WindowAcquisition(AcquisitionFunction):
@@ -330,10 +333,7 @@ def propose(
                 options={"maxiter": settings.maxiter},
                 return_best_only=False,
             )
-        batches = batches.detach().reshape(-1, d)
-        values = values.detach().reshape(-1)
-        values = torch.where(torch.isfinite(values), values, torch.full_like(values, -math.inf))
-        order = torch.argsort(values, descending=True, stable=True)
+        batches, values, order = _ranked_restarts(batches, values, d)
         # slot j gets the j-th best optimum first, then every q-th after it as alternatives
         idx = order.reshape(r, q).T
         return Proposal(batches[idx].numpy(), values[idx].numpy(), time.perf_counter() - t0)
@@ -352,10 +352,7 @@ def propose(
                 options={"maxiter": settings.maxiter},
                 return_best_only=False,
             )
-            batches = batches.detach().reshape(-1, d)
-            values = values.detach().reshape(-1)
-            values = torch.where(torch.isfinite(values), values, torch.full_like(values, -math.inf))
-            order = torch.argsort(values, descending=True, stable=True)
+            batches, values, order = _ranked_restarts(batches, values, d)
             slots.append(batches[order].numpy())
             slot_values.append(values[order].numpy())
             if j + 1 < q:
@@ -364,3 +361,23 @@ def propose(
                     fantasy = current.posterior(x_best).mean.detach()
                 current = current.condition_on_observations(X=x_best, Y=fantasy)
     return Proposal(np.stack(slots), np.stack(slot_values), time.perf_counter() - t0)
+
+
+def _ranked_restarts(
+    batches: torch.Tensor, values: torch.Tensor, d: int
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Flatten ``optimize_acqf``'s restarts and rank them, best first.
+
+    Args:
+        batches: ``(R, 1, d)`` optimised points (``return_best_only=False``).
+        values: ``(R,)`` or ``(R, 1)`` their acquisition values.
+        d: latent dimension.
+
+    Returns:
+        ``(R, d)`` points, ``(R,)`` values with non-finite ones as ``-inf``, and the
+        ``(R,)`` stable descending order of the values.
+    """
+    batches = batches.detach().reshape(-1, d)
+    values = values.detach().reshape(-1)
+    values = torch.where(torch.isfinite(values), values, torch.full_like(values, -math.inf))
+    return batches, values, torch.argsort(values, descending=True, stable=True)

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import pandas as pd
 import typer
 
 from gapforge.errors import FormulaError, InputError
@@ -144,21 +143,6 @@ def refuse_model_reasons(
     return n_bad
 
 
-def read_formula_table(path: Path) -> tuple[pd.DataFrame, str]:
-    """A table with a formula column (``formula``, ``composition``, ...) and that column's name.
-
-    Raises:
-        InputError: unreadable or empty table, or no formula column.
-    """
-    from gapforge import columns as C
-    from gapforge.io import find_column, read_table
-
-    df = read_table(path)
-    if len(df) == 0:
-        raise InputError("no data rows", path=path)
-    return df, find_column(df, C.FORMULA_ALIASES, what="formula", path=path)
-
-
 def usable_formulas(path: Path, *, skip_bad: bool) -> list[str]:
     """The usable formulas of a table's formula column, for a command that trains on them.
 
@@ -166,8 +150,9 @@ def usable_formulas(path: Path, *, skip_bad: bool) -> list[str]:
         InputError: unreadable/empty table, no formula column, or (without ``skip_bad``) the
             first formula that cannot be used, naming the file and row.
     """
-    df, col = read_formula_table(path)
-    values = ["" if pd.isna(v) else str(v) for v in df[col].tolist()]
+    from gapforge.io import read_formula_column
+
+    values = read_formula_column(path)
     checked = check_formulas(values, path=path, skip_bad=skip_bad)
     if checked.n_bad:
         typer.echo(f"{path}: skipped {checked.n_bad} of {len(values)} formulas that cannot be used", err=True)
@@ -179,7 +164,6 @@ __all__ = [
     "SkipBadOpt",
     "check_formulas",
     "check_table_output",
-    "read_formula_table",
     "refuse_existing",
     "refuse_model_reasons",
     "usable_formulas",

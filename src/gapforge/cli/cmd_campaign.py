@@ -256,15 +256,24 @@ def rediscovery_cmd(
     ] = 100_000,
     campaign_iterations: Annotated[int, typer.Option("--iterations", help="Campaign iterations.")] = 5,
     seed: SeedOpt = 0,
-    workers: WorkersOpt = 1,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            "--workers",
+            help="Task workers: 1 runs the tasks in this process, N on N local Dask workers, 0 on every "
+            "core (default: --executor's, else every core).",
+        ),
+    ] = None,
+    executor: ExecutorOpt = None,
 ) -> None:
     """Hold out chemical systems, retrain, run discover and four controls, count held-out materials found.
 
-    Resumable: a rerun with the same --out does only the (draw, target, variant) runs not done yet.
+    Each draw's two models, then each (draw, target) with its five rankings, are independent tasks
+    on the executor (default: a local Dask cluster on every core). Resumable: a rerun with the same
+    --out submits only the tasks not done yet.
     """
     from gapforge.experiments.rediscovery import RediscoverySettings, run_rediscovery
 
-    _threads(workers)
     windows = []
     for part in targets.split(";"):
         lo, _, hi = part.strip().partition("-")
@@ -278,5 +287,5 @@ def rediscovery_cmd(
         n_samples=n_samples,
         campaign_iterations=campaign_iterations,
     )
-    run_rediscovery(settings, out)
+    run_rediscovery(settings, out, executor=executor_settings(executor, workers))
     typer.echo((Path(out) / "rediscovery.md").read_text())

@@ -17,11 +17,10 @@ from gapforge.cli._policy import (
     SkipBadOpt,
     check_formulas,
     check_table_output,
-    read_formula_table,
     refuse_existing,
     refuse_model_reasons,
 )
-from gapforge.io import write_table
+from gapforge.io import read_formula_column, write_table
 
 DataOpt = Annotated[
     str, typer.Option("--data", help="Dataset name (gapforge data list) or a labelled CSV/Parquet/JSON file.")
@@ -311,11 +310,7 @@ def predict(
     if input_path is None and not formulas:
         raise typer.BadParameter("give one or more formulas, or --input FILE")
     check_table_output(output_path, overwrite=overwrite)
-    if input_path is not None:
-        df, col = read_formula_table(input_path)
-        values = ["" if pd.isna(v) else str(v) for v in df[col].tolist()]
-    else:
-        values = list(formulas or [])
+    values = read_formula_column(input_path) if input_path is not None else list(formulas or [])
     checked = check_formulas(values, path=input_path, skip_bad=True)  # first bad row in file order below
     usable = [i for i, why in enumerate(checked.reasons) if not why]
     pred = predict_formulas([values[i] for i in usable], model, kind, fidelity)

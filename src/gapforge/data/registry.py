@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gapforge.errors import ChecksumError, DatasetNotFoundError
-from gapforge.io import atomic_path
+from gapforge.io import atomic_path, file_sha256
 
 log = logging.getLogger(__name__)
 
@@ -142,15 +142,6 @@ def find_data_file(filename: str, subdir: str | None = None) -> Path:
     )
 
 
-def sha256_of(path: str | Path) -> str:
-    """Hex sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def resolve(
     name: str, *, path: str | Path | None = None, download: bool = True, timeout: float = 60.0
 ) -> Path:
@@ -184,7 +175,7 @@ def resolve(
         pass
     cached = cache_dir() / _cache_name(entry)
     if cached.is_file():
-        if entry.sha256 and sha256_of(cached) != entry.sha256:
+        if entry.sha256 and file_sha256(cached) != entry.sha256:
             raise ChecksumError(
                 f"{cached}: sha256 does not match the pinned value for {name}; delete it to download again"
             )

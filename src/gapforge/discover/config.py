@@ -218,7 +218,8 @@ class StructureStageSettings:
     Attributes:
         max_candidates: top candidates of the screen given a structure.
         templates: templates relaxed per candidate (distinct prototypes by ElMD and
-            prototype frequency); the lowest relaxed energy is kept.
+            prototype frequency); the first-ranked is kept unless another relaxed lower by
+            more than ``structure.selection.SELECTION_MARGIN`` eV/atom.
         relax_steps: most FIRE steps of each relaxation.
         fmax: force convergence criterion (eV/Å).
 

@@ -35,6 +35,7 @@ import functools
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -479,6 +480,29 @@ def _known(cfg: DiscoverConfig) -> set[str]:
     return set(normalize_formulas(names, path=cfg.data.known)) | base
 
 
+#: Prediction batches of the screen on the executor: at most this many, of at least this many formulas
+#: (fewer formulas than one batch are predicted in this process: no cluster is started for them).
+SCREEN_MAX_BATCHES = 8
+SCREEN_MIN_BATCH = 5_000
+
+
+def _screen_executor(run_dir: Path, cfg: DiscoverConfig) -> tuple[Any, str | None]:
+    """The executor discover opened and the screening model's directory the workers load.
+
+    ``(None, None)`` (predict in this process) when no executor is open, or at the
+    experimental fidelity (its head is not a model directory of its own).
+    """
+    from gapforge.executor import current_executor
+    from gapforge.models.registry import model_dir
+
+    executor = current_executor()
+    if executor is None or cfg.models.fidelity != "pbe":
+        return None, None
+    if cfg.screening_model.kind == "oracle":
+        return executor, str(model_dir(cfg.models.oracle, "oracle"))
+    return executor, str(run_dir / L.SCREENING_MODEL_DIR)
+
+
 def stage_screen(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     """Predict every generated formula, apply the filters, rank by P(gap in window)."""
     try:
@@ -490,12 +514,18 @@ def stage_screen(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     generated = read_table(run_dir / L.GENERATED)
     model = _screening_model(run_dir, cfg)
     settings = cfg.screen.to_settings(cfg.window, cfg.exclude_elements)
+    executor, model_ref = _screen_executor(run_dir, cfg)
+    if executor is not None:  # split the prediction into batches the workers share
+        batch = max(SCREEN_MIN_BATCH, math.ceil(len(generated) / SCREEN_MAX_BATCHES))
+        settings = replace(settings, batch_size=min(settings.batch_size, batch))
     result = screen(
         generated[C.FORMULA].astype(str).tolist(),
         model,
         settings,
         known=_known(cfg),
         source=run_dir / L.GENERATED,
+        executor=executor,
+        model_ref=model_ref,
     )
     fun = result.funnel
     steps = []
@@ -714,7 +744,7 @@ def discover(
         until: stop after this stage.
         redo: stages to run again (with every later one).
         progress: progress bar (``None``: only on a terminal).
-        executor: where the heavy stages (relax, dft) run; not part of the
+        executor: where the heavy stages (screen predictions, relax, dft) run; not part of the
             run's configuration, so a run resumes on another executor. Default:
             a local Dask cluster, started only if a heavy stage has work.
 

@@ -187,12 +187,16 @@ class DeferredExecutor(cf.Executor):
 
 @contextlib.contextmanager
 def open_executor(
-    settings: ExecutorSettings | None = None, *, deferred: bool = False, make_current: bool = True
+    settings: ExecutorSettings | cf.Executor | None = None,
+    *,
+    deferred: bool = False,
+    make_current: bool = True,
 ) -> Iterator[cf.Executor]:
     """Open the engine ``settings`` names and close it (and its workers) on exit.
 
-    With ``settings=None`` the executor already open in this context is reused;
-    without one, the default (``local``) is opened. With ``deferred=True`` the
+    Given an executor that is already open, it is made the current one for this
+    context (and left open on exit). With ``settings=None`` the executor already
+    open in this context is reused; without one, the default (``local``) is opened. With ``deferred=True`` the
     engine starts only when the first task is submitted (:class:`DeferredExecutor`).
     With ``make_current=False`` it is not offered to code that asks for the open
     executor (:func:`current_executor`); it is only used where passed explicitly.
@@ -204,6 +208,14 @@ def open_executor(
         DependencyError: ``dask-jobqueue`` missing, or the batch system's submit
             command (``sbatch``/``qsub``) not found on this machine.
     """
+    if isinstance(settings, cf.Executor):
+        token = _CURRENT.set(settings) if make_current else None
+        try:
+            yield settings
+        finally:
+            if token is not None:
+                _CURRENT.reset(token)
+        return
     if settings is None:
         current = _CURRENT.get()
         if current is not None:

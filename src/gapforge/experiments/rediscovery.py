@@ -43,26 +43,38 @@ of the held-out in-window materials, the share of them the pool holds at all
 (``pool_recall``: the generator's ceiling), EF@k = precision@k / base rate (base rate
 exact over the pool).
 
-Each (draw, target, variant) writes one JSON file under ``OUT/runs/``; a rerun skips
-what is done, and the per-draw models and discover runs resume from disk.
+The work is independent tasks on :mod:`gapforge.executor` (serial, a local Dask
+cluster, a scheduler or SLURM/PBS): per draw its two models, then per draw and target
+the discover run and the five rankings. Each (draw, target, variant) becomes one JSON
+file under ``OUT/runs/``, written by the main process as its task ends; task results
+are keyed by content, so a rerun submits only what is missing, and the per-draw models
+and discover runs resume from disk.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import hashlib
 import json
 import logging
 import time
+from concurrent.futures import Executor
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from gapforge import columns as C
 from gapforge.errors import InputError
-from gapforge.io import write_json, write_table, write_text
+from gapforge.io import read_table, write_json, write_table, write_text
 from gapforge.window import GapWindow
+
+if TYPE_CHECKING:
+    from gapforge.executor import ExecutorSettings
 
 log = logging.getLogger(__name__)
 
@@ -289,141 +301,365 @@ def _fit_predict(
 POOL_FLAGS = ("readable", "predicted", "allowed_elements", "simple", "smact_valid", "novel")
 
 
-# -- the benchmark ---------------------------------------------------------------------------------
+# -- the benchmark as tasks ------------------------------------------------------------------------
+class DrawModel(StrEnum):
+    """The models retrained per draw, each an independent task."""
+
+    ORACLE = "oracle"
+    GENERATOR = "generator"
+
+
+@dataclass(frozen=True)
+class ModelTask:
+    """Train one per-draw model into ``OUT/work/draw{draw}/{model}`` (reused there when present)."""
+
+    draw: int
+    model: DrawModel
+
+
+@dataclass(frozen=True)
+class ModelResult:
+    """What a :class:`ModelTask` reports: the model's scores (oracle) or training facts (generator)."""
+
+    info: dict[str, Any]
+    seconds: float
+
+
+@dataclass(frozen=True)
+class WindowTask:
+    """One draw and target window: the discover run to the screen and every ranking of its pool.
+
+    Runs once both models of its draw exist.
+    """
+
+    draw: int
+    target: tuple[float, float | None]
+
+    @property
+    def window(self) -> GapWindow:
+        """The target window."""
+        return GapWindow(*self.target)
+
+
+@dataclass(frozen=True)
+class WindowResult:
+    """The rows of one :class:`WindowTask`, one per variant (in the order of :data:`VARIANTS`)."""
+
+    rows: list[dict[str, Any]]
+    seconds: float
+
+
+#: Settings that do not change any draw's result (how many draws are run).
+_NOT_SCIENTIFIC = ("draws",)
+
+
+def _scientific(settings: RediscoverySettings) -> dict[str, Any]:
+    d = json.loads(json.dumps(asdict(settings), default=str))
+    return {k: v for k, v in d.items() if k not in _NOT_SCIENTIFIC}
+
+
+def known_fingerprint(known: pd.DataFrame) -> str:
+    """A content hash of the known materials (formulas and gaps)."""
+    h = pd.util.hash_pandas_object(known[[C.FORMULA, C.BAND_GAP]], index=False).to_numpy()
+    return hashlib.sha256(h.tobytes()).hexdigest()[:16]
+
+
+def _task_key(kind: str, fields: dict[str, Any]) -> str:
+    text = json.dumps({"task": kind, **fields}, sort_keys=True, default=str)
+    return f"{kind}-" + hashlib.sha256(text.encode()).hexdigest()[:20]
+
+
+def model_key(task: ModelTask, settings: RediscoverySettings, fingerprint: str) -> str:
+    """Content key of a model task: what its model depends on."""
+    budget = (
+        {"oracle_estimators": settings.oracle_estimators}
+        if task.model is DrawModel.ORACLE
+        else {"generator_epochs": settings.generator_epochs}
+    )
+    return _task_key(
+        task.model.value,
+        {
+            "seed": settings.seed + task.draw,
+            "holdout_fraction": settings.holdout_fraction,
+            "known": fingerprint,
+            **budget,
+        },
+    )
+
+
+def window_key_of(task: WindowTask, settings: RediscoverySettings, fingerprint: str) -> str:
+    """Content key of a window task: every setting and the draw's seed and window."""
+    return _task_key(
+        "window",
+        {**_scientific(settings), "draw": task.draw, "target": task.target, "known": fingerprint},
+    )
+
+
 def run_rediscovery(
-    settings: RediscoverySettings, out: str | Path, *, progress: bool | None = None
+    settings: RediscoverySettings,
+    out: str | Path,
+    *,
+    executor: Executor | ExecutorSettings | None = None,
+    known: pd.DataFrame | None = None,
 ) -> pd.DataFrame:
-    """Run every (draw, target, variant) not done yet; write the per-run files and the summary.
+    """Run every (draw, target) not done yet as tasks; write the per-run files and the summary.
+
+    Two rounds of independent tasks on one executor: the per-draw models (oracle
+    and generator of every draw, :class:`ModelTask`), then per draw and target the
+    discover run and its rankings (:class:`WindowTask`). Every task is a pure
+    function of its seed (``settings.seed + draw``) and inputs, so the rows do not
+    depend on where or in which order tasks run. Tasks are keyed by content and
+    their results kept under ``OUT/work/tasks``; this process alone writes the
+    per-run files ``OUT/runs/*.json`` as each task ends, and a rerun submits only
+    what is missing. The models and discover runs are written by the task that owns
+    them, in its draw's own directory ``OUT/work/draw{d}`` (shared storage on a cluster).
+
+    Args:
+        settings: what to run.
+        out: output directory.
+        executor: where the tasks run: an open executor, settings, or ``None``: the
+            one open in this context, else a local Dask cluster on every core.
+        known: the known materials (default: :func:`build_known`); a small table
+            makes a tiny benchmark (tests).
 
     Returns:
         One row per (draw, target, variant) done so far.
+
+    Raises:
+        InputError: ``out`` holds a run made with other settings or other known materials.
     """
-    from tqdm.auto import tqdm
+    from gapforge.executor import ExecutorSettings, JsonStore, TaskFailure, choose_executor, run_tasks
+    from gapforge.executor.engine import open_executor
 
     out = Path(out)
     (out / "runs").mkdir(parents=True, exist_ok=True)
-    write_json({"settings": asdict(settings)}, out / "settings.json")
-    known = build_known(out / "work" / "known.parquet")
-    windows = settings.windows
-    for draw in tqdm(range(settings.draws), desc="draws", disable=None if progress is None else not progress):
-        todo = [
-            (w, v) for w in windows for v in VARIANTS if not (out / "runs" / _run_name(draw, w, v)).is_file()
-        ]
-        if todo:
-            _run_draw(settings, known, draw, out, todo)
+    if known is None:
+        known = build_known(out / "work" / "known.parquet")
+    fingerprint = known_fingerprint(known)
+    _check_same_settings(out, settings, fingerprint)
+    write_json(
+        {"settings": asdict(settings), "known_fingerprint": fingerprint, "n_known": len(known)},
+        out / "settings.json",
+    )
+    facts = {draw: _prepare_draw(settings, known, draw, out) for draw in range(settings.draws)}
+    store_dir = out / "work" / "tasks"
+    model_store: JsonStore[ModelResult] = JsonStore(
+        store_dir, encode=asdict, decode=lambda d: ModelResult(**d)
+    )
+    window_store: JsonStore[WindowResult] = JsonStore(
+        store_dir, encode=asdict, decode=lambda d: WindowResult(**d)
+    )
+    where = choose_executor(executor)
+    if isinstance(where, ExecutorSettings):
+        opened = open_executor(where, deferred=True, make_current=False)
+    else:
+        opened = contextlib.nullcontext(where)
+
+    model_tasks = [ModelTask(d, m) for d in range(settings.draws) for m in DrawModel]
+    window_tasks: list[WindowTask] = []
+
+    def rows_arrived(i: int, result: WindowResult | TaskFailure) -> None:  # in this process only
+        if isinstance(result, TaskFailure):
+            log.error("draw %d %s failed: %s", window_tasks[i].draw, window_tasks[i].window, result.reason)
+            return
+        _write_rows(result, out)
+
+    with opened as ex:
+        models = run_tasks(
+            functools.partial(model_task, settings=settings, out=str(out)),
+            model_tasks,
+            executor=ex,
+            key=lambda t: model_key(t, settings, fingerprint),
+            store=model_store,
+            cost=lambda t: 1.0 if t.model is DrawModel.ORACLE else 0.9,
+            desc="rediscovery models",
+            unit="model",
+        )
+        ready = set(range(settings.draws))
+        for task, res in zip(model_tasks, models.results, strict=True):
+            if isinstance(res, TaskFailure):
+                log.error("draw %d %s failed: %s", task.draw, task.model, res.reason)
+                ready.discard(task.draw)
+        window_tasks.extend(WindowTask(d, t) for d in sorted(ready) for t in settings.targets)
+        windows = run_tasks(
+            functools.partial(window_task, settings=settings, out=str(out)),
+            window_tasks,
+            executor=ex,
+            key=lambda t: window_key_of(t, settings, fingerprint),
+            store=window_store,
+            on_result=rows_arrived,
+            desc="rediscovery draws x targets",
+            unit="run",
+        )
+    for res in windows.results:  # results kept from an earlier call whose files are missing
+        if isinstance(res, WindowResult):
+            _write_rows(res, out, only_missing=True)
+    model_pairs = list(zip(model_tasks, models.results, strict=True))
+    window_pairs = list(zip(window_tasks, windows.results, strict=True))
+    for draw in range(settings.draws):
+        _write_draw_info(draw, facts[draw], model_pairs, window_pairs, out)
+    failed = models.failed + windows.failed
+    if failed:
+        log.warning("%d rediscovery tasks failed; rerun to retry them", failed)
     rows = collect_runs(out)
     write_summary(rows, settings, out)
     return rows
+
+
+def _check_same_settings(out: Path, settings: RediscoverySettings, fingerprint: str) -> None:
+    path = out / "settings.json"
+    if not path.is_file():
+        return
+    old = json.loads(path.read_text())
+    before = {k: v for k, v in old.get("settings", {}).items() if k not in _NOT_SCIENTIFIC}
+    if before and json.loads(json.dumps(before)) != _scientific(settings):
+        raise InputError(
+            "this directory holds a rediscovery run with other settings; use another --out",
+            path=path,
+            value={k: v for k, v in before.items() if _scientific(settings).get(k) != v},
+        )
+    if old.get("known_fingerprint", fingerprint) != fingerprint:
+        raise InputError(
+            "this directory holds a rediscovery run on other known materials; use another --out", path=path
+        )
 
 
 def _run_name(draw: int, window: GapWindow, variant: str) -> str:
     return f"draw{draw}_{window_key(window)}_{variant}.json"
 
 
-def _run_draw(settings, known: pd.DataFrame, draw: int, out: Path, todo) -> None:
-    from gapforge.discover import discover, resolve_config
-    from gapforge.discover.config import DiscoverConfig
+def _draw_dir(out: str | Path, draw: int) -> Path:
+    return Path(out) / "work" / f"draw{draw}"
 
+
+def _prepare_draw(settings: RediscoverySettings, known: pd.DataFrame, draw: int, out: Path) -> dict[str, Any]:
+    """The draw's hold-out and the tables its tasks read (written here, before any task)."""
     seed = settings.seed + draw
-    t_draw = time.perf_counter()
-    work = out / "work" / f"draw{draw}"
+    work = _draw_dir(out, draw)
     work.mkdir(parents=True, exist_ok=True)
     held_systems = draw_holdout(known, settings.holdout_fraction, seed)
     held_mask = known[CHEMSYS].isin(held_systems).to_numpy()
-    write_text("\n".join(sorted(held_systems)) + "\n", out / f"heldout_systems_draw{draw}.txt")
     kept = known[~held_mask]
     heldout = known[held_mask]
-    train = kept[kept[C.BAND_GAP].notna()][[C.FORMULA, C.BAND_GAP]].reset_index(drop=True)
-    train_path = work / "train.csv"
-    known_path = work / "known.csv"
-    if not train_path.is_file():
-        write_table(train, train_path)
-        write_table(kept[[C.FORMULA]], known_path)
-    held_labelled = heldout[heldout[C.BAND_GAP].notna()]
-    draw_info: dict[str, Any] = {
+    if not (work / "heldout.parquet").is_file():
+        write_text("\n".join(sorted(held_systems)) + "\n", out / f"heldout_systems_draw{draw}.txt")
+        train = kept[kept[C.BAND_GAP].notna()][[C.FORMULA, C.BAND_GAP]].reset_index(drop=True)
+        write_table(train, work / "train.parquet")
+        write_table(train, work / "train.csv")  # discover's data.dataset
+        write_table(kept[[C.FORMULA]], work / "known.csv")  # discover's data.known and the generator's
+        write_table(heldout[[C.FORMULA, C.BAND_GAP]].reset_index(drop=True), work / "heldout.parquet")
+    return {
         "draw": draw,
         "seed": seed,
         "n_systems_held_out": len(held_systems),
         "n_known": len(known),
         "n_held_out": int(held_mask.sum()),
-        "n_held_out_with_gap": len(held_labelled),
+        "n_held_out_with_gap": int(heldout[C.BAND_GAP].notna().sum()),
     }
+
+
+def model_task(task: ModelTask, settings: RediscoverySettings, out: str) -> ModelResult:
+    """Train (or reuse) one model of one draw; a pure function of the draw's seed and tables."""
+    from gapforge.executor.engine import limit_threads
+
+    limit_threads(1)  # the same numbers in this process and on any worker
+    work = _draw_dir(out, task.draw)
+    seed = settings.seed + task.draw
     t0 = time.perf_counter()
-    draw_info["oracle"] = _train_oracle(train, held_labelled, work / "oracle", settings, seed)
-    draw_info["oracle_seconds"] = round(time.perf_counter() - t0, 1)
-    t0 = time.perf_counter()
-    draw_info["generator"] = _train_generator(kept[C.FORMULA].tolist(), work / "generator", settings, seed)
-    draw_info["generator_seconds"] = round(time.perf_counter() - t0, 1)
-    write_json(draw_info, work / "draw.json")
+    if task.model is DrawModel.ORACLE:
+        train = pd.read_parquet(work / "train.parquet")
+        held = pd.read_parquet(work / "heldout.parquet")
+        info = _train_oracle(train, held[held[C.BAND_GAP].notna()], work / "oracle", settings, seed)
+    else:
+        kept = read_table(work / "known.csv")[C.FORMULA].astype(str).tolist()
+        info = _train_generator(kept, work / "generator", settings, seed)
+    return ModelResult(info, round(time.perf_counter() - t0, 1))
+
+
+def window_task(task: WindowTask, settings: RediscoverySettings, out: str) -> WindowResult:
+    """Discover to the screen for one draw and window, and every variant's ranking of its pool."""
+    from gapforge.discover import discover, resolve_config
+    from gapforge.discover.config import DiscoverConfig
+    from gapforge.executor import ExecutorSettings
+    from gapforge.executor.engine import limit_threads
+
+    limit_threads(1)
+    t_task = time.perf_counter()
+    draw, window = task.draw, task.window
+    seed = settings.seed + draw
+    work = _draw_dir(out, draw)
+    train = pd.read_parquet(work / "train.parquet")
+    heldout = pd.read_parquet(work / "heldout.parquet")
+    held_labelled = heldout[heldout[C.BAND_GAP].notna()]
     exists = set(heldout[C.FORMULA])
-    for window in settings.windows:
-        variants = [v for w, v in todo if w == window]
-        if not variants:
-            continue
-        hits = set(held_labelled.loc[window.contains(held_labelled[C.BAND_GAP].to_numpy()), C.FORMULA])
-        run_dir = work / f"discover_{window_key(window)}"
-        base = resolve_config(gap_min=window.gap_min, gap_max=window.gap_max, quick=True, seed=seed).to_dict()
-        base["data"].update({"dataset": str(train_path.resolve()), "known": str(known_path.resolve())})
-        base["models"].update(
-            {"oracle": str((work / "oracle").resolve()), "generator": str((work / "generator").resolve())}
-        )
-        base["campaign"].update(
-            {"iterations": settings.campaign_iterations, "batch_size": settings.campaign_batch}
-        )
-        base["generate"]["n_samples"] = settings.n_samples
-        cfg = DiscoverConfig.from_dict(base)
+    hits = set(held_labelled.loc[window.contains(held_labelled[C.BAND_GAP].to_numpy()), C.FORMULA])
+    run_dir = work / f"discover_{window_key(window)}"
+    base = resolve_config(gap_min=window.gap_min, gap_max=window.gap_max, quick=True, seed=seed).to_dict()
+    base["data"].update(
+        {"dataset": str((work / "train.csv").resolve()), "known": str((work / "known.csv").resolve())}
+    )
+    base["models"].update(
+        {"oracle": str((work / "oracle").resolve()), "generator": str((work / "generator").resolve())}
+    )
+    base["campaign"].update(
+        {"iterations": settings.campaign_iterations, "batch_size": settings.campaign_batch}
+    )
+    base["generate"]["n_samples"] = settings.n_samples
+    cfg = DiscoverConfig.from_dict(base)
+    t0 = time.perf_counter()
+    # this task is the unit of work: discover's own stages run inside it, never on a second cluster
+    result = discover(run_dir, cfg, until="screen", progress=False, executor=ExecutorSettings.serial())
+    discover_seconds = time.perf_counter() - t0
+    screened = pd.read_parquet(run_dir / "screen" / "screened.parquet")
+    ok = np.ones(len(screened), dtype=bool)
+    for flag in POOL_FLAGS:
+        ok &= screened[flag].to_numpy(dtype=bool)
+    pool = screened[ok].reset_index(drop=True)
+    n_pool_hits = len(set(pool[C.FORMULA]) & hits)
+    labelled = pd.read_csv(run_dir / "campaign" / "labelled.csv", keep_default_na=False, na_values=[""])
+    new = labelled[labelled["source"] == "campaign"]
+    initial = labelled[labelled["source"] == "initial"]
+    camp = result.record("campaign").summary
+    common = {
+        "draw": draw,
+        "seed": seed,
+        "target": str(window),
+        "window": window_key(window),
+        "n_held_out_in_window": len(hits),
+        "discover_seconds": round(discover_seconds, 1),
+        "n_candidates_discover": int(result.record("screen").summary.get("n_candidates", 0)),
+        "campaign_new_labels": len(new),
+        "campaign_labelled_rate": camp.get("labelled_rate"),
+        "campaign_heldout_labels": int(new[C.FORMULA].isin(exists).sum()),
+        "campaign_in_window_labels": int(window.contains(new[C.BAND_GAP].to_numpy(dtype=float)).sum()),
+    }
+    rng = np.random.default_rng(seed + 17)
+    rows = []
+    for variant in VARIANTS:
         t0 = time.perf_counter()
-        result = discover(run_dir, cfg, until="screen", progress=False)
-        discover_seconds = time.perf_counter() - t0
-        screened = pd.read_parquet(run_dir / "screen" / "screened.parquet")
-        ok = np.ones(len(screened), dtype=bool)
-        for flag in POOL_FLAGS:
-            ok &= screened[flag].to_numpy(dtype=bool)
-        pool = screened[ok].reset_index(drop=True)
-        pool_set = set(pool[C.FORMULA])
-        n_pool_hits = len(pool_set & hits)
-        labelled = pd.read_csv(run_dir / "campaign" / "labelled.csv", keep_default_na=False, na_values=[""])
-        new = labelled[labelled["source"] == "campaign"]
-        initial = labelled[labelled["source"] == "initial"]
-        camp = result.record("campaign").summary
-        common = {
-            "draw": draw,
-            "seed": seed,
-            "target": str(window),
-            "window": window_key(window),
-            "n_held_out_in_window": len(hits),
-            "discover_seconds": round(discover_seconds, 1),
-            "n_candidates_discover": int(result.record("screen").summary.get("n_candidates", 0)),
-            "campaign_new_labels": len(new),
-            "campaign_labelled_rate": camp.get("labelled_rate"),
-            "campaign_heldout_labels": int(new[C.FORMULA].isin(exists).sum()),
-            "campaign_in_window_labels": int(window.contains(new[C.BAND_GAP].to_numpy(dtype=float)).sum()),
-        }
-        rng = np.random.default_rng(seed + 17)
-        for variant in variants:
-            t0 = time.perf_counter()
-            extra: dict[str, Any] = {}
-            if variant == "discover":
-                mean = pool[C.BAND_GAP_MEAN].to_numpy(dtype=np.float64)
-                std = pool[C.BAND_GAP_STD].to_numpy(dtype=np.float64)
-                ranked = _rank_by_probability(pool, mean, std, window)
-            elif variant == "campaign":
-                mean, std = _fit_predict(labelled, pool, settings, seed)
-                ranked = _rank_by_probability(pool, mean, std, window)
-                extra["n_train"] = len(labelled)
-            elif variant == "random-labels":
-                avail = train[~train[C.FORMULA].isin(set(initial[C.FORMULA]))]
-                pick = avail.sample(n=min(len(new), len(avail)), random_state=seed)
-                labels = pd.concat([initial[[C.FORMULA, C.BAND_GAP]], pick], ignore_index=True)
-                mean, std = _fit_predict(labels, pool, settings, seed)
-                ranked = _rank_by_probability(pool, mean, std, window)
-                extra["n_train"] = len(labels)
-                extra["random_in_window_labels"] = int(window.contains(pick[C.BAND_GAP].to_numpy()).sum())
-            elif variant == "oracle":
-                ranked = _rank_by_mean(pool, window)
-            else:
-                ranked = pool[C.FORMULA].to_numpy()[rng.permutation(len(pool))].tolist()
-            row = {
+        extra: dict[str, Any] = {}
+        if variant == "discover":
+            mean = pool[C.BAND_GAP_MEAN].to_numpy(dtype=np.float64)
+            std = pool[C.BAND_GAP_STD].to_numpy(dtype=np.float64)
+            ranked = _rank_by_probability(pool, mean, std, window)
+        elif variant == "campaign":
+            mean, std = _fit_predict(labelled, pool, settings, seed)
+            ranked = _rank_by_probability(pool, mean, std, window)
+            extra["n_train"] = len(labelled)
+        elif variant == "random-labels":
+            avail = train[~train[C.FORMULA].isin(set(initial[C.FORMULA]))]
+            pick = avail.sample(n=min(len(new), len(avail)), random_state=seed)
+            labels = pd.concat([initial[[C.FORMULA, C.BAND_GAP]], pick], ignore_index=True)
+            mean, std = _fit_predict(labels, pool, settings, seed)
+            ranked = _rank_by_probability(pool, mean, std, window)
+            extra["n_train"] = len(labels)
+            extra["random_in_window_labels"] = int(window.contains(pick[C.BAND_GAP].to_numpy()).sum())
+        elif variant == "oracle":
+            ranked = _rank_by_mean(pool, window)
+        else:
+            ranked = pool[C.FORMULA].to_numpy()[rng.permutation(len(pool))].tolist()
+        rows.append(
+            {
                 **common,
                 "variant": variant,
                 **ranking_metrics(ranked, len(pool), hits, exists, len(hits), n_pool_hits),
@@ -432,19 +668,61 @@ def _run_draw(settings, known: pd.DataFrame, draw: int, out: Path, todo) -> None
                 "top10_hits": [f for f in ranked[:10] if f in hits],
                 "seconds": round(time.perf_counter() - t0, 1),
             }
-            write_json(row, out / "runs" / _run_name(draw, window, variant))
-            log.info(
-                "draw %d %s %s: P@10 %.2f P@100 %.3f EF@100 %.1f",
-                draw,
-                window,
-                variant,
-                row["precision@10"],
-                row["precision@100"],
-                row["ef@100"],
-            )
-    draw_info["seconds"] = round(time.perf_counter() - t_draw, 1)
-    write_json(draw_info, work / "draw.json")
-    write_json(draw_info, out / "runs" / f"draw{draw}_info.json")
+        )
+    return WindowResult(rows, round(time.perf_counter() - t_task, 1))
+
+
+def _write_rows(result: WindowResult, out: Path, *, only_missing: bool = False) -> None:
+    for row in result.rows:
+        path = out / "runs" / _run_name(int(row["draw"]), _window_of(row["window"]), row["variant"])
+        if only_missing and path.is_file():
+            continue
+        write_json(row, path)
+        log.info(
+            "draw %d %s %s: P@10 %.2f P@100 %.3f EF@100 %.1f",
+            row["draw"],
+            row["target"],
+            row["variant"],
+            row["precision@10"],
+            row["precision@100"],
+            row["ef@100"],
+        )
+
+
+def _window_of(key: str) -> GapWindow:
+    """Inverse of :func:`window_key`."""
+    if key.startswith("ge"):
+        return GapWindow(float(key[2:]))
+    lo, hi = key.split("-")
+    return GapWindow(float(lo), float(hi))
+
+
+def _write_draw_info(
+    draw: int,
+    facts: dict[str, Any],
+    models: list[tuple[ModelTask, ModelResult | Any]],
+    windows: list[tuple[WindowTask, WindowResult | Any]],
+    out: Path,
+) -> None:
+    """``runs/draw{d}_info.json``: the draw's facts, model scores and task times (once it has rows)."""
+    info = dict(facts)
+    seconds = 0.0
+    for task, res in models:
+        if task.draw == draw and isinstance(res, ModelResult):
+            info[task.model.value] = res.info
+            info[f"{task.model.value}_seconds"] = res.seconds
+            seconds += res.seconds
+    n_windows = 0
+    for task, res in windows:
+        if task.draw == draw and isinstance(res, WindowResult):
+            info[f"{window_key(task.window)}_seconds"] = res.seconds
+            seconds += res.seconds
+            n_windows += 1
+    if n_windows == 0:
+        return
+    info["seconds"] = round(seconds, 1)  # task time: the draw's tasks may have run side by side
+    write_json(info, _draw_dir(out, draw) / "draw.json")
+    write_json(info, out / "runs" / f"draw{draw}_info.json")
 
 
 def run_stability(
@@ -454,7 +732,7 @@ def run_stability(
     window: GapWindow = GapWindow(4.0),
     n_each: int = 15,
     relax_steps: int = 100,
-    workers: int = 1,
+    executor: Executor | ExecutorSettings | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """ROC-AUC with which the pipeline's energy above hull separates held-out materials from other candidates.
@@ -462,12 +740,18 @@ def run_stability(
     Takes discover's candidates of one finished draw and window (pool formulas with the
     predicted mean in the window), up to ``n_each`` that are held-out materials and as
     many random others; builds their structures from templates **without** the held-out
-    systems, relaxes them with CHGNet (``relax_steps``, fmax 0.1 eV/Å) and places them on
-    the hull of ``mp-e-form`` **without** the held-out systems. Writes
+    systems (the structure is not given away) and relaxes them with CHGNet
+    (``relax_steps``, fmax 0.1 eV/Å).
+
+    The energy above hull of each candidate is then taken against the hull of **every
+    known phase except its own formula** (``mp-e-form``, leave-one-formula-out): a
+    held-out material competes with the real phases of its own chemical system, as an
+    unknown material would. (Against the hull without the held-out *systems*, kept as
+    ``roc_auc_system_hull``, a held-out material faces its subsystems only and lands
+    below that hull by construction: that separation is an artefact.) Single elements
+    are left out of the measure (the screen now requires a compound). Writes
     ``OUT/runs/stability_draw{draw}_{window}.json``.
     """
-    from sklearn.metrics import roc_auc_score
-
     from gapforge.structure.hull import HullReference
     from gapforge.structure.library import load_library
     from gapforge.structure.pipeline import StructureSettings, build_structures, relax_structures
@@ -491,44 +775,107 @@ def run_stability(
     pick = pd.concat([pos.sample(n=n, random_state=seed), neg.sample(n=n, random_state=seed)])
     sdir = out / "work" / f"draw{draw}" / f"stability_{window_key(window)}"
     sdir.mkdir(parents=True, exist_ok=True)
-    inp = write_table(
-        pick[[C.FORMULA, C.BAND_GAP_MEAN, C.BAND_GAP_STD]].reset_index(drop=True), sdir / "input.csv"
-    )
+    picked = pick[[C.FORMULA, C.BAND_GAP_MEAN, C.BAND_GAP_STD]].reset_index(drop=True)
+    same = (sdir / "input.csv").is_file() and read_table(sdir / "input.csv")[C.FORMULA].astype(
+        str
+    ).tolist() == picked[C.FORMULA].tolist()
+    inp = write_table(picked, sdir / "input.csv")
     library = load_library(max_e_above_hull=0.1)
     lib_sys = library.table[C.REDUCED_FORMULA].astype(str).map(chemical_system)
     library = library.subset(~lib_sys.isin(held).to_numpy())
-    build_structures(inp, sdir, library=library, settings=StructureSettings(search=SearchSettings(top_k=1)))
-    hull = HullReference.from_dataset(exclude_systems=held)
+    build_structures(
+        inp,
+        sdir,
+        library=library,
+        settings=StructureSettings(search=SearchSettings(top_k=1)),
+        overwrite=not same,
+    )
+    system_hull = HullReference.from_dataset(exclude_systems=held)
     best = relax_structures(
-        sdir, settings=RelaxSettings(fmax=0.1, max_steps=relax_steps), hull=hull, workers=workers
+        sdir,
+        settings=RelaxSettings(fmax=0.1, max_steps=relax_steps),
+        hull=system_hull,
+        executor=executor,
+        overwrite=not same,  # relaxations already done are reused from relax_cache/ either way
     )
-    ehull = pd.to_numeric(best[C.E_ABOVE_HULL], errors="coerce")
-    y = best[C.FORMULA].isin(exists).to_numpy()
-    fin = np.isfinite(ehull.to_numpy())
-    auc = (
-        float(roc_auc_score(y[fin], -ehull.to_numpy()[fin]))
-        if fin.any() and 0 < y[fin].sum() < fin.sum()
-        else float("nan")
-    )
+    res = stability_measure(best, exists, HullReference.from_dataset())
     res = {
         "draw": draw,
         "target": str(window),
         "n_held_out_candidates": int(is_held.sum()),
         "n_other_candidates": int((~is_held).sum()),
         "n_each": n,
-        "n_with_e_above_hull": int(fin.sum()),
-        "roc_auc": auc,
-        "median_e_above_hull_held_out": float(np.nanmedian(ehull[y])) if y.any() else float("nan"),
-        "median_e_above_hull_other": float(np.nanmedian(ehull[~y])) if (~y).any() else float("nan"),
+        **res,
         "relax_steps": relax_steps,
-        "rows": [
-            {"formula": f, "held_out": bool(h), "e_above_hull": None if not np.isfinite(e) else float(e)}
-            for f, h, e in zip(best[C.FORMULA], y, ehull.to_numpy(), strict=True)
-        ],
         "seconds": round(time.perf_counter() - t0, 1),
     }
     write_json(res, out / "runs" / f"stability_draw{draw}_{window_key(window)}.json")
     return res
+
+
+def _auc(y: np.ndarray, score: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    fin = np.isfinite(score)
+    if not fin.any() or not 0 < y[fin].sum() < fin.sum():
+        return float("nan")
+    return float(roc_auc_score(y[fin], score[fin]))
+
+
+def stability_measure(relaxed: pd.DataFrame, exists: set[str], hull: Any) -> dict[str, Any]:
+    """ROC-AUC of -e_above_hull (leave-one-formula-out on ``hull``) for held-out vs other candidates.
+
+    Args:
+        relaxed: one row per candidate with ``formula``, ``formation_energy_per_atom``
+            (eV/atom, on ``hull``'s scale) and the ``e_above_hull`` the relax stage
+            measured (against the hull without the held-out systems).
+        exists: the held-out materials (reduced formulas).
+        hull: a :class:`~gapforge.structure.hull.HullReference` of every known phase.
+
+    Returns:
+        ``roc_auc`` (leave-one-formula-out), ``roc_auc_system_hull`` (the biased one),
+        counts (positives, negatives, pairs), medians and one row per candidate.
+    """
+    from gapforge.structure.hull import chemical_system as element_set
+
+    formulas = relaxed[C.FORMULA].astype(str).tolist()
+    compound = np.array([len(element_set(f)) > 1 for f in formulas])
+    e_form = pd.to_numeric(relaxed[C.FORMATION_ENERGY_PER_ATOM], errors="coerce").to_numpy(dtype=float)
+    system = pd.to_numeric(relaxed[C.E_ABOVE_HULL], errors="coerce").to_numpy(dtype=float)
+    lofo = np.full(len(formulas), np.nan)
+    n_phases = np.zeros(len(formulas), dtype=int)
+    for i, (f, e) in enumerate(zip(formulas, e_form, strict=True)):
+        if np.isfinite(e):
+            r = hull.e_above_hull(f, e, leave_out=[f])
+            lofo[i], n_phases[i] = r.e_above_hull, r.n_known_phases
+    y = np.array([f in exists for f in formulas])
+    use = compound & np.isfinite(lofo)
+    pos, neg = int((y & use).sum()), int((~y & use).sum())
+    return {
+        "n_elements_left_out": int((~compound).sum()),
+        "n_with_e_above_hull": int(use.sum()),
+        "n_positive": pos,
+        "n_negative": neg,
+        "n_pairs": pos * neg,
+        "roc_auc": _auc(y[use], -lofo[use]),
+        "median_e_above_hull_held_out": float(np.median(lofo[y & use])) if pos else float("nan"),
+        "median_e_above_hull_other": float(np.median(lofo[~y & use])) if neg else float("nan"),
+        "roc_auc_system_hull": _auc(y[use], -system[use]),
+        "median_system_hull_held_out": float(np.nanmedian(system[y & use])) if pos else float("nan"),
+        "median_system_hull_other": float(np.nanmedian(system[~y & use])) if neg else float("nan"),
+        "hull": "every known phase except the candidate's own formula (leave-one-formula-out)",
+        "rows": [
+            {
+                "formula": f,
+                "held_out": bool(h),
+                "compound": bool(c),
+                "e_above_hull": None if not np.isfinite(a) else float(a),
+                "known_phases_in_system": int(k),
+                "e_above_hull_system_hull": None if not np.isfinite(b) else float(b),
+            }
+            for f, h, c, a, k, b in zip(formulas, y, compound, lofo, n_phases, system, strict=True)
+        ],
+    }
 
 
 def collect_runs(out: str | Path) -> pd.DataFrame:
@@ -576,7 +923,8 @@ def render_markdown(table: pd.DataFrame, rows: pd.DataFrame, meta: dict[str, Any
         f"- command: `{meta.get('command', '')}`",
         f"- settings: {meta.get('settings')}",
         f"- draws done: {meta.get('draws_done')}; "
-        f"wall time of the draws: {meta.get('wall_minutes', 0):.1f} min",
+        f"task time of the draws (summed over tasks, which may run side by side): "
+        f"{meta.get('task_minutes', 0):.1f} min",
         "",
         "| target | variant | draws | P@10 | P@50 | P@100 | EF@10 | EF@100 | recall@100 | pool recall "
         "| base rate (%) | hits@100 | exists@100 |",
@@ -607,15 +955,25 @@ def render_markdown(table: pd.DataFrame, rows: pd.DataFrame, meta: dict[str, Any
     if stab:
         lines += ["", "## Stability: energy above hull of held-out materials vs other candidates", ""]
         lines.append(
-            "| draw | target | pairs | with e_above_hull | ROC-AUC "
-            "| median e_hull held-out / other (eV/atom) |"
+            "Hull: every known phase except the candidate's own formula (leave-one-formula-out); "
+            "the last columns use the hull without the held-out systems, which puts every held-out "
+            "material below it by construction (not a measure)."
         )
-        lines.append("|---|---|---|---|---|---|")
+        lines.append("")
+        lines.append(
+            "| draw | target | held-out + other (compounds) | pairs | ROC-AUC "
+            "| median e_hull held-out / other (eV/atom) | ROC-AUC, system-less hull | its medians |"
+        )
+        lines.append("|---|---|---|---|---|---|---|---|")
         for r in stab:
+            if "n_positive" not in r:  # a file written before the leave-one-formula-out hull
+                continue
             lines.append(
-                f"| {r['draw']} | {r['target']} | {r['n_each']} + {r['n_each']} | "
-                f"{r['n_with_e_above_hull']} | {r['roc_auc']:.3f} | "
-                f"{r['median_e_above_hull_held_out']:.3f} / {r['median_e_above_hull_other']:.3f} |"
+                f"| {r['draw']} | {r['target']} | {r['n_positive']} + {r['n_negative']} | {r['n_pairs']} | "
+                f"{r['roc_auc']:.3f} | "
+                f"{r['median_e_above_hull_held_out']:.3f} / {r['median_e_above_hull_other']:.3f} | "
+                f"{r['roc_auc_system_hull']:.3f} | "
+                f"{r['median_system_hull_held_out']:.3f} / {r['median_system_hull_other']:.3f} |"
             )
     lines.append("")
     return "\n".join(lines)
@@ -631,7 +989,7 @@ def write_summary(
         "stability": stability,
         "settings": asdict(settings),
         "draws_done": sorted({int(d) for d in rows["draw"]}) if len(rows) else [],
-        "wall_minutes": sum(i.get("seconds", 0.0) for i in infos) / 60,
+        "task_minutes": sum(i.get("seconds", 0.0) for i in infos) / 60,
         **(meta or {}),
     }
     table = aggregate(rows)
@@ -647,14 +1005,23 @@ def write_summary(
 __all__ = [
     "KS",
     "VARIANTS",
+    "DrawModel",
+    "ModelResult",
+    "ModelTask",
     "RediscoverySettings",
+    "WindowResult",
+    "WindowTask",
     "aggregate",
     "build_known",
     "chemical_system",
     "collect_runs",
     "draw_holdout",
+    "known_fingerprint",
+    "model_task",
     "ranking_metrics",
     "run_rediscovery",
     "run_stability",
+    "stability_measure",
     "window_key",
+    "window_task",
 ]

@@ -18,9 +18,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Protocol, Self, runtime_checkable
+from typing import Any, Protocol, Self, runtime_checkable
 
 import pandas as pd
+
+from gapforge.io import atomic_path, file_sha256
 
 MODEL_CARD_FILE = "model.json"
 #: ``metadata`` key of ``model.json`` mapping each weights/data file of a model directory to its sha256.
@@ -130,17 +132,6 @@ def rebuild_from_card(
     return model, card
 
 
-def file_sha256(path: str | Path) -> str:
-    """Hex sha256 of a file, read in 1 MiB blocks."""
-    import hashlib
-
-    digest = hashlib.sha256()
-    with Path(path).open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def weights_record(directory: str | Path, files: Sequence[str]) -> dict[str, dict[str, str]]:
     """``{"files_sha256": {name: sha256}}`` of the named files of a model directory, for ``model.json``.
 
@@ -183,3 +174,48 @@ def verify_weights(directory: str | Path, metadata: dict, files: Sequence[str]) 
                 f"{path}: sha256 {actual[:12]}... does not match {expected[:12]}... recorded in "
                 f"{MODEL_CARD_FILE} (the file is corrupt or was changed; retrain or reinstall the model)"
             )
+
+
+def dump_skops(
+    content: object, directory: str | Path, weights_file: str, **dump_kwargs: Any
+) -> dict[str, str]:
+    """Write ``content`` to ``directory/weights_file`` with ``skops.io.dump``, atomically.
+
+    Shared by the skops-saved models (the forest, the experimental head); ``dump_kwargs``
+    (``compression``, ``compresslevel``) go to ``skops.io.dump`` unchanged, so each keeps
+    its own on-disk format.
+
+    Returns:
+        ``{"weights_file": name, "weights_sha256": hex}`` for the card's metadata, the
+        record :func:`verify_weights` checks on load.
+    """
+    import skops.io as sio
+
+    path = Path(directory) / weights_file
+    with atomic_path(path) as tmp:
+        sio.dump(content, tmp, **dump_kwargs)
+    return {"weights_file": weights_file, "weights_sha256": file_sha256(path)}
+
+
+def load_skops(path: str | Path, trusted: Sequence[str], *, label: str) -> Any:
+    """Read a skops file written by :func:`dump_skops`, rebuilding only the ``trusted`` types.
+
+    Raises:
+        ModelError: the file is not skops, holds a type not in ``trusted`` (named), or
+            cannot be rebuilt (``label`` names the model in the message).
+    """
+    import skops.io as sio
+
+    from gapforge.errors import ModelError
+
+    path = Path(path)
+    try:
+        untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in trusted]
+    except Exception as exc:
+        raise ModelError(f"{path}: not a readable skops file ({type(exc).__name__}: {exc})") from exc
+    if untrusted:
+        raise ModelError(f"{path}: refusing to load untrusted types {', '.join(untrusted)}")
+    try:
+        return sio.load(path, trusted=list(trusted))
+    except Exception as exc:
+        raise ModelError(f"{path}: cannot load {label} ({type(exc).__name__}: {exc})") from exc

@@ -22,7 +22,6 @@ oracle it was trained on, and loaded with an explicit list of trusted types.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Sequence
 from enum import StrEnum
@@ -34,8 +33,8 @@ import pandas as pd
 
 from gapforge import columns as C
 from gapforge.errors import ModelError
-from gapforge.io import atomic_path, write_json
-from gapforge.models.base import MODEL_CARD_FILE, rebuild_from_card
+from gapforge.io import write_json
+from gapforge.models.base import MODEL_CARD_FILE, dump_skops, load_skops, rebuild_from_card
 from gapforge.models.metal_gate import GapDistribution, combine, fit_std_scale
 
 log = logging.getLogger(__name__)
@@ -294,8 +293,6 @@ class ExperimentHead:
         """Write ``model.json`` and ``head.skops``."""
         from importlib.metadata import version
 
-        import skops.io as sio
-
         self._check()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
@@ -306,16 +303,13 @@ class ExperimentHead:
             "quantile_lo": self.quantiles_[0],
             "quantile_hi": self.quantiles_[1],
         }
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            sio.dump(content, tmp, compression=8)
-        digest = hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()
+        weights = dump_skops(content, directory, WEIGHTS_FILE, compression=8)
         card = {
             "kind": KIND,
             "params": self.get_params(),
             "metadata": {
                 "format_version": FORMAT_VERSION,
-                "weights_file": WEIGHTS_FILE,
-                "weights_sha256": digest,
+                **weights,
                 "std_scale": self.std_scale_,
                 "n_train": self.n_train_,
                 "sklearn_version": version("scikit-learn"),
@@ -333,8 +327,6 @@ class ExperimentHead:
         Raises:
             ModelError: missing or corrupt files, another kind, untrusted content.
         """
-        import skops.io as sio
-
         directory = Path(directory)
         model, card = rebuild_from_card(
             cls,
@@ -344,14 +336,7 @@ class ExperimentHead:
             label="experimental head",
             weights_file=WEIGHTS_FILE,
         )
-        path = directory / WEIGHTS_FILE
-        try:
-            untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
-        except Exception as exc:
-            raise ModelError(f"{path}: not a readable skops file ({type(exc).__name__}: {exc})") from exc
-        if untrusted:
-            raise ModelError(f"{path}: refusing to load untrusted types {', '.join(untrusted)}")
-        content = sio.load(path, trusted=list(TRUSTED_TYPES))
+        content = load_skops(directory / WEIGHTS_FILE, TRUSTED_TYPES, label="experimental head")
         model.featurizer_ = content["featurizer"]
         model.classifier_ = content["classifier"]
         model.regressor_ = content["regressor"]

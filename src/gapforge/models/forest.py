@@ -22,7 +22,6 @@ trusted types; nothing is unpickled.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -36,8 +35,8 @@ import pandas as pd
 
 from gapforge import columns as C
 from gapforge.errors import ModelError
-from gapforge.io import atomic_path, write_json
-from gapforge.models.base import MODEL_CARD_FILE, rebuild_from_card
+from gapforge.io import write_json
+from gapforge.models.base import MODEL_CARD_FILE, dump_skops, load_skops, rebuild_from_card
 from gapforge.models.featurize import MagpieFeaturizer
 
 log = logging.getLogger(__name__)
@@ -309,17 +308,16 @@ class ForestModel:
     def save(self, directory: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
         """Write ``model.json`` and ``forest.skops`` (compressed)."""
         import zipfile
+        from importlib.metadata import version
 
         import sklearn
-        import skops.io as sio
 
         self._check_fitted()
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        with atomic_path(directory / WEIGHTS_FILE) as tmp:
-            sio.dump(self._persisted(), tmp, compression=zipfile.ZIP_DEFLATED, compresslevel=9)
-        digest = hashlib.sha256((directory / WEIGHTS_FILE).read_bytes()).hexdigest()
-        from importlib.metadata import version
+        weights = dump_skops(
+            self._persisted(), directory, WEIGHTS_FILE, compression=zipfile.ZIP_DEFLATED, compresslevel=9
+        )
 
         feat = self.featurizer
         card = {
@@ -331,8 +329,7 @@ class ForestModel:
                 "skops_version": version("skops"),
                 "numpy_version": np.__version__,
                 "format_version": FORMAT_VERSION,
-                "weights_file": WEIGHTS_FILE,
-                "weights_sha256": digest,
+                **weights,
                 "elements": list(feat.elements_),
                 "features": list(feat.feature_names_),
                 "element_table": "smact/data/magpie.csv (Magpie), copied into the featurizer",
@@ -356,8 +353,6 @@ class ForestModel:
         Raises:
             ModelError: missing/corrupt files, wrong kind, newer format, untrusted content.
         """
-        import skops.io as sio
-
         directory = Path(directory)
         model, card = rebuild_from_card(
             cls,
@@ -369,16 +364,7 @@ class ForestModel:
         )
         meta = card.get("metadata", {})
         path = directory / WEIGHTS_FILE
-        try:
-            untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
-        except Exception as exc:
-            raise ModelError(f"{path}: not a readable skops file ({type(exc).__name__}: {exc})") from exc
-        if untrusted:
-            raise ModelError(f"{path}: refusing to load untrusted types {', '.join(untrusted)}")
-        try:
-            content = sio.load(path, trusted=list(TRUSTED_TYPES))
-        except Exception as exc:
-            raise ModelError(f"{path}: cannot load forest ({type(exc).__name__}: {exc})") from exc
+        content = load_skops(path, TRUSTED_TYPES, label="forest")
         from sklearn.pipeline import Pipeline
 
         pipe = content.get("pipeline") if isinstance(content, dict) else None

@@ -34,7 +34,7 @@ import pandas as pd
 from gapforge import columns as C
 from gapforge.encoding import FormulaEncoder, n_atoms, n_elements_of
 from gapforge.errors import InputError
-from gapforge.io import find_column, read_table, table_format, write_json, write_table
+from gapforge.io import read_formula_column, table_format, write_json, write_table
 from gapforge.screening.filters import is_novel, is_simple, smact_valid
 from gapforge.screening.rules import DEFAULT_EXCLUDED_ELEMENTS, check_elements, excluded_counts_mask
 from gapforge.screening.validity import SmactConfig
@@ -179,9 +179,9 @@ def _predict(
     :class:`~gapforge.models.metal_gate.GapDistribution`), else it is NaN and the caller
     reads it from a Normal with the predicted mean and std.
 
-    With an executor that is not serial and a ``model_ref`` (the model's
-    directory or ``"default"``), each batch is a task on the executor; every
-    worker loads the model once.
+    With an executor that is not serial, a ``model_ref`` (the model's
+    directory or ``"default"``) and more than one batch, each batch is a task on
+    the executor; every worker loads the model once.
     """
     n = len(formulas)
     mean = np.full(n, np.nan)
@@ -190,7 +190,8 @@ def _predict(
     p_win = np.full(n, np.nan)
     rows = np.flatnonzero(ok)
     batches = [rows[lo : lo + batch_size] for lo in range(0, len(rows), batch_size)]
-    if executor is not None and model_ref is not None and not _in_process(executor):
+    # one batch gains nothing on a worker (and would start a deferred cluster): predicted here
+    if len(batches) > 1 and executor is not None and model_ref is not None and not _in_process(executor):
         import functools
 
         from gapforge.executor import TaskFailure, run_tasks
@@ -567,19 +568,6 @@ def screen_file(
     if result.n_candidates == 0:
         logger.warning("no formula passed every filter; %s is an empty table with headers", out)
     return ScreenResult(result.table, result.funnel, settings, funnel_path(out))
-
-
-def read_formula_column(path: str | Path) -> list[str]:
-    """The formula column of a CSV/Parquet table (``formula``, ``composition`` or ``pretty_formula``).
-
-    Raises:
-        InputError: unreadable or empty table, or no formula column.
-    """
-    df = read_table(path)
-    if len(df) == 0:
-        raise InputError("no data rows", path=path)
-    col = find_column(df, C.FORMULA_ALIASES, what="formula", path=path)
-    return ["" if pd.isna(v) else str(v) for v in df[col].tolist()]
 
 
 def load_band_gap_model(model: str | Path | None):

@@ -7,8 +7,9 @@ Two steps, each one public function and one CLI command:
   and one CIF per row under ``cifs/``.
 - :func:`relax_structures` (``gapforge relax``): CHGNet relaxation of every CIF
   in parallel, formation energy, energy above hull; writes ``relaxed_all.csv``
-  (every template) and ``relaxed.csv`` (per candidate, the template with the
-  lowest relaxed energy per atom, converged ones first).
+  (every template) and ``relaxed.csv`` (per candidate, the first-ranked relaxed
+  template unless another relaxed lower by more than ``SELECTION_MARGIN`` eV/atom,
+  converged ones first: :mod:`gapforge.structure.selection`).
 
 A row that fails (bad element, no template, different stoichiometry, CHGNet
 blow-up, no convergence) keeps going with its reason in the ``reason`` column.
@@ -36,6 +37,7 @@ from gapforge.structure.elmd import MODIFIED_PETTIFOR, as_composition
 from gapforge.structure.hull import DEFAULT_HULL_DATASET, HullReference
 from gapforge.structure.library import TemplateLibrary, load_library
 from gapforge.structure.relax import RelaxResult, RelaxSettings, run_relaxations
+from gapforge.structure.selection import SELECTION_MARGIN, pick_template
 from gapforge.structure.stability import (
     ElementalReferences,
     formation_energy_per_atom,
@@ -228,6 +230,7 @@ def relax_structures(
     workers: int | None = None,
     executor: Executor | ExecutorSettings | None = None,
     overwrite: bool = False,
+    selection_margin: float = SELECTION_MARGIN,
 ) -> pd.DataFrame:
     """Relax every CIF of ``run_dir/structures.csv`` with CHGNet and rank the templates.
 
@@ -248,6 +251,8 @@ def relax_structures(
         overwrite: redo even if ``relaxed.csv`` exists (else it is returned as is).
             Relaxations already in ``relax_cache/`` (same structure, same settings)
             are reused either way: a killed stage resumes where it stopped.
+        selection_margin: the kept template is the first-ranked one unless another
+            relaxed lower by more than this (eV/atom; see :func:`select_best`).
 
     Returns:
         ``relaxed.csv``: one row per candidate with the best template's results.
@@ -316,7 +321,7 @@ def relax_structures(
         run_dir / RELAX_SETTINGS_FILE,
     )
     write_table(table, run_dir / RELAXED_ALL_FILE)
-    best = select_best(table)
+    best = select_best(table, selection_margin)
     write_table(best, out_path)
     warn_below_known_hull(best)
     n_done = sum(not isinstance(r, TaskFailure) for r in results)
@@ -330,25 +335,41 @@ def relax_structures(
     return best
 
 
-def select_best(table: pd.DataFrame) -> pd.DataFrame:
-    """One row per candidate: lowest relaxed energy per atom, converged templates first.
+def select_best(table: pd.DataFrame, margin: float = SELECTION_MARGIN) -> pd.DataFrame:
+    """One row per candidate: the kept template (:func:`~gapforge.structure.selection.pick_template`).
 
-    A candidate with no relaxed template keeps its first row and reason.
+    The first-ranked relaxed template unless another relaxed lower by more than
+    ``margin`` eV/atom (converged relaxations first; ``margin`` 0 keeps the
+    lowest energy). A candidate with no relaxed template keeps its first row and reason.
     """
-    df = table.copy()
-    energy = pd.to_numeric(df.get(C.ENERGY_PER_ATOM), errors="coerce") if C.ENERGY_PER_ATOM in df else None
-    df["_has_e"] = energy.notna() if energy is not None else False
-    df["_conv"] = df[C.CONVERGED].fillna(False).astype(bool) if C.CONVERGED in df else False
-    df["_e"] = energy.fillna(np.inf) if energy is not None else np.inf
-    df["_rank"] = pd.to_numeric(df.get(C.TEMPLATE_RANK, 0), errors="coerce").fillna(0)
-    df = df.sort_values(
-        [C.CANDIDATE_ROW, "_has_e", "_conv", "_e", "_rank"],
-        ascending=[True, False, False, True, True],
-        kind="stable",
+    energy = (
+        pd.to_numeric(table[C.ENERGY_PER_ATOM], errors="coerce")
+        if C.ENERGY_PER_ATOM in table
+        else pd.Series(np.nan, index=table.index)
     )
-    counts = table.groupby(C.CANDIDATE_ROW)[C.ENERGY_PER_ATOM].count() if C.ENERGY_PER_ATOM in table else None
-    best = df.drop_duplicates(C.CANDIDATE_ROW, keep="first").drop(columns=["_has_e", "_conv", "_e", "_rank"])
-    if counts is not None:
+    converged = (
+        table[C.CONVERGED].fillna(False).astype(bool)
+        if C.CONVERGED in table
+        else pd.Series(False, index=table.index)
+    )
+    rank = pd.to_numeric(table.get(C.TEMPLATE_RANK, 0), errors="coerce").fillna(0)
+    keep = []
+    for _, rows in table.groupby(C.CANDIDATE_ROW, sort=True).groups.items():
+        relaxed = [i for i in rows if np.isfinite(energy[i])]
+        if not relaxed:
+            keep.append(rows[0])
+            continue
+        # by position in the ranked list (ties of template rank keep table order)
+        ordered = sorted(relaxed, key=lambda i: (rank[i], list(rows).index(i)))
+        pick = pick_template(
+            {pos: energy[i] for pos, i in enumerate(ordered, start=1)},
+            margin,
+            converged={pos: bool(converged[i]) for pos, i in enumerate(ordered, start=1)},
+        )
+        keep.append(ordered[pick - 1])
+    best = table.loc[keep].copy()
+    if C.ENERGY_PER_ATOM in table:
+        counts = table.groupby(C.CANDIDATE_ROW)[C.ENERGY_PER_ATOM].count()
         best[C.N_TEMPLATES_RELAXED] = best[C.CANDIDATE_ROW].map(counts).fillna(0).astype(int)
     return best.reset_index(drop=True)
 

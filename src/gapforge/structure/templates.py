@@ -161,6 +161,46 @@ def search_templates(
     return results
 
 
+def _usable(
+    dist: np.ndarray,
+    lib_idx: np.ndarray,
+    ci: int,
+    reduced: np.ndarray,
+    lib_formula: np.ndarray,
+    settings: SearchSettings,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Library rows (and their distances) a candidate may use: not its own formula when excluded."""
+    keep = np.ones(len(lib_idx), dtype=bool)
+    if settings.exclude_same_formula:
+        keep &= lib_formula[lib_idx] != reduced[ci]
+    return lib_idx[keep], dist[keep]
+
+
+def _matches(
+    positions: Sequence[int],
+    idx: np.ndarray,
+    d: np.ndarray,
+    lib_formula: np.ndarray,
+    lib_ids: np.ndarray,
+    *,
+    same: bool,
+    shares: dict[int, float] | None = None,
+) -> list[TemplateMatch]:
+    """Matches for the chosen positions of ``idx``, ranked in the given order."""
+    return [
+        TemplateMatch(
+            index=int(idx[pos]),
+            material_id=str(lib_ids[idx[pos]]),
+            formula=str(lib_formula[idx[pos]]),
+            elmd=float(d[pos]),
+            rank=rank,
+            same_anonymized_formula=same,
+            prototype_share=(shares or {}).get(int(pos), float("nan")),
+        )
+        for rank, pos in enumerate(positions, start=1)
+    ]
+
+
 def _top_k(
     dist: np.ndarray,
     lib_idx: np.ndarray,
@@ -173,11 +213,7 @@ def _top_k(
     *,
     same: bool,
 ) -> list[TemplateMatch]:
-    keep = np.ones(len(lib_idx), dtype=bool)
-    if settings.exclude_same_formula:
-        keep &= lib_formula[lib_idx] != reduced[ci]
-    idx = lib_idx[keep]
-    d = dist[keep]
+    idx, d = _usable(dist, lib_idx, ci, reduced, lib_formula, settings)
     if len(idx) == 0:
         return []
     k = min(settings.top_k, len(idx))
@@ -185,20 +221,7 @@ def _top_k(
     kth = np.partition(d, k - 1)[k - 1]
     pool = np.flatnonzero(d <= kth + 1e-12)
     order = np.lexsort((lib_ids[idx[pool]].astype(str), ehull[idx[pool]], np.round(d[pool], 10)))[:k]
-    matches = []
-    for rank, j in enumerate(pool[order], start=1):
-        li = int(idx[j])
-        matches.append(
-            TemplateMatch(
-                index=li,
-                material_id=str(lib_ids[li]),
-                formula=str(lib_formula[li]),
-                elmd=float(d[j]),
-                rank=rank,
-                same_anonymized_formula=same,
-            )
-        )
-    return matches
+    return _matches(pool[order].tolist(), idx, d, lib_formula, lib_ids, same=same)
 
 
 def _top_k_prototypes(
@@ -216,11 +239,7 @@ def _top_k_prototypes(
     lib_formula = library.table[C.REDUCED_FORMULA].to_numpy(dtype=object)
     lib_ids = library.table[C.MATERIAL_ID].to_numpy(dtype=object).astype(str)
     sg = library.table[C.SPACEGROUP_NUMBER].to_numpy(dtype=float)
-    keep = np.ones(len(lib_idx), dtype=bool)
-    if settings.exclude_same_formula:
-        keep &= lib_formula[lib_idx] != reduced[ci]
-    idx = lib_idx[keep]
-    d = dist[keep]
+    idx, d = _usable(dist, lib_idx, ci, reduced, lib_formula, settings)
     if len(idx) == 0:
         return []
     leave_out = str(reduced[ci]) if settings.exclude_same_formula else None
@@ -250,18 +269,4 @@ def _top_k_prototypes(
     if len(chosen) < settings.top_k:  # fewer prototypes than k: the next-nearest templates
         taken = set(chosen)
         chosen += [int(p) for p in order if int(p) not in taken][: settings.top_k - len(chosen)]
-    matches = []
-    for rank, pos in enumerate(chosen, start=1):
-        li = int(idx[pos])
-        matches.append(
-            TemplateMatch(
-                index=li,
-                material_id=str(lib_ids[li]),
-                formula=str(lib_formula[li]),
-                elmd=float(d[pos]),
-                rank=rank,
-                same_anonymized_formula=True,
-                prototype_share=shares.get(pos, float("nan")),
-            )
-        )
-    return matches
+    return _matches(chosen, idx, d, lib_formula, lib_ids, same=True, shares=shares)
