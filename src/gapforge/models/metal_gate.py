@@ -332,40 +332,36 @@ class MagpieMetalClassifier:
 
     def save(self, path: Any) -> dict[str, Any]:
         """Write the featurizer and booster with skops; returns the card entry (file, sha256, params)."""
-        import hashlib
         from pathlib import Path
 
-        import skops.io as sio
-
-        from gapforge.io import atomic_path
+        from gapforge.models.base import dump_skops
 
         path = Path(path)
-        with atomic_path(path) as tmp:
-            sio.dump({"featurizer": self.featurizer_, "classifier": self.classifier_}, tmp, compression=8)
-        digest = hashlib.sha256(path.read_bytes()).hexdigest()
-        return {"file": path.name, "sha256": digest, "params": self.get_params(),
+        record = dump_skops(
+            {"featurizer": self.featurizer_, "classifier": self.classifier_},
+            path.parent,
+            path.name,
+            compression=8,
+        )
+        return {"file": path.name, "sha256": record["weights_sha256"], "params": self.get_params(),
                 "n_iter": int(self.classifier_.n_iter_)}  # fmt: skip
 
     @classmethod
     def load(cls, path: Any, *, sha256: str | None = None) -> MagpieMetalClassifier:
         """Read a saved classifier (trusted types only; the sha256 is checked when given)."""
-        import hashlib
         from pathlib import Path
 
-        import skops.io as sio
-
         from gapforge.errors import ModelError
+        from gapforge.io import file_sha256
+        from gapforge.models.base import load_skops
         from gapforge.models.experiment import TRUSTED_TYPES
 
         path = Path(path)
         if not path.is_file():
             raise ModelError(f"{path}: metal classifier file missing")
-        if sha256 is not None and hashlib.sha256(path.read_bytes()).hexdigest() != sha256:
+        if sha256 is not None and file_sha256(path) != sha256:
             raise ModelError(f"{path}: sha256 differs from the model card")
-        untrusted = [t for t in sio.get_untrusted_types(file=path) if t not in TRUSTED_TYPES]
-        if untrusted:
-            raise ModelError(f"{path}: refusing to load untrusted types {', '.join(untrusted)}")
-        content = sio.load(path, trusted=list(TRUSTED_TYPES))
+        content = load_skops(path, TRUSTED_TYPES, label="the metal classifier")
         model = cls()
         model.featurizer_, model.classifier_ = content["featurizer"], content["classifier"]
         return model
