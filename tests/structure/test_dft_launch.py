@@ -42,6 +42,19 @@ def test_time_budget_stops_every_rank(tmp_path, monkeypatch):
         assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
+def test_a_rank_that_ignores_sigterm_is_killed(tmp_path, monkeypatch):
+    """The launcher exits on SIGTERM but its rank ignores it: the group still ends (SIGKILL)."""
+    record = tmp_path / "launch.jsonl"
+    monkeypatch.setenv("FAKE_MPIRUN_RECORD", str(record))
+    item = collect_structures(SI_CIF)[0]
+    launch = [sys.executable, str(FAKE_MPIRUN), "-n", "2", "--hang", "--stubborn"]
+    result = dft_task(item, DFTSettings(time_budget=4.0), launch=launch)
+    assert result.status == dft.STATUS_TIMEOUT
+    (rec,) = _records(record)
+    rank = rec["rank_pid"]
+    assert not psutil.pid_exists(rank) or psutil.Process(rank).status() == psutil.STATUS_ZOMBIE
+
+
 def test_a_child_that_dies_is_an_error_with_its_reason(tmp_path):
     item = collect_structures(SI_CIF)[0]
     launch = [sys.executable, "-c", "import sys; sys.stderr.write('rank 0: out of memory\\n'); sys.exit(3)"]

@@ -635,17 +635,39 @@ def dft_task(
 
 
 def _stop_group(proc: Any, os: Any, signal: Any, subprocess: Any) -> None:
-    """SIGTERM the task's process group, then SIGKILL what is left after 5 s."""
-    for sig, wait in ((signal.SIGTERM, 5.0), (signal.SIGKILL, None)):
+    """Stop the task's whole process group: SIGTERM, then SIGKILL what is left after 5 s.
+
+    The group, not only its leader: behind an MPI launcher (``srun``, ``mpirun``) the
+    ranks are the launcher's children and can outlive it by a moment or for good, so
+    this returns only when no live process of the group remains (zombies excepted).
+    """
+    import psutil
+
+    pgid = proc.pid
+
+    def alive() -> list[Any]:
+        members = []
+        for p in psutil.process_iter(["status"]):
+            try:
+                if os.getpgid(p.pid) == pgid and p.info["status"] != psutil.STATUS_ZOMBIE:
+                    members.append(p)
+            except (OSError, psutil.Error):
+                continue
+        return members
+
+    for sig in (signal.SIGTERM, signal.SIGKILL):
         try:
-            os.killpg(proc.pid, sig)
+            os.killpg(pgid, sig)
         except ProcessLookupError:
-            return
+            break
         try:
-            proc.wait(timeout=wait)
-            return
+            proc.wait(timeout=5.0)
         except subprocess.TimeoutExpired:
             continue
+        _, still = psutil.wait_procs(alive(), timeout=5.0)
+        if not still:
+            break
+    proc.poll()
 
 
 class _DFTCache:

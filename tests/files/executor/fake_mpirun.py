@@ -4,7 +4,8 @@ Usage: ``python fake_mpirun.py -n N [--hang] COMMAND...``. Appends one JSON line
 (rank count, command, its own pid) to ``$FAKE_MPIRUN_RECORD``, then runs COMMAND
 as its single "rank" in a child process and exits with its code. With
 ``--hang`` it starts a rank that sleeps instead (to test the time budget) and
-records that rank's pid too.
+records that rank's pid too; with ``--stubborn`` as well, that rank ignores SIGTERM
+(as a rank stuck in a collective can), so only SIGKILL stops it.
 """
 
 import json
@@ -14,15 +15,18 @@ import sys
 from pathlib import Path
 
 args = sys.argv[1:]
-ranks, hang = None, False
+ranks, hang, stubborn = None, False, False
 while args and args[0].startswith("-"):
     if args[0] in ("-n", "-np"):
         ranks, args = int(args[1]), args[2:]
     elif args[0] == "--hang":
         hang, args = True, args[1:]
+    elif args[0] == "--stubborn":
+        stubborn, args = True, args[1:]
     else:
         break
-command = [sys.executable, "-c", "import time; time.sleep(600)"] if hang else args
+sleeper = "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); time.sleep(600)"
+command = [sys.executable, "-c", sleeper if stubborn else "import time; time.sleep(600)"] if hang else args
 child = subprocess.Popen(command)
 record = os.environ.get("FAKE_MPIRUN_RECORD")
 if record:
