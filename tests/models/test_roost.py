@@ -127,7 +127,9 @@ def test_broken_directories(fitted: RoostEnsemble, tmp_path: Path) -> None:
     with pytest.raises(ModelError, match=r"roost_weights\.pt: sha256 .* does not match"):
         load_model(d)
     card = json.loads((d / "model.json").read_text())
-    card["metadata"]["weights_sha256"] = file_sha256(d / "roost_weights.pt")
+    digest = file_sha256(d / "roost_weights.pt")  # a card that vouches for the garbage
+    card["metadata"]["weights_sha256"] = digest
+    card["metadata"]["files_sha256"]["roost_weights.pt"] = digest
     (d / "model.json").write_text(json.dumps(card))
     with pytest.raises(ModelError, match="cannot load weights"):
         load_model(d)

@@ -42,7 +42,7 @@ from gapforge import columns as C
 from gapforge.errors import ModelError
 from gapforge.formula import parse_formula
 from gapforge.io import atomic_path, write_json
-from gapforge.models.base import MODEL_CARD_FILE, rebuild_from_card
+from gapforge.models.base import MODEL_CARD_FILE, rebuild_from_card, weights_record
 
 log = logging.getLogger(__name__)
 
@@ -811,6 +811,8 @@ class RoostEnsemble:
                 **self.metal_classifier_.save(directory / METAL_CLASSIFIER_FILE),
                 "blend_weight": self.metal_blend_weight_,
             }
+        written = [WEIGHTS_FILE] + ([METAL_CLASSIFIER_FILE] if self.metal_classifier_ is not None else [])
+        card["metadata"].update(weights_record(directory, written))
         write_json(card, directory / MODEL_CARD_FILE)
         return directory
 
