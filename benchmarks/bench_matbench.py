@@ -47,6 +47,8 @@ from gapforge.models.metal_gate import combine, coverage, fit_std_scale
 log = logging.getLogger("bench_matbench")
 JSON = RESULTS / "bench_matbench.json"
 MD = RESULTS / "bench_matbench.md"
+#: default scratch (fold checkpoints, models, cached predictions); ignored by git
+WORK = Path(os.environ.get("GAPFORGE_BENCH_WORK", "runs/bench_matbench"))
 METAL_EPS = 0.1  # eV: "predicted below 0.1 eV" counts as predicted metal
 VAL_FRACTION = 0.05
 
@@ -735,7 +737,7 @@ def run_expt(args: argparse.Namespace) -> None:
             pred = head.predict(test[C.FORMULA].tolist(), pbe_model=pbe)
             dist = head.predict_distribution(test[C.FORMULA].tolist(), pbe_model=pbe)
             yt = test[C.BAND_GAP].to_numpy()
-            preds = Path("/work/runs/oracle18b/expt_preds") / f"expt-head-{variant}{args.tag}_fold{fold}.npz"
+            preds = Path(args.work) / "expt_preds" / f"expt-head-{variant}{args.tag}_fold{fold}.npz"
             _save_test_distribution(preds, dist, yt)
             pt = pred[C.BAND_GAP_MEAN].to_numpy()
             err = pt - yt
@@ -1144,7 +1146,7 @@ def main() -> None:
     r.add_argument("--tag", default="")
     r.add_argument("--pretrain-epochs", type=int, default=0, help="pre-train on task + --extra rows first")
     r.add_argument("--learning-rate", type=float, default=1e-3)
-    r.add_argument("--work", default="/work/runs/oracle18")
+    r.add_argument("--work", default=str(WORK), help="scratch: checkpoints, fold models")
     h = sub.add_parser("hgb")
     h.add_argument("--task", default="mp_gap", choices=["mp_gap", "expt_gap"])
     h.add_argument("--folds", type=int, nargs="+", default=[0])
@@ -1159,12 +1161,13 @@ def main() -> None:
     hm = sub.add_parser("hgb-metal")
     hm.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     hm.add_argument("--max-iter", type=int, default=300)
-    hm.add_argument("--work", default="/work/runs/oracle18b/components")
+    hm.add_argument("--work", default=str(WORK / "components"))
     e = sub.add_parser("expt")
     e.add_argument("--pbe-model", required=True)
     e.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     e.add_argument("--variants", nargs="+", default=["magpie", "magpie+pbe"])
     e.add_argument("--tag", default="")
+    e.add_argument("--work", default=str(WORK), help="scratch: the folds' test distributions")
     e.add_argument(
         "--recal-folds", type=int, default=0, help="cross-fit the recalibration (0: validation rows)"
     )
@@ -1176,7 +1179,7 @@ def main() -> None:
     er.add_argument("--learning-rate", type=float, default=5e-4)
     er.add_argument("--no-init", dest="init", action="store_false", help="train from scratch (the control)")
     er.add_argument("--tag", default="")
-    er.add_argument("--work", default="/work/runs/oracle18b")
+    er.add_argument("--work", default=str(WORK))
     x = sub.add_parser("exp1")
     x.add_argument("--model", required=True)
     x.add_argument("--name", required=True)
@@ -1192,7 +1195,7 @@ def main() -> None:
     c.add_argument("--model", default="roost-gated")
     c.add_argument("--task", default="mp_gap", choices=["mp_gap", "expt_gap"])
     c.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
-    c.add_argument("--work", default="/work/runs/oracle18b/components")
+    c.add_argument("--work", default=str(WORK / "components"))
     sub.add_parser("md")
     args = ap.parse_args()
     {
