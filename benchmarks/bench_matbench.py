@@ -725,14 +725,8 @@ def run_expt(args: argparse.Namespace) -> None:
                 pbe_model=pbe,
                 val_formulas=val[C.FORMULA].tolist(),
                 val_band_gaps=val[C.BAND_GAP].to_numpy(),
+                recalibration_folds=args.recal_folds,
             )
-            if args.recal_folds:
-                head.cross_fit_recalibration(
-                    train[C.FORMULA].tolist(),
-                    train[C.BAND_GAP].to_numpy(),
-                    pbe_model=pbe,
-                    folds=args.recal_folds,
-                )
             seconds = time.perf_counter() - t0
             pred = head.predict(test[C.FORMULA].tolist(), pbe_model=pbe)
             dist = head.predict_distribution(test[C.FORMULA].tolist(), pbe_model=pbe)

@@ -179,8 +179,13 @@ class ExperimentHead:
         pbe_model: Any = None,
         val_formulas: Sequence[str] | None = None,
         val_band_gaps: Sequence[float] | None = None,
+        recalibration_folds: int = 0,
     ) -> Self:
         """Fit the gate's classifier and regressors; fit ``std_scale_`` on the validation rows.
+
+        The CDF recalibration is fitted on the validation rows, or with
+        ``recalibration_folds`` > 0 cross-fitted on the training rows
+        (:meth:`cross_fit_recalibration`).
 
         Raises:
             ModelError: no usable row, or no metal / non-metal row to learn from.
@@ -219,6 +224,8 @@ class ExperimentHead:
 
             raw = GapDistribution(p[vok], mu[vok], s[vok] * self.std_scale_)
             self.recalibration_ = CdfRecalibration.fit(raw.pit(yv[vok], seed=self.seed))
+        if recalibration_folds:
+            self.cross_fit_recalibration(formulas, band_gaps, pbe_model=pbe_model, folds=recalibration_folds)
         return self
 
     def cross_fit_recalibration(
@@ -435,11 +442,8 @@ def train_experiment_head(
         pbe_model=pbe,
         val_formulas=val[C.FORMULA].tolist(),
         val_band_gaps=val[C.BAND_GAP].to_numpy(),
+        recalibration_folds=recalibration_folds,
     )
-    if recalibration_folds:
-        head.cross_fit_recalibration(
-            train[C.FORMULA].tolist(), train[C.BAND_GAP].to_numpy(), pbe_model=pbe, folds=recalibration_folds
-        )
     target = Path(out) if out is not None else head_dir(model_dir(oracle))
     head.save(
         target,
