@@ -6,7 +6,15 @@ import numpy as np
 import pytest
 
 from gapforge.encoding import FormulaEncoder
-from gapforge.models.featurize import MAGPIE_PROPERTIES, MAGPIE_STATS, MagpieFeaturizer, magpie_table
+from gapforge.models.featurize import (
+    MAGPIE_PROPERTIES,
+    MAGPIE_STATS,
+    ORDER_STATS,
+    MagpieFeaturizer,
+    host_featurize,
+    host_formulas,
+    magpie_table,
+)
 
 
 @pytest.fixture(scope="module")
@@ -121,3 +129,34 @@ def test_matches_matminer_if_installed(feat: MagpieFeaturizer) -> None:
     for formula in ["Fe2O3", "SrTiO3", "LiFePO4"]:
         ref = np.array(ep.featurize(Composition(formula)), dtype=np.float64)
         np.testing.assert_allclose(feat.transform([formula])[0, :132], ref, rtol=1e-4, atol=1e-3)
+
+
+def _order_cols(feat: MagpieFeaturizer) -> list[int]:
+    names = list(feat.get_feature_names_out())
+    cols = [i for i, n in enumerate(names) if n.startswith("MagpieData ") and n.split(" ")[1] in ORDER_STATS]
+    return [*cols, names.index("0-norm")]
+
+
+def test_host_features_ignore_trace_dopants_in_order_statistics(feat: MagpieFeaturizer) -> None:
+    plain = feat.featurize(["Si", "Si0.999Ge0.001", "Si47Ge3"]).X
+    host = host_featurize(feat, ["Si", "Si0.999Ge0.001", "Si47Ge3", "Xx2O"], 0.05)
+    cols = _order_cols(feat)
+    # plain Magpie: 0.1 % Ge moves every maximum/range to Ge's, a second element appears
+    assert not np.allclose(plain[0, cols], plain[1, cols])
+    # host: the dopant leaves the order statistics alone ...
+    np.testing.assert_allclose(host.X[1, cols], host.X[0, cols])
+    # ... but still shifts the fraction-weighted means a little, and 6 % Ge is no dopant
+    mean = [i for i, n in enumerate(feat.get_feature_names_out()) if " mean " in n]
+    assert 0 < np.abs(host.X[1, mean] - host.X[0, mean]).max() < np.abs(plain[2, mean] - plain[0, mean]).max()
+    np.testing.assert_allclose(host.X[2], plain[2])
+    assert not host.valid[3] and "Xx" in host.reasons[3]
+    np.testing.assert_allclose(host_featurize(feat, ["Si0.999Ge0.001"], 0.0).X, plain[[1]])
+
+
+def test_host_formulas_drop_dopants_and_keep_unreadable_text(feat: MagpieFeaturizer) -> None:
+    out = host_formulas(feat, ["Si0.999Ge0.001", "InGa99As100", "Fe2O3", "Xx2O"], 0.05)
+    assert out[0] == "Si0.999"
+    assert "In" not in out[1] and "Ga99" in out[1] and "As100" in out[1]
+    assert feat.featurize([out[2]]).X.tolist() == feat.featurize(["Fe2O3"]).X.tolist()
+    assert out[3] == "Xx2O"
+    assert host_formulas(feat, ["Si0.999Ge0.001"], 0.0) == ["Si0.999Ge0.001"]

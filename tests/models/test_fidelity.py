@@ -224,3 +224,31 @@ def test_experiment_head_cross_fits_its_recalibration(oracle_dir: Path) -> None:
     assert not np.allclose(head.recalibration_(np.linspace(0, 1, 11)), from_val(np.linspace(0, 1, 11)))
     dist = head.predict_distribution(["LiF", "Cu"], pbe_model=pbe)
     assert dist.recalibration is head.recalibration_
+
+
+def test_host_head_sees_a_doped_compound_as_its_host(oracle_dir: Path, tmp_path: Path) -> None:
+    from gapforge.models.registry import load_model
+
+    pbe = load_model(str(oracle_dir))
+    df = _table()
+    expt = df.assign(**{C.BAND_GAP: df[C.BAND_GAP] * 1.4})
+    f, y = expt[C.FORMULA].tolist(), expt[C.BAND_GAP].to_numpy()
+    host = ExperimentHead(max_iter=30, min_samples_leaf=3, host_fraction=0.05).fit(f, y, pbe_model=pbe)
+    plain = ExperimentHead(max_iter=30, min_samples_leaf=3).fit(f, y, pbe_model=pbe)
+    doped = ["MgO", "Mg0.995Ca0.005O"]
+    h = host.predict(doped, pbe_model=pbe)[C.BAND_GAP_MEAN].to_numpy()
+    p = plain.predict(doped, pbe_model=pbe)[C.BAND_GAP_MEAN].to_numpy()
+    assert abs(h[0] - h[1]) < 0.05 * h[0]  # 0.5 % Ca: the host's gap
+    assert abs(h[0] - h[1]) < abs(p[0] - p[1])  # the plain head jumps on the dopant
+    host.save(tmp_path / "head")
+    back = ExperimentHead.load(tmp_path / "head")
+    assert back.host_fraction == 0.05
+    pd.testing.assert_frame_equal(back.predict(doped, pbe_model=pbe), host.predict(doped, pbe_model=pbe))
+    # a head saved before the option (no host_fraction in its card) reads as the plain composition
+    old = tmp_path / "old"
+    old.mkdir()
+    card = json.loads((head_dir(oracle_dir) / "model.json").read_text())
+    del card["params"]["host_fraction"]
+    (old / "model.json").write_text(json.dumps(card))
+    (old / "head.skops").write_bytes((head_dir(oracle_dir) / "head.skops").read_bytes())
+    assert ExperimentHead.load(old).host_fraction == 0.0

@@ -234,6 +234,14 @@ def train_experiment_head_cmd(
             help="Cross-fit the CDF recalibration over this many folds (0: on validation rows).",
         ),
     ] = 5,
+    host_fraction: Annotated[
+        float | None,
+        typer.Option(
+            "--host-fraction",
+            help="Leave elements below this share of the atoms out of the order statistics and the "
+            "PBE oracle's formula (dopants; 0: the plain composition; default 0.05).",
+        ),
+    ] = None,
 ) -> None:
     """Fit the experimental-gap head (gradient boosting + metal gate) on measured gaps beside an oracle."""
     from gapforge.models.experiment import train_experiment_head
@@ -245,6 +253,7 @@ def train_experiment_head_cmd(
         features=features,
         seed=seed,
         recalibration_folds=recal_folds,
+        **({"host_fraction": host_fraction} if host_fraction is not None else {}),
         command=shlex.join(["gapforge", *sys.argv[1:]]),
     )
     typer.echo(f"saved experimental head to {target} ({head.n_train_} rows, std scale {head.std_scale_:.2f})")

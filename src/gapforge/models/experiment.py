@@ -45,6 +45,8 @@ FORMAT_VERSION = 1
 #: Sub-directory of an oracle's directory that holds its experimental head.
 HEAD_DIR = "experiment"
 SIGMA_QUANTILES = (0.158655, 0.841345)
+#: ``host_fraction`` of newly trained heads (``gapforge train experiment-head --host-fraction``)
+HOST_FRACTION_DEFAULT = 0.05
 #: skops types a head file may contain (nothing else is rebuilt).
 TRUSTED_TYPES: tuple[str, ...] = (
     "gapforge.models.featurize.MagpieFeaturizer",
@@ -120,6 +122,10 @@ class ExperimentHead:
         max_leaf_nodes: leaves per tree.
         min_samples_leaf: smallest leaf.
         seed: random seed of the boosters.
+        host_fraction: describe each composition by its host
+            (:func:`~gapforge.models.featurize.host_featurize`): elements below this share of
+            the atoms are left out of the Magpie order statistics and of the formula given to
+            the PBE oracle (0: the plain composition, as heads saved before this option).
     """
 
     kind = KIND
@@ -134,8 +140,10 @@ class ExperimentHead:
         max_leaf_nodes: int = 31,
         min_samples_leaf: int = 10,
         seed: int = 0,
+        host_fraction: float = 0.0,
     ) -> None:
         self.features = features
+        self.host_fraction = host_fraction
         self.max_iter = max_iter
         self.learning_rate = learning_rate
         self.max_leaf_nodes = max_leaf_nodes
@@ -151,15 +159,19 @@ class ExperimentHead:
             "max_leaf_nodes": self.max_leaf_nodes,
             "min_samples_leaf": self.min_samples_leaf,
             "seed": self.seed,
+            "host_fraction": self.host_fraction,
         }
 
     def _design(self, formulas: Sequence[str], pbe_model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        fm = self.featurizer_.featurize(list(formulas))
+        from gapforge.models.featurize import host_featurize, host_formulas
+
+        fm = host_featurize(self.featurizer_, list(formulas), self.host_fraction)
         X = fm.X
         if HeadFeatures(self.features) is HeadFeatures.MAGPIE_PBE:
             if pbe_model is None:
                 raise ModelError("this experimental head needs its PBE oracle's predictions (pbe_model)")
-            X = np.column_stack([X, pbe_features(pbe_model, formulas)])
+            hosts = host_formulas(self.featurizer_, list(formulas), self.host_fraction)
+            X = np.column_stack([X, pbe_features(pbe_model, hosts)])
         return X, fm.valid, fm.reasons
 
     def _kw(self) -> dict[str, Any]:
@@ -415,6 +427,7 @@ def train_experiment_head(
     seed: int = 0,
     val_fraction: float = 0.05,
     recalibration_folds: int = 5,
+    host_fraction: float = HOST_FRACTION_DEFAULT,
     command: str | None = None,
 ) -> tuple[Path, ExperimentHead]:
     """``gapforge train experiment-head``: fit a head on measured gaps beside an oracle.
@@ -436,7 +449,7 @@ def train_experiment_head(
     n_val = round(val_fraction * len(df))
     val, train = df.iloc[perm[:n_val]], df.iloc[perm[n_val:]]
     t0 = time.perf_counter()
-    head = ExperimentHead(features=features, seed=seed).fit(
+    head = ExperimentHead(features=features, seed=seed, host_fraction=host_fraction).fit(
         train[C.FORMULA].tolist(),
         train[C.BAND_GAP].to_numpy(),
         pbe_model=pbe,
@@ -468,6 +481,7 @@ def train_experiment_head(
 
 __all__ = [
     "HEAD_DIR",
+    "HOST_FRACTION_DEFAULT",
     "ExperimentHead",
     "ExperimentPredictor",
     "Fidelity",

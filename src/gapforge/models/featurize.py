@@ -240,6 +240,69 @@ class MagpieFeaturizer(TransformerMixin, BaseEstimator):
         return np.concatenate(blocks, axis=1).astype(self.dtype)
 
 
+#: statistics that jump when a trace element appears (they ignore the fractions)
+ORDER_STATS: tuple[str, ...] = ("minimum", "maximum", "range", "mode")
+
+
+def _host_mask(amounts: np.ndarray, min_fraction: float) -> np.ndarray:
+    """Elements holding at least ``min_fraction`` of the atoms (and the most abundant one)."""
+    total = amounts.sum(axis=1, keepdims=True)
+    w = np.divide(amounts, total, out=np.zeros_like(amounts, dtype=np.float64), where=total > 0)
+    return (amounts > 0) & ((w >= min_fraction) | (w >= w.max(axis=1, keepdims=True) - 1e-12))
+
+
+def host_formulas(featurizer: MagpieFeaturizer, formulas: Sequence[str], min_fraction: float) -> list[str]:
+    """Each formula without its elements below ``min_fraction`` of the atoms.
+
+    ``Si0.999Ge0.001`` -> ``Si0.999`` at ``min_fraction=0.05``. A formula that cannot be read
+    is returned as it is (its reader reports why).
+    """
+    featurizer._check()
+    formulas = [str(f) for f in formulas]
+    if min_fraction <= 0:
+        return formulas
+    amounts, reasons = featurizer._read_formulas(formulas)
+    keep = _host_mask(amounts, min_fraction)
+    out = []
+    for text, row, k, why in zip(formulas, amounts, keep, reasons, strict=True):
+        idx = np.flatnonzero(k)
+        out.append(
+            "".join(f"{featurizer.elements_[j]}{row[j]:g}" for j in idx) if why == "" and len(idx) else text
+        )
+    return out
+
+
+def host_featurize(
+    featurizer: MagpieFeaturizer, formulas: Sequence[str], min_fraction: float
+) -> FeatureMatrix:
+    """Magpie features whose order statistics describe the host, not its trace dopants.
+
+    ``minimum``, ``maximum``, ``range`` and ``mode`` of a property, and the element count
+    (``0-norm``), ignore the fractions: ``Si0.999Ge0.001`` gets Ge's maximum and two
+    elements, pure Si one, so a 0.1 % dopant moves a composition as far in this space as a
+    whole second element, and a model trained on doped compounds meets the pure host as a
+    stranger. Here those columns are computed over the elements holding at least
+    ``min_fraction`` of the atoms (the most abundant element always counts); the
+    fraction-weighted columns (``mean``, ``avg_dev``, the p-norms, valence fractions) keep
+    every element. ``min_fraction`` <= 0: the plain features.
+    """
+    featurizer._check()
+    full = featurizer.featurize([str(f) for f in formulas])
+    if min_fraction <= 0 or not full.valid.any():
+        return full
+    amounts, _ = featurizer._read_formulas([str(f) for f in formulas])
+    rows = np.flatnonzero(full.valid)
+    a = amounts[rows]
+    host = featurizer.featurize(np.where(_host_mask(a, min_fraction), a, 0.0))
+    names = featurizer.feature_names_
+    cols = [i for i, n in enumerate(names) if n.startswith("MagpieData ") and n.split(" ")[1] in ORDER_STATS]
+    if featurizer.stoichiometry:
+        cols.append(names.index(f"{STOICHIOMETRY_P[0]}-norm"))
+    X = full.X.copy()
+    X[np.ix_(rows, cols)] = host.X[:, cols]
+    return FeatureMatrix(X, full.valid, full.reasons)
+
+
 @functools.cache
 def _encoder(elements: tuple[str, ...], max_count: int) -> FormulaEncoder:
     return FormulaEncoder(elements, n_levels=max_count)
@@ -264,4 +327,13 @@ def _fallback(text: str, index: dict[str, int], reason: str) -> tuple[np.ndarray
     return vec, ""
 
 
-__all__ = ["MAGPIE_PROPERTIES", "MAGPIE_STATS", "FeatureMatrix", "MagpieFeaturizer", "magpie_table"]
+__all__ = [
+    "MAGPIE_PROPERTIES",
+    "MAGPIE_STATS",
+    "ORDER_STATS",
+    "FeatureMatrix",
+    "MagpieFeaturizer",
+    "host_featurize",
+    "host_formulas",
+    "magpie_table",
+]
