@@ -233,22 +233,31 @@ def test_host_head_sees_a_doped_compound_as_its_host(oracle_dir: Path, tmp_path:
     df = _table()
     expt = df.assign(**{C.BAND_GAP: df[C.BAND_GAP] * 1.4})
     f, y = expt[C.FORMULA].tolist(), expt[C.BAND_GAP].to_numpy()
-    host = ExperimentHead(max_iter=30, min_samples_leaf=3, host_fraction=0.05).fit(f, y, pbe_model=pbe)
-    plain = ExperimentHead(max_iter=30, min_samples_leaf=3).fit(f, y, pbe_model=pbe)
+    kw = {"max_iter": 30, "min_samples_leaf": 3}
+    host_pbe = ExperimentHead(**kw, host_fraction=0.05).fit(f, y, pbe_model=pbe)
+    host = ExperimentHead(**kw, host_fraction=0.05, host_magpie=True).fit(f, y, pbe_model=pbe)
+    plain = ExperimentHead(**kw).fit(f, y, pbe_model=pbe)
     doped = ["MgO", "Mg0.995Ca0.005O"]
+    # the PBE oracle is asked about the host: the same four PBE inputs for both rows
+    hp, pp = host_pbe._design(doped, pbe)[0][:, -4:], plain._design(doped, pbe)[0][:, -4:]
+    np.testing.assert_allclose(hp[0], hp[1], rtol=1e-2)  # Mg0.995O: nearly MgO
+    np.testing.assert_allclose(hp[0], pp[0], rtol=1e-6)
+    assert np.abs(pp[0] - pp[1]).max() > 10 * np.abs(hp[0] - hp[1]).max()  # Roost reads 0.5 % Ca as Mg-Ca-O
     h = host.predict(doped, pbe_model=pbe)[C.BAND_GAP_MEAN].to_numpy()
     p = plain.predict(doped, pbe_model=pbe)[C.BAND_GAP_MEAN].to_numpy()
     assert abs(h[0] - h[1]) < 0.05 * h[0]  # 0.5 % Ca: the host's gap
     assert abs(h[0] - h[1]) < abs(p[0] - p[1])  # the plain head jumps on the dopant
     host.save(tmp_path / "head")
     back = ExperimentHead.load(tmp_path / "head")
-    assert back.host_fraction == 0.05
+    assert (back.host_fraction, back.host_magpie) == (0.05, True)
+    assert set(back.metadata_["files_sha256"]) == {"head.skops"}  # issue 19's policy
     pd.testing.assert_frame_equal(back.predict(doped, pbe_model=pbe), host.predict(doped, pbe_model=pbe))
-    # a head saved before the option (no host_fraction in its card) reads as the plain composition
+    # a head saved before the option (no host_* in its card) reads the plain composition
     old = tmp_path / "old"
     old.mkdir()
     card = json.loads((head_dir(oracle_dir) / "model.json").read_text())
-    del card["params"]["host_fraction"]
+    del card["params"]["host_fraction"], card["params"]["host_magpie"]
     (old / "model.json").write_text(json.dumps(card))
     (old / "head.skops").write_bytes((head_dir(oracle_dir) / "head.skops").read_bytes())
-    assert ExperimentHead.load(old).host_fraction == 0.0
+    back = ExperimentHead.load(old)
+    assert (back.host_fraction, back.host_magpie) == (0.0, False)
