@@ -181,6 +181,124 @@ def _ceiling_md(data: dict[str, Any]) -> list[str]:
     ]
 
 
+def run_expt_twins(args: argparse.Namespace) -> None:
+    """MAE on the test rows that have a host twin in training, from cached test distributions.
+
+    ``--preds NAME=DIR/expt-head-..._fold{fold}.npz ...``: each fold's saved test predictions
+    (``_save_test_distribution``; rows in the fold's test order). Seconds; no refit.
+    """
+    df = _task_table("expt_gap")
+    out = {}
+    for spec in args.preds:
+        name, pattern = spec.split("=", 1)
+        rows = {}
+        for fold in range(5):
+            tr, va, te = _fold_parts(len(df), fold)
+            with np.load(pattern.format(fold=fold)) as z:
+                med, y = z["median"], z["y"]
+            assert np.allclose(y, df.iloc[te][C.BAND_GAP].to_numpy())
+            twin = host_twins(df.iloc[np.r_[tr, va]][C.FORMULA].tolist(), df.iloc[te][C.FORMULA].tolist())
+            err = np.abs(med - y)
+            rows[f"fold{fold}"] = {
+                "n_test": len(y),
+                "n_twins": int(twin.sum()),
+                "mae_twins_eV": float(err[twin].mean()),
+                "mae_others_eV": float(err[~twin].mean()),
+                "mae_eV": float(err.mean()),
+            }
+        out[name] = rows
+    data = _load()
+    data.setdefault("analyses", {}).setdefault("expt-host-twins", {}).update(out)
+    cmd = shlex.join(["python", "benchmarks/bench_matbench.py", *sys.argv[1:]])
+    if cmd not in data["commands"]:
+        data["commands"].append(cmd)
+    tmp = JSON.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(JSON)
+    write_md()
+
+
+def _twins_md(data: dict[str, Any]) -> list[str]:
+    out = data.get("analyses", {}).get("expt-host-twins")
+    if not out:
+        return []
+    rows = []
+    for name, folds in out.items():
+        for fold, r in folds.items():
+            rows.append(
+                f"| {name} | {fold} | {r['n_test']} | {r['n_twins']} | {_fmt(r['mae_twins_eV'])} | "
+                f"{_fmt(r['mae_others_eV'])} | {_fmt(r['mae_eV'])} |"
+            )
+    return [
+        "",
+        "## expt_gap test rows with a host twin in training",
+        "",
+        "`twin`: the row's host (elements below 5 % of the atoms dropped, fractions to 0.01) is the "
+        "host of a training row under another formula (`Si` and `Si0.999Ge0.001`, `GaAs` and "
+        "`Ga100As99P`). Scored from each fold's saved test predictions.",
+        "",
+        "| model | fold | test rows | twins | MAE twins (eV) | MAE others | MAE all |",
+        "|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
+def run_expt_doa(args: argparse.Namespace) -> None:
+    """Would a domain-of-applicability blend order GaAs above Si? (seconds; no refit)
+
+    For the acceptance formulas: the mean distance to their 5 nearest expt_gap rows in
+    standardised Magpie space, against the same distance of every expt_gap row to its 5
+    nearest others (percentile), and a monotone transfer map of the PBE oracle (isotonic
+    fit of the measured gap on the oracle's gated PBE gap over the non-metal rows): the two
+    parts such a blend shrinks towards. Also the PBE inputs read on the host formula.
+    """
+    from sklearn.isotonic import IsotonicRegression
+    from sklearn.neighbors import NearestNeighbors
+    from sklearn.preprocessing import StandardScaler
+
+    from gapforge.models.experiment import pbe_features
+    from gapforge.models.featurize import MagpieFeaturizer
+    from gapforge.models.registry import load_model
+
+    df = _task_table("expt_gap")
+    forms = df[C.FORMULA].tolist()
+    pbe = load_model(args.pbe_model)
+    fz = MagpieFeaturizer().fit()
+    sc = StandardScaler().fit(fz.featurize(forms).X)
+    Z = np.nan_to_num(sc.transform(fz.featurize(forms).X))
+    Q = np.nan_to_num(sc.transform(fz.featurize(list(ORDER_CHECK)).X))
+    nn = NearestNeighbors(n_neighbors=6).fit(Z)
+    d_train = nn.kneighbors(Z)[0][:, 1:].mean(axis=1)
+    d_q, i_q = nn.kneighbors(Q, n_neighbors=5)
+    y = df[C.BAND_GAP].to_numpy(dtype=float)
+    P = pbe_features(pbe, forms)
+    nm = (y > 0) & np.isfinite(P[:, 3])
+    iso = IsotonicRegression(out_of_bounds="clip").fit(P[nm, 3], y[nm])
+    Pq = pbe_features(pbe, list(ORDER_CHECK))
+    out = {}
+    for k, f in enumerate(ORDER_CHECK):
+        d = float(d_q[k].mean())
+        out[f] = {
+            "knn5_distance": round(d, 2),
+            "train_percentile": round(float((d_train < d).mean() * 100), 1),
+            "nearest": [f"{forms[j]} {y[j]:g}" for j in i_q[k][:3]],
+            "pbe_gated_eV": round(float(Pq[k, 3]), 3),
+            "transfer_map_eV": round(float(iso.predict(Pq[k, 3:4])[0]), 3),
+        }
+    out["train_knn5_distance_quantiles_50_90_99"] = [
+        round(float(q), 2) for q in np.quantile(d_train, [0.5, 0.9, 0.99])
+    ]
+    data = _load()
+    data.setdefault("analyses", {})["expt-doa"] = out
+    cmd = shlex.join(["python", "benchmarks/bench_matbench.py", *sys.argv[1:]])
+    if cmd not in data["commands"]:
+        data["commands"].append(cmd)
+    tmp = JSON.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n")
+    tmp.replace(JSON)
+    print(json.dumps(out, indent=1))
+
+
 # -- scoring -------------------------------------------------------------------------------
 def gate_scores(y: np.ndarray, p: np.ndarray, mu: np.ndarray, s: np.ndarray, scale: float) -> dict[str, Any]:
     """MAE, RMSE, R², metal shares and coverage of the gated prediction (median and mean)."""
@@ -1281,7 +1399,7 @@ def write_md() -> None:
         lines.append(
             f"| {m} | {t} | {len(v)} | {np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.3f} |"
         )
-    lines += _calibration_md(recs) + _metal_md(recs) + _order_md(recs) + _ceiling_md(data)
+    lines += _calibration_md(recs) + _metal_md(recs) + _order_md(recs) + _ceiling_md(data) + _twins_md(data)
     lines += ["", "Commands:", ""] + [f"    {c}" for c in data.get("commands", [])]
     notes = RESULTS / "bench_matbench_notes.md"
     if notes.is_file():
@@ -1361,6 +1479,10 @@ def main() -> None:
     c.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     c.add_argument("--work", default=str(WORK / "components"))
     sub.add_parser("metal-ceiling")
+    doa = sub.add_parser("expt-doa")
+    doa.add_argument("--pbe-model", required=True)
+    tw = sub.add_parser("expt-twins")
+    tw.add_argument("--preds", nargs="+", required=True, help="NAME=path with {fold}")
     sub.add_parser("md")
     args = ap.parse_args()
     {
@@ -1375,6 +1497,8 @@ def main() -> None:
         "hgb-metal": run_hgb_metal,
         "expt-roost": run_expt_roost,
         "metal-ceiling": run_metal_ceiling,
+        "expt-twins": run_expt_twins,
+        "expt-doa": run_expt_doa,
         "md": lambda a: write_md(),
     }[args.cmd](args)
 
