@@ -239,7 +239,7 @@ def train_experiment_head_cmd(
         typer.Option(
             "--host-fraction",
             help="Leave elements below this share of the atoms out of the order statistics and the "
-            "PBE oracle's formula (dopants; 0: the plain composition; default 0.05).",
+            "PBE oracle's formula (dopants, e.g. 0.05; default 0: the plain composition).",
         ),
     ] = None,
 ) -> None:

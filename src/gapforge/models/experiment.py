@@ -46,7 +46,7 @@ FORMAT_VERSION = 1
 HEAD_DIR = "experiment"
 SIGMA_QUANTILES = (0.158655, 0.841345)
 #: ``host_fraction`` of newly trained heads (``gapforge train experiment-head --host-fraction``)
-HOST_FRACTION_DEFAULT = 0.05
+HOST_FRACTION_DEFAULT = 0.0
 #: skops types a head file may contain (nothing else is rebuilt).
 TRUSTED_TYPES: tuple[str, ...] = (
     "gapforge.models.featurize.MagpieFeaturizer",
