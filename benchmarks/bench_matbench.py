@@ -997,7 +997,11 @@ def run_expt(args: argparse.Namespace) -> None:
             load0 = _load_avg()
             t0 = time.perf_counter()
             head = ExperimentHead(
-                features=variant, seed=fold, host_fraction=args.host_fraction, host_magpie=args.host_magpie
+                features=variant,
+                seed=fold,
+                host_fraction=args.host_fraction,
+                host_magpie=args.host_magpie,
+                target=args.target,
             ).fit(
                 train[C.FORMULA].tolist(),
                 train[C.BAND_GAP].to_numpy(),
@@ -1027,6 +1031,7 @@ def run_expt(args: argparse.Namespace) -> None:
                     "task": task,
                     "host_fraction": args.host_fraction,
                     "host_magpie": args.host_magpie,
+                    "target": args.target,
                     "host_twins": {"n": int(twin.sum()), "mae_eV": float(np.abs(err[twin]).mean())},
                     "fold": fold,
                     "n_train": len(train),
@@ -1450,6 +1455,7 @@ def main() -> None:
     )
     e.add_argument("--host-fraction", type=float, default=0.0, help="ExperimentHead(host_fraction=...)")
     e.add_argument("--host-magpie", action="store_true", help="ExperimentHead(host_magpie=True)")
+    e.add_argument("--target", choices=["gap", "log1p"], default="gap", help="ExperimentHead(target=...)")
     e.add_argument(
         "--split", choices=["matbench", "cluster"], default="matbench", help="cluster: leave-chemistry-out"
     )

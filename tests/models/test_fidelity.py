@@ -256,8 +256,30 @@ def test_host_head_sees_a_doped_compound_as_its_host(oracle_dir: Path, tmp_path:
     old = tmp_path / "old"
     old.mkdir()
     card = json.loads((head_dir(oracle_dir) / "model.json").read_text())
-    del card["params"]["host_fraction"], card["params"]["host_magpie"]
+    del card["params"]["host_fraction"], card["params"]["host_magpie"], card["params"]["target"]
     (old / "model.json").write_text(json.dumps(card))
     (old / "head.skops").write_bytes((head_dir(oracle_dir) / "head.skops").read_bytes())
     back = ExperimentHead.load(old)
-    assert (back.host_fraction, back.host_magpie) == (0.0, False)
+    assert (back.host_fraction, back.host_magpie, back.target) == (0.0, False, "gap")
+
+
+def test_log1p_head_fits_the_log_gap_and_round_trips(oracle_dir: Path, tmp_path: Path) -> None:
+    from gapforge.models.registry import load_model
+
+    pbe = load_model(str(oracle_dir))
+    df = _table()
+    f, y = df[C.FORMULA].tolist(), df[C.BAND_GAP].to_numpy() * 1.4
+    head = ExperimentHead(max_iter=30, min_samples_leaf=3, target="log1p").fit(f, y, pbe_model=pbe)
+    X = head._design(["LiF", "NaCl"], pbe)[0]
+    _, mu, _, _ = head._parts(["LiF", "NaCl"], pbe)
+    np.testing.assert_allclose(mu, np.expm1(head.regressor_.predict(X)))  # the regressor fits log1p(gap)
+    fitted = head.regressor_.predict(head._design(f, pbe)[0])
+    assert fitted.max() < np.log1p(y.max()) + 0.5  # on the log scale, not in eV
+    head.save(tmp_path / "head")
+    back = ExperimentHead.load(tmp_path / "head")
+    assert back.target == "log1p"
+    pd.testing.assert_frame_equal(
+        back.predict(["LiF", "Cu"], pbe_model=pbe), head.predict(["LiF", "Cu"], pbe_model=pbe)
+    )
+    with pytest.raises(ValueError):
+        ExperimentHead(target="sqrt").fit(f, y, pbe_model=pbe)

@@ -242,6 +242,10 @@ def train_experiment_head_cmd(
             "PBE oracle's formula (dopants, e.g. 0.05; default 0: the plain composition).",
         ),
     ] = None,
+    target: Annotated[
+        str,
+        typer.Option("--target", help="What the gap regressor fits: gap (eV) or log1p (of the gap)."),
+    ] = "gap",
 ) -> None:
     """Fit the experimental-gap head (gradient boosting + metal gate) on measured gaps beside an oracle."""
     from gapforge.models.experiment import train_experiment_head
@@ -254,6 +258,7 @@ def train_experiment_head_cmd(
         seed=seed,
         recalibration_folds=recal_folds,
         **({"host_fraction": host_fraction} if host_fraction is not None else {}),
+        target=target,
         command=shlex.join(["gapforge", *sys.argv[1:]]),
     )
     typer.echo(f"saved experimental head to {target} ({head.n_train_} rows, std scale {head.std_scale_:.2f})")

@@ -76,6 +76,18 @@ class Fidelity(StrEnum):
     EXPERIMENT = "experiment"
 
 
+class HeadTarget(StrEnum):
+    """What the head's gap regressor fits: the gap (eV) or ``log1p`` of it.
+
+    The regressor minimises absolute error, so it estimates a conditional median, and a
+    median commutes with the monotone ``log1p``: ``expm1`` of the fitted value is the median
+    gap again; the log scale only evens out the trees' splits between 0.5 eV and 10 eV gaps.
+    """
+
+    GAP = "gap"
+    LOG1P = "log1p"
+
+
 class HeadFeatures(StrEnum):
     """Inputs of the experimental head."""
 
@@ -131,6 +143,7 @@ class ExperimentHead:
             their pure hosts with PBE inputs it had never seen.
         host_magpie: also compute the Magpie order statistics over the host
             (:func:`~gapforge.models.featurize.host_featurize`).
+        target: ``gap`` (as heads saved before this option) or ``log1p`` (:class:`HeadTarget`).
     """
 
     kind = KIND
@@ -147,10 +160,12 @@ class ExperimentHead:
         seed: int = 0,
         host_fraction: float = 0.0,
         host_magpie: bool = False,
+        target: str = "gap",
     ) -> None:
         self.features = features
         self.host_fraction = host_fraction
         self.host_magpie = host_magpie
+        self.target = target
         self.max_iter = max_iter
         self.learning_rate = learning_rate
         self.max_leaf_nodes = max_leaf_nodes
@@ -168,6 +183,7 @@ class ExperimentHead:
             "seed": self.seed,
             "host_fraction": self.host_fraction,
             "host_magpie": self.host_magpie,
+            "target": self.target,
         }
 
     def _design(self, formulas: Sequence[str], pbe_model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -224,7 +240,10 @@ class ExperimentHead:
             raise ModelError("the experimental head needs both metals (0 eV) and non-metals to learn from")
         kw = self._kw()
         self.classifier_ = HistGradientBoostingClassifier(**kw).fit(X, metal)
-        self.regressor_ = HistGradientBoostingRegressor(loss="absolute_error", **kw).fit(X[~metal], y[~metal])
+        log = HeadTarget(self.target) is HeadTarget.LOG1P
+        self.regressor_ = HistGradientBoostingRegressor(loss="absolute_error", **kw).fit(
+            X[~metal], np.log1p(y[~metal]) if log else y[~metal]
+        )
         self.quantiles_ = [
             HistGradientBoostingRegressor(loss="quantile", quantile=q, **kw).fit(X[~metal], y[~metal])
             for q in SIGMA_QUANTILES
@@ -302,7 +321,10 @@ class ExperimentHead:
         if valid.any():
             Z = X[valid]
             p[valid] = self.classifier_.predict_proba(Z)[:, list(self.classifier_.classes_).index(True)]
-            mu[valid] = np.clip(self.regressor_.predict(Z), 0.0, None)
+            raw = self.regressor_.predict(Z)
+            mu[valid] = np.clip(
+                np.expm1(raw) if HeadTarget(self.target) is HeadTarget.LOG1P else raw, 0.0, None
+            )
             lo, hi = (q.predict(Z) for q in self.quantiles_)
             s[valid] = np.clip((hi - lo) / 2, 1e-3, None)
         return p, mu, s, valid
@@ -437,6 +459,7 @@ def train_experiment_head(
     val_fraction: float = 0.05,
     recalibration_folds: int = 5,
     host_fraction: float = HOST_FRACTION_DEFAULT,
+    target: str = "gap",
     command: str | None = None,
 ) -> tuple[Path, ExperimentHead]:
     """``gapforge train experiment-head``: fit a head on measured gaps beside an oracle.
@@ -458,7 +481,7 @@ def train_experiment_head(
     n_val = round(val_fraction * len(df))
     val, train = df.iloc[perm[:n_val]], df.iloc[perm[n_val:]]
     t0 = time.perf_counter()
-    head = ExperimentHead(features=features, seed=seed, host_fraction=host_fraction).fit(
+    head = ExperimentHead(features=features, seed=seed, host_fraction=host_fraction, target=target).fit(
         train[C.FORMULA].tolist(),
         train[C.BAND_GAP].to_numpy(),
         pbe_model=pbe,
@@ -495,6 +518,7 @@ __all__ = [
     "ExperimentPredictor",
     "Fidelity",
     "HeadFeatures",
+    "HeadTarget",
     "head_dir",
     "pbe_features",
     "train_experiment_head",
