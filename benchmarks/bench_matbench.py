@@ -758,7 +758,7 @@ def run_hgb_metal(args: argparse.Namespace) -> None:
 
 # -- Magpie gap regressor blended with Roost's non-metal gap ------------------------------
 #: blend weights (share of the gradient-boosting regressor) tried on the validation rows
-BLEND_GRID = np.linspace(0.0, 1.0, 21)
+BLEND_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
 
 
 def _hgb_fold_outputs(df: pd.DataFrame, fold: int, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
