@@ -527,7 +527,7 @@ def run_attach_gap_reg(args: argparse.Namespace) -> None:
     model = load_model(args.model_dir)
     record = model.metadata_["benchmark_record"]
     name, task, fold = record.split("/")[0], record.split("/")[1], int(record.rsplit("fold", 1)[1])
-    key = f"{name}+hgb-gap/{task}/fold{fold}"
+    key = f"{name}+hgb-gap{args.tag}/{task}/fold{fold}"
     if _done(key) and not args.overwrite:
         log.info("%s done already (--overwrite to redo)", key)
         return
@@ -561,7 +561,7 @@ def run_attach_gap_reg(args: argparse.Namespace) -> None:
     _save_record(
         key,
         {
-            "model": f"{name}+hgb-gap",
+            "model": f"{name}+hgb-gap{args.tag}",
             "task": task,
             "fold": fold,
             "model_dir": str(args.out),
@@ -1503,6 +1503,7 @@ def main() -> None:
     ag.add_argument("--out", required=True)
     ag.add_argument("--max-iter", type=int, default=1000)
     ag.add_argument("--overwrite", action="store_true")
+    ag.add_argument("--tag", default="", help="suffix of the record's model name")
     hm = sub.add_parser("hgb-metal")
     hm.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     hm.add_argument("--max-iter", type=int, default=300)

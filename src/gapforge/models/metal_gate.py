@@ -351,7 +351,8 @@ class MagpieGapRegressor:
     non-metal gap error and the gated MAE (``bench_matbench.py hgb-gap-blend``).
 
     Args:
-        max_iter: boosting iterations (early stopping on 10 % of the rows).
+        max_iter: cap on the boosting iterations; early stopping on 10 % of the rows decides
+            (896-2,458 iterations on the mp_gap folds' ~45 k non-metal rows).
         learning_rate: boosting learning rate.
         max_leaf_nodes: leaves per tree.
         min_samples_leaf: smallest leaf.
@@ -360,7 +361,7 @@ class MagpieGapRegressor:
 
     def __init__(
         self,
-        max_iter: int = 1000,
+        max_iter: int = 3000,
         learning_rate: float = 0.1,
         max_leaf_nodes: int = 63,
         min_samples_leaf: int = 20,
