@@ -879,6 +879,8 @@ def run_hgb_gap_blend(args: argparse.Namespace) -> None:
     gate with the blended Magpie metal classifier (``hgb-metal``'s); weights chosen on validation."""
     from sklearn.metrics import roc_auc_score
 
+    from gapforge.models.metal_gate import blend
+
     df = _task_table("mp_gap")
     names = {"blend": "roost+hgb-gap-blend", "hgb": "hgb-gap-alone", "stack": "roost+hgb-gap-stack"}
     names = {v: m + args.tag for v, m in names.items()}
@@ -903,16 +905,16 @@ def run_hgb_gap_blend(args: argparse.Namespace) -> None:
         # the metal classifier blend: as hgb-metal (weight by validation AUC)
         pr = {"va": comp["val_p"], "te": comp["test_p"]}
         ph = {"va": hgb["val_p_hgb"], "te": hgb["test_p_hgb"]}
-        auc = [roc_auc_score(yv <= 0, a * ph["va"] + (1 - a) * pr["va"]) for a in BLEND_GRID]
+        auc = [roc_auc_score(yv <= 0, blend(pr["va"], ph["va"], a)) for a in BLEND_GRID]
         wp = float(BLEND_GRID[int(np.argmax(auc))])
-        p = {k: wp * ph[k] + (1 - wp) * pr[k] for k in ("va", "te")}
+        p = {k: blend(pr[k], ph[k], wp) for k in ("va", "te")}
         s = {"va": comp["val_s"], "te": comp["test_s"]}
         mr = {"va": comp["val_mu"], "te": comp["test_mu"]}
         mh = {"va": hgb["val_mu_hgb"], "te": hgb["test_mu_hgb"]}
         nm = yv > 0
-        mae_w = [float(np.abs(a * mh["va"][nm] + (1 - a) * mr["va"][nm] - yv[nm]).mean()) for a in BLEND_GRID]
+        mae_w = [float(np.abs(blend(mr["va"], mh["va"], a)[nm] - yv[nm]).mean()) for a in BLEND_GRID]
         w = float(BLEND_GRID[int(np.argmin(mae_w))])
-        mb = {k: w * mh[k] + (1 - w) * mr[k] for k in ("va", "te")}
+        mb = {k: blend(mr[k], mh[k], w) for k in ("va", "te")}
         parts = {
             k: {"mu_r": mr[k], "mu_h": mh[k], "s_r": s[k], "p": p[k]} for k in ("va", "te")
         }  # fmt: skip
