@@ -489,18 +489,104 @@ def run_attach_metal_clf(args: argparse.Namespace) -> None:
             "load_avg_end": _load_avg(),
         },
     )
-    written_by_save = {"cdf_recalibration", "metal_classifier", "format_version", "weights_file"}
-    written_by_save |= {"weights_sha256", "elem_embedding_file_sha256", "elements", "target_mean_eV"}
-    written_by_save |= {"target_std_eV"}
+    _resave(model, Path(args.out), key, f"{record}: the fold's {len(val)} validation rows")
+    log.info("%s: %s", key, _load()["records"][key]["test"])
+
+
+#: model-card keys RoostEnsemble.save writes itself (not carried over when a model is re-saved)
+_WRITTEN_BY_SAVE = frozenset(
+    {
+        *("cdf_recalibration", "metal_classifier", "gap_regressor", "format_version", "weights_file"),
+        *("weights_sha256", "elem_embedding_file_sha256", "elements", "target_mean_eV", "target_std_eV"),
+        "files_sha256",
+    }
+)
+
+
+def _resave(model: Any, out: Path, key: str, recal_where: str, **extra: Any) -> None:
+    """Save a fold model with an attached part, its card's metadata carried over and updated."""
     meta = {
-        k: v for k, v in model.metadata_.items() if k not in written_by_save and not k.endswith("_version")
+        k: v for k, v in model.metadata_.items() if k not in _WRITTEN_BY_SAVE and not k.endswith("_version")
     }
     meta.update(
         benchmark_record=key,
-        cdf_recalibration_fitted_on=f"{record}: the fold's {len(val)} validation rows",
+        cdf_recalibration_fitted_on=recal_where,
         command=shlex.join(["python", "benchmarks/bench_matbench.py", *sys.argv[1:]]),
+        **extra,
     )
-    model.save(args.out, metadata=meta)
+    model.save(out, metadata=meta)
+
+
+def run_attach_gap_reg(args: argparse.Namespace) -> None:
+    """A fold model (metal classifier attached or not) + a Magpie gap regressor blended into its
+    non-metal gap (weight: non-metal MAE on the fold's validation rows); std scale and
+    recalibration refitted there; scored on the test fold; saved to ``--out``."""
+    from gapforge.models.metal_gate import MagpieGapRegressor, blend
+    from gapforge.models.registry import load_model
+
+    model = load_model(args.model_dir)
+    record = model.metadata_["benchmark_record"]
+    name, task, fold = record.split("/")[0], record.split("/")[1], int(record.rsplit("fold", 1)[1])
+    key = f"{name}+hgb-gap{args.tag}/{task}/fold{fold}"
+    if _done(key) and not args.overwrite:
+        log.info("%s done already (--overwrite to redo)", key)
+        return
+    if Path(args.out).exists() and not args.overwrite:
+        raise SystemExit(f"{args.out}: exists; pass --overwrite to replace it")
+    df = _task_table(task)
+    tr, va, te = _fold_parts(len(df), fold)
+    train, val, test = df.iloc[tr], df.iloc[va], df.iloc[te]
+    load0 = _load_avg()
+    t0 = time.perf_counter()
+    reg = MagpieGapRegressor(max_iter=args.max_iter, seed=fold).fit(train[C.FORMULA], train[C.BAND_GAP])
+    seconds = time.perf_counter() - t0
+    yv, yt = val[C.BAND_GAP].to_numpy(), test[C.BAND_GAP].to_numpy()
+    fv = val[C.FORMULA].tolist()
+    model.gap_regressor_ = None
+    mu_head = model.components(fv)[C.BAND_GAP_MEAN].to_numpy()
+    mu_reg = reg.gap(fv)
+    nm = (yv > 0) & np.isfinite(mu_head)
+    mae_w = [float(np.abs(blend(mu_head, mu_reg, a)[nm] - yv[nm]).mean()) for a in BLEND_GRID]
+    w = float(BLEND_GRID[int(np.argmin(mae_w))])
+    model.attach_gap_regressor(reg, w)
+    model.recalibration_ = None
+    cols = (C.P_METAL, C.BAND_GAP_MEAN, C.BAND_GAP_STD)
+    vp = model.components(fv)
+    pv, mv, sv = (vp[c].to_numpy() for c in cols)
+    model.std_scale = calibrate(yv, pv, mv, sv)
+    model.recalibrate(fv, yv, seed=fold)
+    tp = model.components(test[C.FORMULA].tolist())
+    pt, mt, st = (tp[c].to_numpy() for c in cols)
+    dist = model.predict_distribution(test[C.FORMULA].tolist())
+    _save_record(
+        key,
+        {
+            "model": f"{name}+hgb-gap{args.tag}",
+            "task": task,
+            "fold": fold,
+            "model_dir": str(args.out),
+            "base_model_dir": str(args.model_dir),
+            "n_train": len(train),
+            "gap_blend_weight_hgb": w,
+            "gap_blend_val_mae_by_weight": dict(zip([round(a, 2) for a in BLEND_GRID], mae_w, strict=True)),
+            "hgb_reg_iterations": int(reg.regressor_.n_iter_),
+            "std_scale": model.std_scale,
+            "test": gate_scores(yt, pt, mt, st, model.std_scale),
+            "test_distribution": distribution_scores(dist, yt, seed=fold),
+            "test_raw_mixture": distribution_scores(dist.with_recalibration(None), yt, seed=fold),
+            "validation": gate_scores(yv, pv, mv, sv, model.std_scale),
+            "train_seconds": round(seconds, 1),
+            "load_avg_start": load0,
+            "load_avg_end": _load_avg(),
+        },
+    )
+    _resave(
+        model,
+        Path(args.out),
+        key,
+        f"{record}: the fold's {len(val)} validation rows, after attaching the gap regressor",
+        train_seconds_gap_regressor=round(seconds, 1),
+    )
     log.info("%s: %s", key, _load()["records"][key]["test"])
 
 
@@ -580,6 +666,7 @@ def _gate_rule(p: np.ndarray, mu: np.ndarray, s: np.ndarray, y: np.ndarray, t: f
     return {
         "threshold": round(float(t), 3),
         "mae_eV": float(np.abs(point - y).mean()),
+        "rmse_eV": float(np.sqrt(((point - y) ** 2).mean())),
         "metals_below_0.1": float((point[metal] < METAL_EPS).mean()),
         "nonmetals_above_0.1": float((point[~metal] >= METAL_EPS).mean()),
     }
@@ -667,6 +754,215 @@ def run_hgb_metal(args: argparse.Namespace) -> None:
             },
         )
         log.info("%s: %s", key, json.dumps(out))
+
+
+# -- Magpie gap regressor blended with Roost's non-metal gap ------------------------------
+#: blend weights (share of the gradient-boosting regressor) tried on the validation rows
+BLEND_GRID = np.round(np.linspace(0.0, 1.0, 21), 2)
+
+
+def _hgb_fold_outputs(df: pd.DataFrame, fold: int, args: argparse.Namespace, cache: Path) -> dict[str, Any]:
+    """The fold's Magpie metal classifier P(metal) and non-metal gap regressor on val/test (cached).
+
+    The classifier is ``hgb-metal``'s (same settings, same seed: same probabilities); the
+    regressor a ``HistGradientBoostingRegressor`` (absolute error) on the training part's
+    non-metal rows, early stopping on 10 % of them (the fold's validation rows stay unseen).
+    """
+    if cache.is_file():
+        with np.load(cache) as z:
+            return {k: (z[k] if z[k].ndim else z[k].item()) for k in z}
+    from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+    from gapforge.models.featurize import MagpieFeaturizer
+
+    feat = MagpieFeaturizer().fit(None)
+    tr, va, te = _fold_parts(len(df), fold)
+    load0 = _load_avg()
+    t0 = time.perf_counter()
+    X = {
+        k: feat.transform(df.iloc[rows][C.FORMULA].tolist())
+        for k, rows in (("tr", tr), ("va", va), ("te", te))
+    }
+    y_tr = df.iloc[tr][C.BAND_GAP].to_numpy(dtype=float)
+    t_feat = time.perf_counter() - t0
+    tree = {"learning_rate": 0.1, "max_leaf_nodes": 63, "min_samples_leaf": 20, "random_state": fold}
+    stop = {"early_stopping": True, "validation_fraction": 0.1, "n_iter_no_change": 15}
+    t0 = time.perf_counter()
+    clf = HistGradientBoostingClassifier(max_iter=args.clf_max_iter, **tree, **stop).fit(X["tr"], y_tr <= 0)
+    t_clf = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    nm = y_tr > 0
+    reg = HistGradientBoostingRegressor(loss="absolute_error", max_iter=args.max_iter, **tree, **stop)
+    reg.fit(X["tr"][nm], y_tr[nm])
+    t_reg = time.perf_counter() - t0
+    col = list(clf.classes_).index(True)
+    out: dict[str, Any] = {
+        "val_p_hgb": clf.predict_proba(X["va"])[:, col],
+        "test_p_hgb": clf.predict_proba(X["te"])[:, col],
+        "val_mu_hgb": np.clip(reg.predict(X["va"]), 0.0, None),
+        "test_mu_hgb": np.clip(reg.predict(X["te"]), 0.0, None),
+        "clf_iterations": int(clf.n_iter_),
+        "reg_iterations": int(reg.n_iter_),
+        "n_train_nonmetal": int(nm.sum()),
+        "featurize_seconds": round(t_feat, 1),
+        "clf_seconds": round(t_clf, 1),
+        "reg_seconds": round(t_reg, 1),
+        "fit_load_avg_start": np.array(load0),
+        "fit_load_avg_end": np.array(_load_avg()),
+    }
+    cache.parent.mkdir(parents=True, exist_ok=True)
+    tmp = cache.with_suffix(".tmp.npz")
+    np.savez(tmp, **out)
+    tmp.replace(cache)
+    return out
+
+
+def _stack_inputs(mu_r: np.ndarray, mu_h: np.ndarray, s_r: np.ndarray, p: np.ndarray) -> np.ndarray:
+    return np.column_stack([mu_r, mu_h, s_r, p, mu_h - mu_r])
+
+
+def _stacker(X: np.ndarray, y: np.ndarray, seed: int) -> Any:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    return HistGradientBoostingRegressor(
+        loss="absolute_error", max_iter=150, learning_rate=0.05, max_leaf_nodes=8, min_samples_leaf=40,
+        random_state=seed,
+    ).fit(X, y)  # fmt: skip
+
+
+def _stacked(
+    val: dict[str, np.ndarray], test: dict[str, np.ndarray], yv: np.ndarray, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """A small booster on (Roost mu, HGB mu, Roost std, P(metal), difference) fitted on the
+    validation non-metals: cross-fitted (5 folds) on validation, refitted on all of them for test."""
+    from sklearn.model_selection import KFold
+
+    Xv, Xt = (_stack_inputs(d["mu_r"], d["mu_h"], d["s_r"], d["p"]) for d in (val, test))
+    nm = np.flatnonzero(yv > 0)
+    out_v = np.empty(len(yv))
+    for k, (a, b) in enumerate(KFold(5, shuffle=True, random_state=seed).split(np.arange(len(yv)))):
+        a_nm = np.intersect1d(a, nm)
+        out_v[b] = _stacker(Xv[a_nm], yv[a_nm], seed + k).predict(Xv[b])
+    out_t = _stacker(Xv[nm], yv[nm], seed).predict(Xt)
+    return np.clip(out_v, 0.0, None), np.clip(out_t, 0.0, None)
+
+
+def _variant_scores(
+    yv: np.ndarray, yt: np.ndarray, p: dict[str, np.ndarray], mu: dict[str, np.ndarray],
+    s: dict[str, np.ndarray], seed: int, rule_scale: float,
+) -> dict[str, Any]:  # fmt: skip
+    """One non-metal gap through the gate: ``hgb-metal``'s rule (threshold from validation, the
+    Roost fold model's std scale, as there) and the distribution (std scale and CDF
+    recalibration refitted on validation, as ``attach-metal-clf``)."""
+    from gapforge.models.calibration import CdfRecalibration
+    from gapforge.models.metal_gate import GapDistribution
+
+    t_best = _best_threshold(p["va"], yv <= 0)
+    scale = calibrate(yv, p["va"], mu["va"], s["va"])
+    rv = GapDistribution(p["va"], mu["va"], s["va"] * scale)
+    rt = GapDistribution(p["te"], mu["te"], s["te"] * scale)
+    recal = CdfRecalibration.fit(rv.pit(yv, seed=seed))
+    nm_v, nm_t = yv > 0, yt > 0
+    return {
+        "std_scale": scale,
+        "nonmetal_mu_mae_val": float(np.abs(mu["va"][nm_v] - yv[nm_v]).mean()),
+        "nonmetal_mu_mae_test": float(np.abs(mu["te"][nm_t] - yt[nm_t]).mean()),
+        "at_val_threshold": _gate_rule(p["te"], mu["te"], s["te"] * rule_scale, yt, t_best),
+        "at_val_threshold_validation": _gate_rule(p["va"], mu["va"], s["va"] * rule_scale, yv, t_best),
+        "at_0.5": gate_scores(yt, p["te"], mu["te"], s["te"], scale),
+        "test_distribution": distribution_scores(rt.with_recalibration(recal), yt, seed=seed),
+    }
+
+
+def run_hgb_gap_blend(args: argparse.Namespace) -> None:
+    """Roost's non-metal gap blended with a Magpie gradient-boosting regressor's, through the
+    gate with the blended Magpie metal classifier (``hgb-metal``'s); weights chosen on validation."""
+    from sklearn.metrics import roc_auc_score
+
+    from gapforge.models.metal_gate import blend
+
+    df = _task_table("mp_gap")
+    names = {"blend": "roost+hgb-gap-blend", "hgb": "hgb-gap-alone", "stack": "roost+hgb-gap-stack"}
+    names = {v: m + args.tag for v, m in names.items()}
+    for fold in args.folds:
+        keys = {v: f"{m}/mp_gap/fold{fold}" for v, m in names.items()}
+        if all(_done(k) for k in keys.values()):
+            log.info("fold %d done already", fold)
+            continue
+        src = _load()["records"][f"roost-gated/mp_gap/fold{fold}"]
+        comp = fold_components(
+            Path(src["model_dir"]),
+            "mp_gap",
+            fold,
+            Path(args.components) / f"roost-gated_mp_gap_fold{fold}.npz",
+        )
+        hgb = _hgb_fold_outputs(df, fold, args, Path(args.work) / f"hgb-gap{args.tag}_mp_gap_fold{fold}.npz")
+        # wall time and load of the fit (from the cache when it was fitted by an earlier run)
+        seconds = hgb["featurize_seconds"] + hgb["clf_seconds"] + hgb["reg_seconds"]
+        load0 = [float(x) for x in hgb["fit_load_avg_start"]]
+        load1 = [float(x) for x in hgb["fit_load_avg_end"]]
+        yv, yt = comp["val_y"], comp["test_y"]
+        # the metal classifier blend: as hgb-metal (weight by validation AUC)
+        pr = {"va": comp["val_p"], "te": comp["test_p"]}
+        ph = {"va": hgb["val_p_hgb"], "te": hgb["test_p_hgb"]}
+        auc = [roc_auc_score(yv <= 0, blend(pr["va"], ph["va"], a)) for a in BLEND_GRID]
+        wp = float(BLEND_GRID[int(np.argmax(auc))])
+        p = {k: blend(pr[k], ph[k], wp) for k in ("va", "te")}
+        s = {"va": comp["val_s"], "te": comp["test_s"]}
+        mr = {"va": comp["val_mu"], "te": comp["test_mu"]}
+        mh = {"va": hgb["val_mu_hgb"], "te": hgb["test_mu_hgb"]}
+        nm = yv > 0
+        mae_w = [float(np.abs(blend(mr["va"], mh["va"], a)[nm] - yv[nm]).mean()) for a in BLEND_GRID]
+        w = float(BLEND_GRID[int(np.argmin(mae_w))])
+        mb = {k: blend(mr[k], mh[k], w) for k in ("va", "te")}
+        parts = {
+            k: {"mu_r": mr[k], "mu_h": mh[k], "s_r": s[k], "p": p[k]} for k in ("va", "te")
+        }  # fmt: skip
+        ms = dict(zip(("va", "te"), _stacked(parts["va"], parts["te"], yv, fold), strict=True))
+        rule_scale = float(comp["std_scale"])
+        variants = {
+            "roost": _variant_scores(yv, yt, p, mr, s, fold, rule_scale),
+            "hgb": _variant_scores(yv, yt, p, mh, s, fold, rule_scale),
+            "blend": _variant_scores(yv, yt, p, mb, s, fold, rule_scale),
+            "stack": _variant_scores(yv, yt, p, ms, s, fold, rule_scale),
+        }
+        common = {
+            "task": "mp_gap",
+            "fold": fold,
+            "n_train": len(_fold_parts(len(df), fold)[0]),
+            "n_train_nonmetal": hgb["n_train_nonmetal"],
+            "roost_model_dir": src["model_dir"],
+            "metal_blend_weight_hgb": wp,
+            "gap_blend_weight_hgb": w,
+            "gap_blend_val_mae_by_weight": dict(zip([round(a, 2) for a in BLEND_GRID], mae_w, strict=True)),
+            "hgb_clf_iterations": hgb["clf_iterations"],
+            "hgb_reg_iterations": hgb["reg_iterations"],
+            "featurize_seconds": hgb["featurize_seconds"],
+            "clf_seconds": hgb["clf_seconds"],
+            "reg_seconds": hgb["reg_seconds"],
+            "train_seconds": round(seconds, 1),
+            "roost_alone_same_gate": variants["roost"],
+            "load_avg_start": load0,
+            "load_avg_end": load1,
+            "scored_at_load_avg": _load_avg(),
+        }
+        for v, key in keys.items():
+            r = variants[v]
+            _save_record(
+                key,
+                {
+                    "model": names[v],
+                    **common,
+                    "std_scale": r["std_scale"],
+                    "variant": r,
+                    "test": {"metal_auc": float(roc_auc_score(yt <= 0, p["te"])), **r["at_val_threshold"]},
+                    "test_distribution": r["test_distribution"],
+                },
+            )
+        log.info(
+            "fold %d: weight %.2f, MAE roost %.4f hgb %.4f blend %.4f stack %.4f",
+            fold, w, *(variants[v]["at_val_threshold"]["mae_eV"] for v in ("roost", "hgb", "blend", "stack")),
+        )  # fmt: skip
 
 
 # -- experimental head ---------------------------------------------------------------------
@@ -1032,6 +1328,58 @@ def _metal_md(recs: dict[str, Any]) -> list[str]:
     ]
 
 
+def _gap_blend_md(recs: dict[str, Any]) -> list[str]:
+    rows = []
+    for key in sorted(recs):
+        r = recs[key]
+        if not r["model"].startswith("roost+hgb-gap-blend"):
+            continue
+        tag = r["model"].removeprefix("roost+hgb-gap-blend")
+        stack = recs.get(f"roost+hgb-gap-stack{tag}/mp_gap/fold{r['fold']}", {}).get("variant")
+        alone = recs.get(f"hgb-gap-alone{tag}/mp_gap/fold{r['fold']}", {}).get("variant")
+        v = {"roost": r["roost_alone_same_gate"], "hgb": alone, "blend": r["variant"], "stack": stack}
+        names = ("roost", "hgb", "blend", "stack")
+
+        def cells(f: Any, v: dict[str, Any] = v, names: tuple[str, ...] = names) -> str:
+            return " / ".join(_fmt(f(v[n])) if v[n] else "" for n in names)
+
+        b = r["variant"]
+        at, dist = b["at_val_threshold"], b["test_distribution"]
+        parts = [
+            str(r["fold"]),
+            _fmt(r["gap_blend_weight_hgb"], 2),
+            str(r["hgb_reg_iterations"]),
+            cells(lambda x: x["nonmetal_mu_mae_test"]),
+            cells(lambda x: x["at_val_threshold"]["mae_eV"]),
+            cells(lambda x: x["at_val_threshold"]["rmse_eV"]),
+            f"{_fmt(at['metals_below_0.1'])} / {_fmt(at['nonmetals_above_0.1'])}",
+            cells(lambda x: x["test_distribution"]["mae_eV"]),
+            f"{_fmt(dist['within_1sigma_pit'])} / {_fmt(dist['within_2sigma_pit'])}",
+            _fmt(r["train_seconds"]),
+            f"{r['load_avg_start']}→{r['load_avg_end']}",
+        ]
+        rows.append(f"| {tag or '-'} " + "| " + " | ".join(parts) + " |")
+    if not rows:
+        return []
+    return [
+        "",
+        "## Non-metal gap: Roost's gap head, a Magpie gradient-boosting regressor, their blend (mp_gap)",
+        "",
+        "Four non-metal gaps through the same gate (`hgb-metal`'s blended P(metal), its validation "
+        "threshold, the Roost fold model's std scale): Roost alone (= the `hgb-metal` row), the HGB "
+        "regressor alone, the blend (weight = HGB share, chosen by the validation non-metals' MAE), "
+        "a stacker (small booster on Roost mu, HGB mu, Roost std, P(metal), fitted on the validation "
+        "non-metals, cross-fitted there). `recal. median` = MAE of the median of the distribution "
+        "with std scale and CDF recalibration refitted on validation (PIT coverage of the blend).",
+        "",
+        "| tag | fold | HGB weight | HGB iterations | non-metal MAE (roost / hgb / blend / stack) "
+        "| gated MAE at val threshold | RMSE | blend metals<0.1 / non-metals>=0.1 | recal. median MAE "
+        "| blend PIT 1σ / 2σ | fit s | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+    ]
+
+
 def _order_md(recs: dict[str, Any]) -> list[str]:
     rows = []
     for key in sorted(recs):
@@ -1116,7 +1464,7 @@ def write_md() -> None:
         lines.append(
             f"| {m} | {t} | {len(v)} | {np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.3f} |"
         )
-    lines += _calibration_md(recs) + _metal_md(recs) + _order_md(recs)
+    lines += _calibration_md(recs) + _metal_md(recs) + _gap_blend_md(recs) + _order_md(recs)
     lines += ["", "Commands:", ""] + [f"    {c}" for c in data.get("commands", [])]
     notes = RESULTS / "bench_matbench_notes.md"
     if notes.is_file():
@@ -1152,10 +1500,23 @@ def main() -> None:
     am.add_argument("model_dir")
     am.add_argument("--out", required=True)
     am.add_argument("--max-iter", type=int, default=500)
+    ag = sub.add_parser("attach-gap-reg", help="attach a Magpie gap regressor to a saved fold model")
+    ag.add_argument("model_dir")
+    ag.add_argument("--out", required=True)
+    ag.add_argument("--max-iter", type=int, default=1000)
+    ag.add_argument("--overwrite", action="store_true")
+    ag.add_argument("--tag", default="", help="suffix of the record's model name")
     hm = sub.add_parser("hgb-metal")
     hm.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     hm.add_argument("--max-iter", type=int, default=300)
     hm.add_argument("--work", default=str(WORK / "components"))
+    gb = sub.add_parser("hgb-gap-blend", help="Roost's non-metal gap blended with a Magpie HGB regressor's")
+    gb.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
+    gb.add_argument("--max-iter", type=int, default=1000, help="regressor boosting iterations (cap)")
+    gb.add_argument("--clf-max-iter", type=int, default=300, help="metal classifier iterations (hgb-metal's)")
+    gb.add_argument("--components", default=str(WORK / "components"), help="cached Roost fold components")
+    gb.add_argument("--work", default=str(WORK / "hgb-gap"), help="cached HGB outputs per fold")
+    gb.add_argument("--tag", default="", help="suffix of the records' model names and of the caches")
     e = sub.add_parser("expt")
     e.add_argument("--pbe-model", required=True)
     e.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
@@ -1200,8 +1561,10 @@ def main() -> None:
         "fold-vs-old": run_fold_vs_old,
         "calib": run_calib,
         "attach-metal-clf": run_attach_metal_clf,
+        "attach-gap-reg": run_attach_gap_reg,
         "ship-recal": run_ship_recal,
         "hgb-metal": run_hgb_metal,
+        "hgb-gap-blend": run_hgb_gap_blend,
         "expt-roost": run_expt_roost,
         "md": lambda a: write_md(),
     }[args.cmd](args)

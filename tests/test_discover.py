@@ -375,28 +375,42 @@ def test_stability_and_report_stages_on_a_hand_made_run(tmp_path):
         stage_structure(run, cfg)
 
 
-def test_discoveries_rank_by_probability_in_window_then_stability():
+def test_discoveries_rank_by_probability_in_window_and_stable():
     import numpy as np
     import pandas as pd
 
     from gapforge import columns as C
     from gapforge.discover.layout import rank_discoveries
+    from gapforge.structure.stability import p_stable
 
     table = pd.DataFrame(
         {
-            C.FORMULA: ["A2O", "B2O", "C2O", "D2O", "E2O"],
-            C.P_IN_WINDOW: [0.502, 0.99, 0.498, 0.99, 0.30],
-            C.E_ABOVE_HULL: [0.00, 0.20, 0.01, np.nan, 0.00],
-            "rank": [1, 2, 3, 4, 5],
+            C.FORMULA: ["A2O", "B2O", "C2O", "D2O", "E2O", "F2O"],
+            C.P_IN_WINDOW: [0.50, 0.99, 0.50, 0.99, 0.30, 0.999],
+            C.E_ABOVE_HULL: [0.00, 0.20, 0.01, np.nan, 0.00, 0.96],
+            "rank": [1, 2, 3, 4, 5, 6],
         }
     )
     ranked = rank_discoveries(table)
-    # 0.99 first (known hull before unknown), then the 0.50 pair by stability, then 0.30
-    assert ranked[C.FORMULA].tolist() == ["B2O", "D2O", "A2O", "C2O", "E2O"]
-    assert ranked["rank"].tolist() == [1, 2, 3, 4, 5]
+    ps = p_stable(np.array([0.00, 0.20, 0.01, 0.96]))
+    # P(stable) falls with the energy above hull and is NaN where it is unknown
+    assert ps[0] > ps[2] > ps[1] > 0.5
+    assert ps[3] < 0.05
+    joint = dict(
+        zip(
+            ["A2O", "B2O", "C2O", "F2O"], [0.5 * ps[0], 0.99 * ps[1], 0.5 * ps[2], 0.999 * ps[3]], strict=True
+        )
+    )
+    assert joint["B2O"] > joint["A2O"] > joint["C2O"] > 0.30 * ps[0] > joint["F2O"]
+    # in the window and stable first; F2O, almost surely in the window but 0.96 eV/atom above the
+    # hull, falls below E2O; D2O, never relaxed, comes after every candidate with a hull energy
+    assert ranked[C.FORMULA].tolist() == ["B2O", "A2O", "C2O", "E2O", "F2O", "D2O"]
+    assert ranked["rank"].tolist() == [1, 2, 3, 4, 5, 6]
+    got = ranked.set_index(C.FORMULA)[C.P_STABLE]
+    assert np.isnan(got["D2O"]) and got["A2O"] == ps[0]
     # without probabilities (an older screen) stability decides, then the screen's order
     old = rank_discoveries(table.drop(columns=[C.P_IN_WINDOW]))
-    assert old[C.FORMULA].tolist() == ["A2O", "E2O", "C2O", "B2O", "D2O"]
+    assert old[C.FORMULA].tolist() == ["A2O", "E2O", "C2O", "B2O", "F2O", "D2O"]
 
 
 def test_an_empty_screen_says_why_and_what_to_change(tmp_path):

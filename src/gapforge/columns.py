@@ -60,6 +60,8 @@ DECOMPOSITION = "decomposition"  # known phases the candidate decomposes into, e
 NEGATIVE_FORMATION = "negative_formation"
 # True where e_above_hull < -0.05 eV/atom: below every known phase, so the reference may be missing one
 BELOW_KNOWN_HULL = "below_known_hull"
+# P(within 0.1 eV/atom of the hull | the rebuilt structure's e_above_hull), 0-1 (structure.stability.p_stable)
+P_STABLE = "p_stable"
 
 # DFT stage (dft.csv; its other columns are in gapforge.structure.dft)
 DFT_BAND_GAP = "dft_band_gap"  # eV, PBE, grid + band path

@@ -207,6 +207,45 @@ def test_metal_classifier_blends_into_the_head_and_round_trips(oracle_dir: Path,
         load_model(str(out))
 
 
+def test_gap_regressor_blends_into_the_gap_head_and_round_trips(oracle_dir: Path, tmp_path: Path) -> None:
+    from gapforge.models.metal_gate import MagpieGapRegressor, blend
+    from gapforge.models.registry import load_model
+
+    df = _table()
+    model = load_model(str(oracle_dir))
+    assert model.gap_regressor_ is None  # a card without a gap regressor loads as the plain head
+    formulas = ["LiF", "NaCl", "MgO", "Cu", "GaAs"]
+    head = model.components(formulas)
+    reg = MagpieGapRegressor(max_iter=30, min_samples_leaf=3).fit(df[C.FORMULA], df[C.BAND_GAP])
+    g = reg.gap(formulas)
+    assert g[0] > g[4] > 0  # LiF wider than GaAs: it learned from the non-metal rows
+    model.attach_gap_regressor(reg, 0.3)
+    got = model.components(formulas)
+    np.testing.assert_allclose(got[C.BAND_GAP_MEAN], 0.3 * g + 0.7 * head[C.BAND_GAP_MEAN].to_numpy())
+    np.testing.assert_allclose(got[C.P_METAL], head[C.P_METAL])  # the gate's P(metal) is untouched
+    np.testing.assert_allclose(got[C.BAND_GAP_STD], head[C.BAND_GAP_STD])
+    out = model.save(tmp_path / "blend")
+    card = json.loads((out / "model.json").read_text())
+    entry = card["metadata"]["gap_regressor"]
+    assert entry["blend_weight"] == 0.3 and entry["file"] == "gap_regressor.skops"
+    assert card["metadata"]["files_sha256"]["gap_regressor.skops"] == entry["sha256"]
+    again = load_model(str(out))
+    assert again.gap_blend_weight_ == 0.3
+    np.testing.assert_allclose(
+        again.predict(formulas)[C.BAND_GAP_MEAN], model.predict(formulas)[C.BAND_GAP_MEAN]
+    )
+    again.attach_gap_regressor(reg, 0.0)  # weight 0: the head's own gap
+    np.testing.assert_allclose(again.components(formulas)[C.BAND_GAP_MEAN], head[C.BAND_GAP_MEAN])
+    with pytest.raises(ModelError, match="blend weight"):
+        again.attach_gap_regressor(reg, 1.5)
+    with pytest.raises(ModelError, match="metal_head=True"):
+        RoostEnsemble(metal_head=False).attach_gap_regressor(reg, 0.5)
+    np.testing.assert_allclose(blend(np.array([1.0, 2.0]), np.array([np.nan, 4.0]), 0.5), [1.0, 3.0])
+    (out / "gap_regressor.skops").write_bytes(b"tampered")
+    with pytest.raises(ModelError, match="sha256"):
+        load_model(str(out))
+
+
 def test_experiment_head_cross_fits_its_recalibration(oracle_dir: Path) -> None:
     from gapforge.models.calibration import CdfRecalibration
     from gapforge.models.registry import load_model

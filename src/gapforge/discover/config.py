@@ -315,8 +315,9 @@ QUICK_PRESET: dict[str, dict[str, Any]] = {
     "screening_model": {"n_estimators": 100},
     "generate": {"n_samples": 50_000},
     "screen": {"top": 20},
-    # every one of the (usually 10-20) ranked discoveries gets a structure and an energy above hull
-    "structure": {"max_candidates": 12, "templates": 1, "relax_steps": 150, "fmax": 0.1},
+    # every one of the (at most screen.top = 20) ranked discoveries gets a structure and an
+    # energy above hull: a discovery without one cannot be judged stable or not
+    "structure": {"max_candidates": 20, "templates": 1, "relax_steps": 150, "fmax": 0.1},
     "dft": {"enabled": False, "top": 1},
 }
 

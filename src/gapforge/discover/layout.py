@@ -91,6 +91,7 @@ CANDIDATE_COLUMNS = (
     C.P_IN_WINDOW,
     FORMATION_ENERGY,
     E_ABOVE_HULL,
+    C.P_STABLE,
     C.DECOMPOSITION,
     C.BELOW_KNOWN_HULL,
     DFT_BAND_GAP,
@@ -104,19 +105,24 @@ CANDIDATE_COLUMNS = (
 )
 
 
-#: ``p_in_window`` is compared at this resolution before stability breaks the tie.
+#: Probabilities are compared at this resolution before the next key breaks the tie.
 P_RESOLUTION = 0.01
 
 
 def rank_discoveries(table: pd.DataFrame) -> pd.DataFrame:
-    """Rank candidates by the probability of the window, then by stability.
+    """Rank candidates by the probability of being what was asked for: in the window and stable.
 
-    Keys: ``p_in_window`` (rounded to :data:`P_RESOLUTION`, highest first), then
-    ``e_above_hull`` (lowest first; unknown after known), then the screen's rank.
+    Where the energy above hull is known, the key is ``p_in_window`` x ``p_stable``
+    (:func:`gapforge.structure.stability.p_stable`; the gap and the stability taken as
+    independent), rounded to :data:`P_RESOLUTION`, highest first; ties go to the lower
+    energy above hull, then to the screen's rank. Candidates without an energy above hull
+    (not relaxed, or elements the hull reference lacks) follow, by ``p_in_window``.
 
-    A table without ``p_in_window`` (a screen from before it existed) is ranked
-    by stability, then by the screen's order. Renumbers ``rank`` 1..n.
+    A table without ``p_in_window`` (a screen from before it existed) is ranked by
+    stability, then by the screen's order. Writes ``p_stable`` and renumbers ``rank`` 1..n.
     """
+    from gapforge.structure.stability import p_stable
+
     cand = table.reset_index(drop=True)
     n = len(cand)
     screen_rank = (
@@ -126,16 +132,18 @@ def rank_discoveries(table: pd.DataFrame) -> pd.DataFrame:
     )
     if C.P_IN_WINDOW in cand.columns:
         p = pd.to_numeric(cand[C.P_IN_WINDOW], errors="coerce").fillna(0.0).to_numpy()
-        p_key = -np.round(p / P_RESOLUTION)
     else:
-        p_key = np.zeros(n)
+        p = np.ones(n)
     if E_ABOVE_HULL in cand.columns:
-        ehull = pd.to_numeric(cand[E_ABOVE_HULL], errors="coerce")
-        e_key, e_missing = ehull.fillna(np.inf).to_numpy(), ehull.isna().to_numpy()
+        ehull = pd.to_numeric(cand[E_ABOVE_HULL], errors="coerce").to_numpy()
     else:
-        e_key, e_missing = np.zeros(n), np.zeros(n, dtype=bool)
-    order = np.lexsort((screen_rank, e_key, e_missing, p_key))
-    cand = cand.iloc[order].reset_index(drop=True)
+        ehull = np.full(n, np.nan)
+    e_missing = np.isnan(ehull)
+    ps = p_stable(ehull)
+    joint = np.where(e_missing, p, p * ps)
+    p_key = -np.round(joint / P_RESOLUTION)
+    order = np.lexsort((screen_rank, np.where(e_missing, np.inf, ehull), p_key, e_missing))
+    cand = cand.assign(**{C.P_STABLE: ps}).iloc[order].reset_index(drop=True)
     cand[RANK] = np.arange(1, n + 1)
     return cand
 
@@ -147,6 +155,7 @@ NUMERIC_CANDIDATE_COLUMNS = (
     C.P_IN_WINDOW,
     FORMATION_ENERGY,
     E_ABOVE_HULL,
+    C.P_STABLE,
     DFT_BAND_GAP,
 )
 
@@ -186,8 +195,8 @@ def assemble_candidates(run_dir: str | Path) -> pd.DataFrame | None:
     Reads ``screen/candidates.csv`` and, where present, ``structure/relaxed.csv``
     and ``dft/dft.csv`` (joined on ``formula``). CIF paths are made relative to
     the run directory (the relaxed CIF when there is one). Ranked by
-    :func:`rank_discoveries`: the probability that the gap lies in the window,
-    then the energy above hull where known.
+    :func:`rank_discoveries`: the probability that the gap lies in the window and
+    the candidate is stable, where the energy above hull is known.
 
     Returns:
         The table (columns of :data:`CANDIDATE_COLUMNS` that are available), or

@@ -43,12 +43,14 @@ from gapforge.errors import ModelError
 from gapforge.formula import parse_formula
 from gapforge.io import atomic_path, write_json
 from gapforge.models.base import MODEL_CARD_FILE, rebuild_from_card, weights_record
+from gapforge.models.metal_gate import blend
 
 log = logging.getLogger(__name__)
 
 KIND = "roost"
 WEIGHTS_FILE = "roost_weights.pt"
 METAL_CLASSIFIER_FILE = "metal_classifier.skops"
+GAP_REGRESSOR_FILE = "gap_regressor.skops"
 #: Bumped when the on-disk layout changes; older gapforge refuses newer files.
 FORMAT_VERSION = 1
 #: aviary's element embedding used by default (pinned: aviary's default has changed before).
@@ -262,6 +264,9 @@ class RoostEnsemble:
     #: an extra P(metal) classifier blended with the metal head (:meth:`attach_metal_classifier`)
     metal_classifier_: Any = None
     metal_blend_weight_: float = 0.0
+    #: an extra non-metal gap regressor blended with the gap head (:meth:`attach_gap_regressor`)
+    gap_regressor_: Any = None
+    gap_blend_weight_: float = 0.0
 
     def __init__(
         self,
@@ -716,7 +721,8 @@ class RoostEnsemble:
             ``formula``, ``band_gap_mean`` (members' mean, clipped at 0 eV; the
             non-metal gap with a metal head), ``band_gap_std`` (unscaled),
             ``p_metal`` (members' mean probability, blended with an attached metal
-            classifier's; NaN without a metal head), ``reason``.
+            classifier's; NaN without a metal head), ``reason``. An attached gap
+            regressor's gap is blended into ``band_gap_mean`` (:meth:`attach_gap_regressor`).
         """
         formulas = [str(f) for f in formulas]
         means, stds, graphs = self.predict_members(formulas)
@@ -727,8 +733,17 @@ class RoostEnsemble:
             std = np.sqrt(epistemic + aleatoric)
             p = self.last_p_metal_.mean(axis=0)
             if self.metal_classifier_ is not None and self.metal_blend_weight_ > 0:
-                w = self.metal_blend_weight_
-                p = np.where(np.isnan(p), p, w * self.metal_classifier_.p_metal(formulas) + (1 - w) * p)
+                p = np.where(
+                    np.isnan(p),
+                    p,
+                    blend(p, self.metal_classifier_.p_metal(formulas), self.metal_blend_weight_),
+                )
+            if self.gap_regressor_ is not None and self.gap_blend_weight_ > 0:
+                mean = np.where(
+                    np.isnan(mean),
+                    mean,
+                    blend(mean, self.gap_regressor_.gap(formulas), self.gap_blend_weight_),
+                )
         else:
             mean = std = p = np.zeros(0)
         return pd.DataFrame(
@@ -753,6 +768,25 @@ class RoostEnsemble:
         if not 0.0 <= weight <= 1.0:
             raise ModelError(f"blend weight must lie in 0-1, got {weight}")
         self.metal_classifier_, self.metal_blend_weight_ = classifier, float(weight)
+        return self
+
+    def attach_gap_regressor(self, regressor: Any, weight: float) -> Self:
+        """Blend the non-metal gap with another regressor's: ``mu = w * mu_regressor + (1 - w) * mu_head``.
+
+        The std (and so ``std_scale`` and a recalibration, which should be refitted on
+        validation rows after attaching) stays the gap head's.
+
+        Args:
+            regressor: a fitted :class:`~gapforge.models.metal_gate.MagpieGapRegressor`.
+            weight: its share in 0-1 (chosen on validation rows, e.g. by non-metal MAE).
+        """
+        if not self.metal_head:
+            raise ModelError(
+                "a gap regressor is blended with the non-metal gap head: fit with metal_head=True"
+            )
+        if not 0.0 <= weight <= 1.0:
+            raise ModelError(f"blend weight must lie in 0-1, got {weight}")
+        self.gap_regressor_, self.gap_blend_weight_ = regressor, float(weight)
         return self
 
     def _check_fitted(self) -> None:
@@ -811,7 +845,13 @@ class RoostEnsemble:
                 **self.metal_classifier_.save(directory / METAL_CLASSIFIER_FILE),
                 "blend_weight": self.metal_blend_weight_,
             }
+        if self.gap_regressor_ is not None:
+            card["metadata"]["gap_regressor"] = {
+                **self.gap_regressor_.save(directory / GAP_REGRESSOR_FILE),
+                "blend_weight": self.gap_blend_weight_,
+            }
         written = [WEIGHTS_FILE] + ([METAL_CLASSIFIER_FILE] if self.metal_classifier_ is not None else [])
+        written += [GAP_REGRESSOR_FILE] if self.gap_regressor_ is not None else []
         card["metadata"].update(weights_record(directory, written))
         write_json(card, directory / MODEL_CARD_FILE)
         return directory
@@ -866,6 +906,12 @@ class RoostEnsemble:
             info = meta["metal_classifier"]
             clf = MagpieMetalClassifier.load(directory / info["file"], sha256=info["sha256"])
             model.attach_metal_classifier(clf, float(info["blend_weight"]))
+        if meta.get("gap_regressor"):
+            from gapforge.models.metal_gate import MagpieGapRegressor
+
+            info = meta["gap_regressor"]
+            reg = MagpieGapRegressor.load(directory / info["file"], sha256=info["sha256"])
+            model.attach_gap_regressor(reg, float(info["blend_weight"]))
         if meta.get("cdf_recalibration"):
             from gapforge.models.calibration import CdfRecalibration
 

@@ -62,6 +62,7 @@ COLUMN_LABELS: dict[str, tuple[str, str]] = {
     C.BELOW_KNOWN_HULL: ("Below known hull", ""),
     C.HULL_KNOWN_PHASES: ("Known phases in system", ""),
     C.P_METAL: ("P(metal)", "%"),
+    C.P_STABLE: ("P(stable)", "%"),
 }
 
 #: Columns shown in the candidate table when the run has them (written by newer stages), after the gap.
@@ -487,6 +488,12 @@ def _candidates(ctx: _Context) -> Section:
     )
     if C.P_IN_WINDOW in table.columns:
         lead += " P(gap in window) is the model's probability that the gap lies inside the target window."
+    if C.P_STABLE in table.columns:
+        lead += (
+            " P(stable) is the probability of lying within 0.1 eV/atom of the hull given the energy above "
+            "hull, as measured on known materials rebuilt the same way; the list is ranked by P(gap in "
+            "window) × P(stable), candidates without an energy above hull last."
+        )
     if len(table) == 0:
         return Section(
             "candidates",
@@ -513,7 +520,7 @@ def _candidates(ctx: _Context) -> Section:
                 std = row.get(C.BAND_GAP_STD)
                 text = _fmt(v, 2) + (f" ± {_fmt(std, 2)}" if _fmt(std) != "—" else "")
                 cells.append(f'<td class="num">{html.escape(text)}</td>')
-            elif c in (C.P_IN_WINDOW, C.P_METAL):
+            elif c in (C.P_IN_WINDOW, C.P_METAL, C.P_STABLE):
                 p = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
                 cells.append(f'<td class="num">{html.escape(_fmt(100 * p, 1))}</td>')
             elif c == L.CIF_LINK:

@@ -48,6 +48,7 @@ from gapforge.structure.ranker import PrototypeRanking
 from gapforge.structure.relax import RelaxResult, RelaxSettings, run_relaxations
 from gapforge.structure.selection import SELECTION_MARGIN, pick_template
 from gapforge.structure.stability import (
+    STABLE_WITHIN,
     ElementalReferences,
     formation_energy_per_atom,
     mp2020_correction_per_atom,
@@ -56,9 +57,6 @@ from gapforge.structure.substitution import SubstitutionSettings, substitute
 from gapforge.structure.templates import SearchSettings, search_templates
 
 log = logging.getLogger(__name__)
-
-#: "Within this many eV/atom of the hull" is the stability call scored by precision / recall / F1.
-STABLE_WITHIN = 0.1
 
 
 class SampleSet(StrEnum):
