@@ -42,6 +42,7 @@ import pandas as pd
 from gapforge.io import write_json, write_table, write_text
 from gapforge.structure.library import load_library
 from gapforge.structure.pipeline import StructureSettings, build_structures, relax_structures
+from gapforge.structure.ranker import PrototypeRanking
 from gapforge.structure.relax import CHGNET_MODEL_VERSION, RelaxSettings
 from gapforge.structure.selection import SELECTION_MARGIN
 from gapforge.structure.stability import load_elemental_references
@@ -73,6 +74,13 @@ def main() -> None:
     p.add_argument("--top-k", type=int, default=5)
     p.add_argument("--no-aflow", action="store_true", help="MP templates only")
     p.add_argument("--no-prototype-ranking", action="store_true", help="rank templates by ElMD only")
+    p.add_argument(
+        "--ranking",
+        choices=[m.value for m in PrototypeRanking],
+        default=PrototypeRanking.LEARNED.value,
+        help="prototype order: the fitted ranker (learned) or the ElMD + share rule (rule); always in "
+        "the command line, so records of the older rule-only runs are never resumed by a learned run",
+    )
     p.add_argument("--restart", action="store_true", help="ignore the saved records of an earlier run")
     p.add_argument("--report-only", action="store_true", help="rewrite the results from the saved records")
     p.add_argument("--seed", type=int, default=0)
@@ -122,6 +130,7 @@ def main() -> None:
         relax=relax,
         aflow_prototypes=not args.no_aflow,
         prototype_ranking=not args.no_prototype_ranking,
+        ranking=PrototypeRanking(args.ranking),
         sample=SampleSet(args.sample),
         n_test=args.n_test,
         selection_margin=args.selection_margin,
@@ -227,6 +236,14 @@ def run_candidates(args: argparse.Namespace, library, relax: RelaxSettings) -> d
     }
 
 
+def _ranking(s: dict) -> str:
+    if not s.get("prototype_ranking"):
+        return "ElMD"
+    if s.get("ranking", "rule") == "learned":
+        return "distinct prototypes by the learned ranker (gapforge/pretrained/prototype_ranker)"
+    return "distinct prototypes by ElMD + prototype frequency"
+
+
 def _fmt(x: object, spec: str = ".3f") -> str:
     return "n/a" if x is None else format(x, spec) if isinstance(x, float) else str(x)
 
@@ -252,7 +269,7 @@ def markdown(report: dict) -> str:
         "templates, the prototype counts and the hull)",
         "",
         f"Templates: MP library{' + AFLOW prototypes' if s.get('aflow_prototypes') else ''}; ranking: "
-        f"{'distinct prototypes by ElMD + prototype frequency' if s.get('prototype_ranking') else 'ElMD'}. "
+        f"{_ranking(s)}. "
         f"Load average at the end: {report.get('load_average', ['?'])[0]} (other helpers' jobs running).",
         "",
         "| metric | value |",

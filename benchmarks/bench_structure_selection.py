@@ -259,8 +259,8 @@ class HullByRank:
 
     def __call__(self, rec: dict, rank: int) -> float:
         recorded = _ints(rec.get("e_above_hull_by_rank"))
-        if rank in recorded:
-            return float(recorded[rank])
+        if rank in recorded:  # None: the stage had no hull value for it (e.g. an element without a reference)
+            return float("nan") if recorded[rank] is None else float(recorded[rank])
         e = float(_ints(rec["energies_by_rank"])[rank])
         ef = formation_energy_per_atom(rec["formula"], e, self.refs)
         return float(self.hull.e_above_hull(rec["formula"], ef, leave_out=[rec["formula"]]).e_above_hull)

@@ -21,6 +21,7 @@ from pymatgen.core import Composition
 from gapforge.report import build_report
 from gapforge.structure import relax
 from gapforge.structure.pipeline import StructureSettings, build_structures, relax_structures
+from gapforge.structure.ranker import PrototypeRanking
 from gapforge.structure.relax import RelaxationError, RelaxResult
 from gapforge.structure.stability import ElementalReferences
 from gapforge.structure.templates import SearchSettings
@@ -49,7 +50,9 @@ def test_report_of_a_run_made_by_the_structure_and_relax_stages(tmp_path, monkey
     (run / "screen").mkdir(parents=True)
     (run / "config.json").write_text('{"gap_min": 4.0, "gap_max": null}')
     shutil.copy(FILES / "candidates.csv", run / "screen" / "candidates.csv")
-    settings = StructureSettings(search=SearchSettings(top_k=2))
+    # the ElMD + share rule: the fluorite (CaF2) template first for SrF2; the learned ranker puts the
+    # Pnma (HgCl2-type) AFLOW prototype first, as the nearest known AB2 formulas in mp-formulas mostly take it
+    settings = StructureSettings(search=SearchSettings(top_k=2, ranking=PrototypeRanking.RULE))
     build_structures(run / "screen" / "candidates.csv", run / "structure", library=FILES / "tiny_library.csv",
                      settings=settings)  # fmt: skip
     monkeypatch.setattr(relax, "relax_structure", _stand_in_for_chgnet)

@@ -14,7 +14,10 @@ from gapforge import columns as C
 from gapforge.structure.library import TemplateLibrary, load_library, normalise_library_table
 from gapforge.structure.pipeline import symmetrize, with_aflow_prototypes
 from gapforge.structure.prototypes import PrototypeCounts, aflow_prototype_library, prototype_prior
+from gapforge.structure.ranker import PrototypeRanking
 from gapforge.structure.templates import SearchSettings, search_templates
+
+RULE = PrototypeRanking.RULE
 
 # Made-up MP-like entries: AB compounds are 3 of 4 times rock salt (225), once CsCl-type (221).
 ENTRIES = pd.DataFrame(
@@ -72,7 +75,7 @@ def test_distinct_prototypes_ranked_by_elmd_and_frequency(rock_salt_and_cscl: Te
         pd.DataFrame({"formula": ["NaCl", "KCl", "MgO", "LiF", "CsCl"], "spacegroup": [225] * 4 + [221]})
     )
     (ranked,) = search_templates(
-        ["CsI"], lib, SearchSettings(top_k=2, prototype_weight=10.0), prototypes=counts
+        ["CsI"], lib, SearchSettings(top_k=2, prototype_weight=10.0, ranking=RULE), prototypes=counts
     )
     assert ranked[0].formula in {"KF", "NaCl", "MgO"}
     assert ranked[1].formula == "CsBr"
@@ -80,7 +83,7 @@ def test_distinct_prototypes_ranked_by_elmd_and_frequency(rock_salt_and_cscl: Te
     assert ranked[1].prototype_share == pytest.approx(0.2)
     # weight 0: the prior is ignored, ElMD decides
     (elmd_only,) = search_templates(
-        ["CsI"], lib, SearchSettings(top_k=2, prototype_weight=0.0), prototypes=counts
+        ["CsI"], lib, SearchSettings(top_k=2, prototype_weight=0.0, ranking=RULE), prototypes=counts
     )
     assert elmd_only[0].formula == "CsBr"
 

@@ -39,6 +39,13 @@ def structure_cmd(
             help="Rank distinct prototypes by ElMD and how common they are among MP entries.",
         ),
     ] = True,
+    ranking: Annotated[
+        str,
+        typer.Option(
+            "--ranking",
+            help="Prototype order: 'learned' (the shipped ranker) or 'rule' (ElMD + prototype share).",
+        ),
+    ] = "learned",
     overwrite: Annotated[
         bool,
         typer.Option("--overwrite", help="Build again even if OUT/structures.csv exists (else it is used)."),
@@ -46,12 +53,19 @@ def structure_cmd(
 ) -> None:
     """Find templates by ElMD, substitute elements and write one CIF per candidate and template."""
     from gapforge.structure.pipeline import STRUCTURES_FILE, StructureSettings, build_structures
+    from gapforge.structure.ranker import PrototypeRanking
     from gapforge.structure.templates import SearchSettings
 
     if top_k < 1:
         raise typer.BadParameter("--top-k must be at least 1")
+    try:
+        order = PrototypeRanking(ranking)
+    except ValueError:
+        raise typer.BadParameter(
+            f"--ranking must be one of {', '.join(m.value for m in PrototypeRanking)}, not {ranking!r}"
+        ) from None
     settings = StructureSettings(
-        search=SearchSettings(top_k=top_k),
+        search=SearchSettings(top_k=top_k, ranking=order),
         max_template_e_above_hull=max_template_e_above_hull,
         aflow_prototypes=aflow,
         prototype_ranking=prototype_ranking,

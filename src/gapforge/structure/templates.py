@@ -17,6 +17,12 @@ group (:class:`~gapforge.structure.prototypes.PrototypeCounts`). The top-k are
 then k *different* prototypes, best score first (then, if fewer prototypes
 exist, the next-nearest templates), so relaxing k templates tries k structure
 types instead of k copies of one.
+
+With ``ranking=PrototypeRanking.LEARNED`` (the default) the prototypes are
+ordered instead by the fitted ranker of :mod:`gapforge.structure.ranker`
+(ElMD, nearest known formulas, shares at several neighbourhoods, substitution
+likelihood, ... weighed by gradient boosting); ``PrototypeRanking.RULE`` keeps
+the ElMD + ``prototype_weight * -ln(share)`` rule above.
 """
 
 from __future__ import annotations
@@ -33,6 +39,14 @@ from gapforge import columns as C
 from gapforge.structure.elmd import as_composition, cumulative_matrix, elmd_matrix
 from gapforge.structure.library import TemplateLibrary
 from gapforge.structure.prototypes import PrototypeCounts, prototype_prior
+from gapforge.structure.ranker import (
+    FEATURES,
+    KnownPattern,
+    PrototypeRanker,
+    PrototypeRanking,
+    candidate_features,
+    default_ranker,
+)
 
 #: Weight of the prototype prior against ElMD, chosen on a development set of known
 #: materials disjoint from the benchmark's (benchmarks/bench_template_ranking.py).
@@ -60,6 +74,8 @@ class SearchSettings:
         neighbours: the prototype share is taken among this many known formulas
             nearest to the candidate by ElMD (with its anonymised formula); None:
             among all known formulas of that anonymised formula.
+        ranking: the fitted ranker (``learned``) or the ElMD + share rule (``rule``);
+            both need prototype counts, without them templates go by ElMD.
     """
 
     top_k: int = 5
@@ -68,6 +84,7 @@ class SearchSettings:
     prototype_weight: float = PROTOTYPE_WEIGHT
     distinct_prototypes: bool = True
     neighbours: int | None = PROTOTYPE_NEIGHBOURS
+    ranking: PrototypeRanking = PrototypeRanking.LEARNED
 
 
 @dataclass(frozen=True)
@@ -102,6 +119,7 @@ def search_templates(
     settings: SearchSettings = SearchSettings(),
     *,
     prototypes: PrototypeCounts | None = None,
+    ranker: PrototypeRanker | None = None,
 ) -> list[list[TemplateMatch]]:
     """Find the top-k templates for every formula.
 
@@ -110,6 +128,7 @@ def search_templates(
         library: the template library.
         settings: top-k and fallback rules.
         prototypes: prototype counts for the ranking prior (None: ElMD only).
+        ranker: the fitted ranker for ``ranking=learned`` (default: the shipped one).
 
     Returns:
         One list of matches per formula, nearest first (possibly empty).
@@ -125,6 +144,13 @@ def search_templates(
     ehull = np.nan_to_num(library.table[C.E_ABOVE_HULL].to_numpy(dtype=float), nan=1.0)
     results: list[list[TemplateMatch]] = [[] for _ in comps]
     need_fallback: list[int] = []
+    learned = (
+        settings.distinct_prototypes
+        and prototypes is not None
+        and settings.ranking == PrototypeRanking.LEARNED
+    )
+    if learned and ranker is None:
+        ranker = default_ranker()
 
     for pattern in pd.unique(anon):
         cand_idx = np.flatnonzero(anon == pattern)
@@ -133,8 +159,25 @@ def search_templates(
             need_fallback.extend(cand_idx.tolist())
             continue
         dist = elmd_matrix(cum[cand_idx], library.cumulative[lib_idx])
+        if learned:
+            known = KnownPattern(prototypes, str(pattern))
+            known_dist = elmd_matrix(cum[cand_idx], known.cum) if len(known.names) else None
         for row, ci in enumerate(cand_idx):
-            if settings.distinct_prototypes:
+            if learned:
+                matches = _top_k_learned(
+                    dist[row],
+                    lib_idx,
+                    ci,
+                    reduced,
+                    library,
+                    settings,
+                    str(pattern),
+                    prototypes,
+                    known,
+                    known_dist[row] if known_dist is not None else np.zeros(0),
+                    ranker,
+                )
+            elif settings.distinct_prototypes:
                 matches = _top_k_prototypes(
                     dist[row], lib_idx, ci, reduced, library, ehull, settings, str(pattern), prototypes
                 )
@@ -270,3 +313,43 @@ def _top_k_prototypes(
         taken = set(chosen)
         chosen += [int(p) for p in order if int(p) not in taken][: settings.top_k - len(chosen)]
     return _matches(chosen, idx, d, lib_formula, lib_ids, same=True, shares=shares)
+
+
+def _top_k_learned(
+    dist: np.ndarray,
+    lib_idx: np.ndarray,
+    ci: int,
+    reduced: np.ndarray,
+    library: TemplateLibrary,
+    settings: SearchSettings,
+    pattern: str,
+    prototypes: PrototypeCounts,
+    known: KnownPattern,
+    known_dist: np.ndarray,
+    ranker: PrototypeRanker,
+) -> list[TemplateMatch]:
+    """Top-k distinct prototypes ordered by the fitted ranker; same-pattern templates only."""
+    lib_formula = library.table[C.REDUCED_FORMULA].to_numpy(dtype=object)
+    lib_ids = library.table[C.MATERIAL_ID].to_numpy(dtype=object).astype(str)
+    idx, d = _usable(dist, lib_idx, ci, reduced, lib_formula, settings)
+    if len(idx) == 0:
+        return []
+    leave_out = str(reduced[ci]) if settings.exclude_same_formula else None
+    cands = candidate_features(
+        str(reduced[ci]), pattern, d, idx, library, prototypes, known, known_dist, leave_out=leave_out
+    )
+    score = ranker.score(cands.features)
+    # best score first; ties by ElMD, then id
+    ranked = np.lexsort((lib_ids[idx[cands.positions]], d[cands.positions], -score))
+    chosen = [int(cands.positions[i]) for i in ranked[: settings.top_k]]
+    local_share = cands.features[:, _SHARE_COLUMN]
+    shares = {int(p): float(local_share[i]) for i, p in enumerate(cands.positions)}
+    if len(chosen) < settings.top_k:  # fewer prototypes than k: the next-nearest templates
+        ehull = np.nan_to_num(library.table[C.E_ABOVE_HULL].to_numpy(dtype=float), nan=1.0)
+        order = np.lexsort((lib_ids[idx], ehull[idx], np.round(d, 10)))
+        taken = set(chosen)
+        chosen += [int(p) for p in order if int(p) not in taken][: settings.top_k - len(chosen)]
+    return _matches(chosen, idx, d, lib_formula, lib_ids, same=True, shares=shares)
+
+
+_SHARE_COLUMN = FEATURES.index("local_share_5")

@@ -44,6 +44,7 @@ from gapforge.errors import GapforgeError
 from gapforge.executor import TaskFailure
 from gapforge.structure.hull import HullReference
 from gapforge.structure.library import TemplateLibrary
+from gapforge.structure.ranker import PrototypeRanking
 from gapforge.structure.relax import RelaxResult, RelaxSettings, run_relaxations
 from gapforge.structure.selection import SELECTION_MARGIN, pick_template
 from gapforge.structure.stability import (
@@ -89,6 +90,7 @@ class ValidationSettings:
         substitution: substitution settings.
         static_truth: also evaluate CHGNet on the true structure (control).
         prototype_ranking: rank templates with the prototype counts (own formula left out).
+        ranking: with prototype ranking, the fitted ranker or the ElMD + share rule.
         aflow_prototypes: add pymatgen's AFLOW prototypes to the templates.
         sample: which materials (see :class:`SampleSet`).
         n_test: size of the test sample that ``dev`` is kept disjoint from.
@@ -105,6 +107,7 @@ class ValidationSettings:
     substitution: SubstitutionSettings = field(default_factory=SubstitutionSettings)
     static_truth: bool = True
     prototype_ranking: bool = True
+    ranking: PrototypeRanking = PrototypeRanking.LEARNED
     aflow_prototypes: bool = True
     sample: SampleSet = SampleSet.TEST
     n_test: int = 200
@@ -278,7 +281,9 @@ def _validate_chunk(
     hull: HullReference | None = None,
     cache_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
-    search = SearchSettings(top_k=settings.top_k, fallback_nearest=False, exclude_same_formula=True)
+    search = SearchSettings(
+        top_k=settings.top_k, fallback_nearest=False, exclude_same_formula=True, ranking=settings.ranking
+    )
     formulas = targets[C.REDUCED_FORMULA].tolist()
     found = search_templates(formulas, templates, search, prototypes=prototypes)
 
