@@ -53,10 +53,10 @@ log = logging.getLogger(__name__)
 #: "Within this many eV/atom of the hull": the stability call (F1 in the validation, ``p_stable``).
 STABLE_WITHIN = 0.1
 #: ``(a, b)`` of P(stable) = 1 / (1 + exp(-(a - b e))), e = rebuilt energy above hull (eV/atom,
-#: clipped to [-1, 2]). Maximum likelihood on 242 known materials (200 test + 44 unstable of
-#: bench_structure.py; base rate 0.82); 5-fold cross-validated Brier 0.126 against 0.152 for the
-#: base rate and 0.140 for a step at 0.1 (benchmarks/results/stability_calibration.md).
-P_STABLE_COEFFICIENTS = (1.916, 7.297)
+#: clipped to [-1, 2]). Maximum likelihood on 242 known materials of bench_structure.py (200 test,
+#: learned template ranking, + 44 unstable; base rate 0.82); 5-fold cross-validated Brier 0.126
+#: against 0.152 for the base rate and 0.140 for a step at 0.1 (results/stability_calibration.md).
+P_STABLE_COEFFICIENTS = (1.996, 8.095)
 
 
 def p_stable(e_above_hull: np.ndarray | float) -> np.ndarray:
