@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
@@ -261,172 +261,153 @@ class GapDistribution:
         return np.where(np.isnan(self.mu) | np.isnan(self.p_metal), 0.0, p)
 
 
-class MagpieMetalClassifier:
-    """P(metal) from Magpie descriptors by histogram gradient boosting (scikit-learn).
+class _MagpieBooster:
+    """A scikit-learn histogram gradient-boosting model on Magpie descriptors, attachable to a Roost model.
 
-    On matbench_mp_gap fold 0 it ranks metals better than Roost's metal head (test AUC 0.963
-    against 0.949); a model blends the two (:meth:`RoostEnsemble.attach_metal_classifier`).
+    Shared by :class:`MagpieMetalClassifier` and :class:`MagpieGapRegressor`: the settings,
+    the featurisation, the early-stopping booster settings and the skops file (featurizer +
+    booster under :attr:`role`).
 
     Args:
-        max_iter: boosting iterations (early stopping on 10 % of the rows).
+        max_iter: cap on the boosting iterations (early stopping on 10 % of the rows).
         learning_rate: boosting learning rate.
         max_leaf_nodes: leaves per tree.
         min_samples_leaf: smallest leaf.
         seed: random seed.
     """
 
+    #: key of the booster in the saved file, and the attribute ``<role>_`` that holds it
+    role = "booster"
+    #: what error messages call it
+    label = "Magpie booster"
+    default_max_iter = 300
+
     def __init__(
         self,
-        max_iter: int = 300,
+        max_iter: int | None = None,
         learning_rate: float = 0.1,
         max_leaf_nodes: int = 63,
         min_samples_leaf: int = 20,
         seed: int = 0,
     ) -> None:
-        self.max_iter = max_iter
+        self.max_iter = self.default_max_iter if max_iter is None else max_iter
         self.learning_rate = learning_rate
         self.max_leaf_nodes = max_leaf_nodes
         self.min_samples_leaf = min_samples_leaf
         self.seed = seed
 
-    def fit(self, formulas: Any, band_gaps: Any) -> MagpieMetalClassifier:
-        """Fit on formulas and gaps (0 eV = metal); unreadable formulas are skipped."""
-        from sklearn.ensemble import HistGradientBoostingClassifier
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-ready)."""
+        return {
+            "max_iter": self.max_iter,
+            "learning_rate": self.learning_rate,
+            "max_leaf_nodes": self.max_leaf_nodes,
+            "min_samples_leaf": self.min_samples_leaf,
+            "seed": self.seed,
+        }
 
+    def _booster_kwargs(self) -> dict[str, Any]:
+        return {
+            "max_iter": self.max_iter,
+            "learning_rate": self.learning_rate,
+            "max_leaf_nodes": self.max_leaf_nodes,
+            "min_samples_leaf": self.min_samples_leaf,
+            "early_stopping": True,
+            "validation_fraction": 0.1,
+            "n_iter_no_change": 15,
+            "random_state": self.seed,
+        }
+
+    def _training_rows(self, formulas: Any, band_gaps: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Magpie rows and gaps of the readable formulas with a finite gap (fits the featurizer)."""
         from gapforge.models.featurize import MagpieFeaturizer
 
         self.featurizer_ = MagpieFeaturizer().fit(None)
         fm = self.featurizer_.featurize([str(f) for f in formulas])
         y = np.asarray(band_gaps, dtype=np.float64)
         ok = fm.valid & np.isfinite(y)
-        self.classifier_ = HistGradientBoostingClassifier(
-            max_iter=self.max_iter,
-            learning_rate=self.learning_rate,
-            max_leaf_nodes=self.max_leaf_nodes,
-            min_samples_leaf=self.min_samples_leaf,
-            early_stopping=True,
-            validation_fraction=0.1,
-            n_iter_no_change=15,
-            random_state=self.seed,
-        ).fit(fm.X[ok], y[ok] <= 0)
+        return fm.X[ok], y[ok]
+
+    def _predict_valid(self, formulas: Any, predict: Any) -> np.ndarray:
+        """``(N,)`` ``predict(X)`` on the readable formulas; NaN where a formula cannot be featurised."""
+        fm = self.featurizer_.featurize([str(f) for f in formulas])
+        out = np.full(len(fm.valid), np.nan)
+        if fm.valid.any():
+            out[fm.valid] = predict(fm.X[fm.valid])
+        return out
+
+    def save(self, path: Any) -> dict[str, Any]:
+        """Write the featurizer and booster with skops; returns the card entry (file, sha256, params)."""
+        return _save_booster(self, self.role, path)
+
+    @classmethod
+    def load(cls, path: Any, *, sha256: str | None = None) -> Self:
+        """Read a saved model (trusted types only; the sha256 is checked when given)."""
+        model = cls()
+        featurizer, booster = _load_booster(path, cls.role, sha256, cls.label)
+        model.featurizer_ = featurizer
+        setattr(model, f"{cls.role}_", booster)
+        return model
+
+
+class MagpieMetalClassifier(_MagpieBooster):
+    """P(metal) from Magpie descriptors by histogram gradient boosting (scikit-learn).
+
+    On matbench_mp_gap fold 0 it ranks metals better than Roost's metal head (test AUC 0.963
+    against 0.949); a model blends the two (:meth:`RoostEnsemble.attach_metal_classifier`).
+    Settings as :class:`_MagpieBooster` (300 iterations at most).
+    """
+
+    role = "classifier"
+    label = "metal classifier"
+    default_max_iter = 300
+
+    def fit(self, formulas: Any, band_gaps: Any) -> MagpieMetalClassifier:
+        """Fit on formulas and gaps (0 eV = metal); unreadable formulas are skipped."""
+        from sklearn.ensemble import HistGradientBoostingClassifier
+
+        X, y = self._training_rows(formulas, band_gaps)
+        self.classifier_ = HistGradientBoostingClassifier(**self._booster_kwargs()).fit(X, y <= 0)
         return self
 
     def p_metal(self, formulas: Any) -> np.ndarray:
         """``(N,)`` P(metal); NaN where the formula cannot be featurised."""
-        fm = self.featurizer_.featurize([str(f) for f in formulas])
-        out = np.full(len(fm.valid), np.nan)
-        if fm.valid.any():
-            col = list(self.classifier_.classes_).index(True)
-            out[fm.valid] = self.classifier_.predict_proba(fm.X[fm.valid])[:, col]
-        return out
-
-    def get_params(self) -> dict[str, Any]:
-        """Constructor arguments (JSON-ready)."""
-        return {
-            "max_iter": self.max_iter,
-            "learning_rate": self.learning_rate,
-            "max_leaf_nodes": self.max_leaf_nodes,
-            "min_samples_leaf": self.min_samples_leaf,
-            "seed": self.seed,
-        }
-
-    def save(self, path: Any) -> dict[str, Any]:
-        """Write the featurizer and booster with skops; returns the card entry (file, sha256, params)."""
-        return _save_booster(self, "classifier", path)
-
-    @classmethod
-    def load(cls, path: Any, *, sha256: str | None = None) -> MagpieMetalClassifier:
-        """Read a saved classifier (trusted types only; the sha256 is checked when given)."""
-        model = cls()
-        model.featurizer_, model.classifier_ = _load_booster(path, "classifier", sha256, "metal classifier")
-        return model
+        col = list(self.classifier_.classes_).index(True)
+        return self._predict_valid(formulas, lambda X: self.classifier_.predict_proba(X)[:, col])
 
 
-class MagpieGapRegressor:
+class MagpieGapRegressor(_MagpieBooster):
     """Non-metal band gap (eV) from Magpie descriptors by histogram gradient boosting (absolute error).
 
     Fitted on the non-metal rows only (gap > 0 eV), like the gated Roost's gap head, whose
     non-metal gap it is blended with (:meth:`RoostEnsemble.attach_gap_regressor`): on the 5
     matbench_mp_gap folds the blend (about half and half, chosen on validation) lowers the
-    non-metal gap error and the gated MAE (``bench_matbench.py hgb-gap-blend``).
-
-    Args:
-        max_iter: cap on the boosting iterations; early stopping on 10 % of the rows decides
-            (896-2,458 iterations on the mp_gap folds' ~45 k non-metal rows).
-        learning_rate: boosting learning rate.
-        max_leaf_nodes: leaves per tree.
-        min_samples_leaf: smallest leaf.
-        seed: random seed.
+    non-metal gap error and the gated MAE (``bench_matbench.py hgb-gap-blend``). Settings as
+    :class:`_MagpieBooster`; at most 3,000 iterations, early stopping decides (896-2,458 on the
+    mp_gap folds' ~45 k non-metal rows).
     """
 
-    def __init__(
-        self,
-        max_iter: int = 3000,
-        learning_rate: float = 0.1,
-        max_leaf_nodes: int = 63,
-        min_samples_leaf: int = 20,
-        seed: int = 0,
-    ) -> None:
-        self.max_iter = max_iter
-        self.learning_rate = learning_rate
-        self.max_leaf_nodes = max_leaf_nodes
-        self.min_samples_leaf = min_samples_leaf
-        self.seed = seed
+    role = "regressor"
+    label = "gap regressor"
+    default_max_iter = 3000
 
     def fit(self, formulas: Any, band_gaps: Any) -> MagpieGapRegressor:
         """Fit on the non-metal rows (gap > 0 eV) of formulas and gaps; unreadable formulas are skipped."""
         from sklearn.ensemble import HistGradientBoostingRegressor
 
         from gapforge.errors import ModelError
-        from gapforge.models.featurize import MagpieFeaturizer
 
-        self.featurizer_ = MagpieFeaturizer().fit(None)
-        fm = self.featurizer_.featurize([str(f) for f in formulas])
-        y = np.asarray(band_gaps, dtype=np.float64)
-        ok = fm.valid & np.isfinite(y) & (y > 0)
-        if not ok.any():
+        X, y = self._training_rows(formulas, band_gaps)
+        if not (y > 0).any():
             raise ModelError("the gap regressor needs non-metal rows (gap > 0 eV); none given")
-        self.regressor_ = HistGradientBoostingRegressor(
-            loss="absolute_error",
-            max_iter=self.max_iter,
-            learning_rate=self.learning_rate,
-            max_leaf_nodes=self.max_leaf_nodes,
-            min_samples_leaf=self.min_samples_leaf,
-            early_stopping=True,
-            validation_fraction=0.1,
-            n_iter_no_change=15,
-            random_state=self.seed,
-        ).fit(fm.X[ok], y[ok])
+        self.regressor_ = HistGradientBoostingRegressor(loss="absolute_error", **self._booster_kwargs()).fit(
+            X[y > 0], y[y > 0]
+        )
         return self
 
     def gap(self, formulas: Any) -> np.ndarray:
         """``(N,)`` non-metal gap (eV, clipped at 0); NaN where the formula cannot be featurised."""
-        fm = self.featurizer_.featurize([str(f) for f in formulas])
-        out = np.full(len(fm.valid), np.nan)
-        if fm.valid.any():
-            out[fm.valid] = np.clip(self.regressor_.predict(fm.X[fm.valid]), 0.0, None)
-        return out
-
-    def get_params(self) -> dict[str, Any]:
-        """Constructor arguments (JSON-ready)."""
-        return {
-            "max_iter": self.max_iter,
-            "learning_rate": self.learning_rate,
-            "max_leaf_nodes": self.max_leaf_nodes,
-            "min_samples_leaf": self.min_samples_leaf,
-            "seed": self.seed,
-        }
-
-    def save(self, path: Any) -> dict[str, Any]:
-        """Write the featurizer and booster with skops; returns the card entry (file, sha256, params)."""
-        return _save_booster(self, "regressor", path)
-
-    @classmethod
-    def load(cls, path: Any, *, sha256: str | None = None) -> MagpieGapRegressor:
-        """Read a saved regressor (trusted types only; the sha256 is checked when given)."""
-        model = cls()
-        model.featurizer_, model.regressor_ = _load_booster(path, "regressor", sha256, "gap regressor")
-        return model
+        return self._predict_valid(formulas, lambda X: np.clip(self.regressor_.predict(X), 0.0, None))
 
 
 def blend(base: np.ndarray, other: np.ndarray, weight: float) -> np.ndarray:
