@@ -91,6 +91,21 @@ for _formula, _why in (("Xx2O", "unknown element"), ("LiF)", "cannot parse formu
     row(f"predict {_formula!r}: exit 2 naming the argument")(_unusable_formula)
 
 
+@row("train experiment-head --target foo: a traceback; now exit 2 naming the flag and its choices")
+def _bad_head_option(gf: Cli, tmp: Path) -> None:
+    for flag, value, choices in (
+        ("--target", "foo", "gap, log1p"),
+        ("--features", "x", "magpie, magpie+pbe"),
+    ):
+        out = tmp / f"head{flag}"
+        line = _one_error_line(*gf("train", "experiment-head", flag, value, "--out", str(out))[::2])
+        assert flag in line and choices in line and value in line
+        assert not out.exists()  # refused before anything is fitted or written
+    args = ("structure", "--input", str(tmp / "c.csv"), "--out", str(tmp / "s"), "--ranking", "best")
+    line = _one_error_line(*gf(*args)[::2])
+    assert "--ranking" in line and "learned, rule" in line and "best" in line
+
+
 @row("predict Li0.31416F: refused like the datasets refuse it")
 def _fractional(gf: Cli, tmp: Path) -> None:
     line = _one_error_line(*gf("predict", "Li0.31416F")[::2])

@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, TypeVar
 
 import typer
 
@@ -35,6 +36,18 @@ SkipBadOpt = Annotated[
         "'reason' column, and the count is printed. Default: stop at the first one (exit code 2).",
     ),
 ]
+
+
+_E = TypeVar("_E", bound=StrEnum)
+
+
+def choice(flag: str, value: str, kinds: type[_E]) -> _E:
+    """``value`` as a member of ``kinds``, or a one-line error naming the flag and its choices."""
+    try:
+        return kinds(value)
+    except ValueError:
+        choices = ", ".join(m.value for m in kinds)
+        raise InputError(f"{flag} must be one of {choices}", value=value) from None
 
 
 def refuse_existing(*paths: str | Path | None, overwrite: bool) -> None:

@@ -17,6 +17,7 @@ from gapforge.cli._policy import (
     SkipBadOpt,
     check_formulas,
     check_table_output,
+    choice,
     refuse_existing,
     refuse_model_reasons,
 )
@@ -248,7 +249,10 @@ def train_experiment_head_cmd(
     ] = "gap",
 ) -> None:
     """Fit the experimental-gap head (gradient boosting + metal gate) on measured gaps beside an oracle."""
-    from gapforge.models.experiment import train_experiment_head
+    from gapforge.models.experiment import HeadFeatures, HeadTarget, train_experiment_head
+
+    features = choice("--features", features, HeadFeatures).value
+    target = choice("--target", target, HeadTarget).value
 
     target, head = train_experiment_head(
         oracle,

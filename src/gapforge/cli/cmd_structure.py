@@ -9,6 +9,7 @@ import typer
 
 from gapforge import columns as C
 from gapforge.cli._app import ExecutorOpt, app, executor_settings, out_option
+from gapforge.cli._policy import choice
 
 
 @app.command("structure")
@@ -58,12 +59,7 @@ def structure_cmd(
 
     if top_k < 1:
         raise typer.BadParameter("--top-k must be at least 1")
-    try:
-        order = PrototypeRanking(ranking)
-    except ValueError:
-        raise typer.BadParameter(
-            f"--ranking must be one of {', '.join(m.value for m in PrototypeRanking)}, not {ranking!r}"
-        ) from None
+    order = choice("--ranking", ranking, PrototypeRanking)
     settings = StructureSettings(
         search=SearchSettings(top_k=top_k, ranking=order),
         max_template_e_above_hull=max_template_e_above_hull,
