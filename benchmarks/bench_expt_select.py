@@ -12,7 +12,7 @@ head's unless a variant changes the design (``full``). Results merge into
         python benchmarks/bench_expt_select.py base q hpbe0.05 [...]
 
 Scratch (cached features, inner predictions): ``$GAPFORGE_BENCH_WORK/expt_select``
-(default ``runs/bench_matbench/expt_select``).
+(default ``runs/bench_matbench/expt_select``). Results elsewhere: ``GAPFORGE_EXPT_SELECT_OUT=path.json``.
 """
 
 import json
@@ -30,12 +30,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS
 from bench_matbench import _fold_parts, _task_table
 from gapforge import columns as C
+from gapforge.models.experiment import SIGMA_QUANTILES
 from gapforge.models.metal_gate import combine
 
 WORK = Path(os.environ.get("GAPFORGE_BENCH_WORK", "runs/bench_matbench")) / "expt_select"
 WORK.mkdir(parents=True, exist_ok=True)
 ORACLE = os.environ.get("GAPFORGE_EXPT_ORACLE", "src/gapforge/pretrained/oracle")
-OUT = RESULTS / "bench_expt_select.json"
+OUT = Path(os.environ.get("GAPFORGE_EXPT_SELECT_OUT", RESULTS / "bench_expt_select.json"))
 
 
 def build_cache() -> None:
@@ -79,7 +80,7 @@ FRAC = z["frac"]
 BASE = {"max_iter": 300, "learning_rate": 0.05, "max_leaf_nodes": 31, "min_samples_leaf": 10}
 
 
-def knn_feats(tr, q, k=5, exclude=None):
+def knn_feats(tr, q, k=5):
     nn = NearestNeighbors(n_neighbors=k, metric="manhattan").fit(FRAC[tr])
     d, i = nn.kneighbors(FRAC[q])
     yy = y[tr][i]
@@ -184,100 +185,80 @@ VARIANTS = {
     "host0.05": {"feats": "host0.05", "full": True},
     "host0.1": {"feats": "host0.1", "full": True},
 }
-which = [] if sys.argv[1:] == ["md"] else (sys.argv[1:] or list(VARIANTS))
-out_path = str(OUT)
-try:
-    res = json.loads(Path(out_path).read_text())
-except FileNotFoundError:
-    res = {}
-for name in which:
-    v = VARIANTS[name]
-    X = FEATS[v.get("feats", "base")]
-    for fold in range(5):
-        key = f"{name}/fold{fold}"
-        if key in res:
-            continue
-        t0 = time.time()
-        tr, va, te = _fold_parts(N, fold)
-        rows = np.r_[tr, va]  # the outer training part; te never used
-        inner_abs, outer_abs = [], None
-        for k, (a, b) in enumerate(KFold(4, shuffle=True, random_state=fold).split(rows)):
-            A, B = rows[a], rows[b]
-            m = y[A] <= 0
-            cache = WORK / f"inner_{fold}_{k}.npz"
-            try:
-                cz = np.load(cache)
-                p0, s0 = cz["p"], cz["s"]
-            except FileNotFoundError:
-                Xb = FEATS["base"]
-                p0 = (
-                    HistGradientBoostingClassifier(**BASE, random_state=fold)
-                    .fit(Xb[A], m)
-                    .predict_proba(Xb[B])[:, 1]
-                )
-                lo, hi = (
-                    HistGradientBoostingRegressor(loss="quantile", quantile=q, **BASE, random_state=fold)
-                    .fit(Xb[A][~m], y[A][~m])
-                    .predict(Xb[B])
-                    for q in (0.158655, 0.841345)
-                )
-                s0 = np.clip((hi - lo) / 2, 1e-3, None)
-                np.savez(cache, p=p0, s=s0)
-            XA, XB = knn_design(X, A, B, fold, v["knn"]) if v.get("knn") else (X[A], X[B])
-            if v.get("full"):
-                lo, hi = (
-                    HistGradientBoostingRegressor(loss="quantile", quantile=q, **BASE, random_state=fold)
-                    .fit(XA[~m], y[A][~m])
-                    .predict(XB)
-                    for q in (0.158655, 0.841345)
-                )
-                s0 = np.clip((hi - lo) / 2, 1e-3, None)
-            p = clf_fit_predict(v, XA, m, XB, fold) if "cbags" in v or "ckw" in v or v.get("full") else p0
-            mu = np.clip(reg_fit_predict(v, XA[~m], y[A][~m], XB, fold), 0, None)
-            pt = combine(p, mu, s0, std_scale=0.65).point
-            inner_abs.append(np.abs(pt - y[B]))
-        inner = float(np.concatenate(inner_abs).mean())
-        # outer test (reported, never used to select)
-        m = y[rows] <= 0
-        Xb = FEATS["base"]
-        oc = WORK / f"outer_{fold}.npz"
-        try:
-            cz = np.load(oc)
-            p0, s0 = cz["p"], cz["s"]
-        except FileNotFoundError:
-            p0 = (
-                HistGradientBoostingClassifier(**BASE, random_state=fold)
-                .fit(Xb[rows], m)
-                .predict_proba(Xb[te])[:, 1]
-            )
-            lo, hi = (
-                HistGradientBoostingRegressor(loss="quantile", quantile=q, **BASE, random_state=fold)
-                .fit(Xb[rows][~m], y[rows][~m])
-                .predict(Xb[te])
-                for q in (0.158655, 0.841345)
-            )
-            s0 = np.clip((hi - lo) / 2, 1e-3, None)
-            np.savez(oc, p=p0, s=s0)
-        XA, XB = knn_design(X, rows, te, fold, v["knn"]) if v.get("knn") else (X[rows], X[te])
-        if v.get("full"):
-            lo, hi = (
-                HistGradientBoostingRegressor(loss="quantile", quantile=q, **BASE, random_state=fold)
-                .fit(XA[~m], y[rows][~m])
-                .predict(XB)
-                for q in (0.158655, 0.841345)
-            )
-            s0 = np.clip((hi - lo) / 2, 1e-3, None)
-        p = clf_fit_predict(v, XA, m, XB, fold) if "cbags" in v or "ckw" in v or v.get("full") else p0
-        mu = np.clip(reg_fit_predict(v, XA[~m], y[rows][~m], XB, fold), 0, None)
-        outer = float(np.abs(combine(p, mu, s0, std_scale=0.65).point - y[te]).mean())
-        res[key] = {
-            "inner_cv_mae": inner,
-            "test_mae": outer,
-            "seconds": round(time.time() - t0, 1),
-            "load_avg_end": [round(x, 2) for x in os.getloadavg()],
-        }
-        Path(out_path + ".tmp").write_text(json.dumps(res, indent=1))
-        Path(out_path + ".tmp").replace(out_path)
-        print(key, res[key], flush=True)
 
-write_md(res)
+
+def gate_parts(Xb, A, B, m, fold, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """The base head's P(metal) and sigma on rows ``B`` from rows ``A`` (cached in ``cache``)."""
+    try:
+        cz = np.load(cache)
+        return cz["p"], cz["s"]
+    except FileNotFoundError:
+        pass
+    p0 = HistGradientBoostingClassifier(**BASE, random_state=fold).fit(Xb[A], m).predict_proba(Xb[B])[:, 1]
+    s0 = quantile_sigma(Xb[A][~m], y[A][~m], Xb[B], fold)
+    np.savez(cache, p=p0, s=s0)
+    return p0, s0
+
+
+def quantile_sigma(Xtr, ytr, Xte, fold) -> np.ndarray:
+    """Half the distance between the 15.87 / 84.13 % quantile regressors' predictions (the head's sigma)."""
+    lo, hi = (
+        HistGradientBoostingRegressor(loss="quantile", quantile=q, **BASE, random_state=fold)
+        .fit(Xtr, ytr)
+        .predict(Xte)
+        for q in SIGMA_QUANTILES
+    )
+    return np.clip((hi - lo) / 2, 1e-3, None)
+
+
+def split_mae(v: dict, X, A, B, fold, cache: Path) -> float:
+    """MAE on rows ``B`` of variant ``v`` fitted on rows ``A`` (the gate's median, std scale 0.65)."""
+    m = y[A] <= 0
+    p0, s0 = gate_parts(FEATS["base"], A, B, m, fold, cache)
+    XA, XB = knn_design(X, A, B, fold, v["knn"]) if v.get("knn") else (X[A], X[B])
+    if v.get("full"):
+        s0 = quantile_sigma(XA[~m], y[A][~m], XB, fold)
+    p = clf_fit_predict(v, XA, m, XB, fold) if "cbags" in v or "ckw" in v or v.get("full") else p0
+    mu = np.clip(reg_fit_predict(v, XA[~m], y[A][~m], XB, fold), 0, None)
+    return float(np.abs(combine(p, mu, s0, std_scale=0.65).point - y[B]).mean())
+
+
+def main(argv: list[str]) -> None:
+    which = [] if argv == ["md"] else (argv or list(VARIANTS))
+    out_path = str(OUT)
+    try:
+        res = json.loads(Path(out_path).read_text())
+    except FileNotFoundError:
+        res = {}
+    for name in which:
+        v = VARIANTS[name]
+        X = FEATS[v.get("feats", "base")]
+        for fold in range(5):
+            key = f"{name}/fold{fold}"
+            if key in res:
+                continue
+            t0 = time.time()
+            tr, va, te = _fold_parts(N, fold)
+            rows = np.r_[tr, va]  # the outer training part; te never used to select
+            inner_splits = KFold(4, shuffle=True, random_state=fold).split(rows)
+            # the mean of the inner folds' MAEs (equal-sized folds up to one row, as before: pooled rows)
+            inner_abs = [
+                split_mae(v, X, rows[a], rows[b], fold, WORK / f"inner_{fold}_{k}.npz") * len(b)
+                for k, (a, b) in enumerate(inner_splits)
+            ]
+            inner = float(np.sum(inner_abs) / len(rows))
+            outer = split_mae(v, X, rows, te, fold, WORK / f"outer_{fold}.npz")
+            res[key] = {
+                "inner_cv_mae": inner,
+                "test_mae": outer,
+                "seconds": round(time.time() - t0, 1),
+                "load_avg_end": [round(x, 2) for x in os.getloadavg()],
+            }
+            Path(out_path + ".tmp").write_text(json.dumps(res, indent=1))
+            Path(out_path + ".tmp").replace(out_path)
+            print(key, res[key], flush=True)
+    write_md(res)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
