@@ -8,10 +8,9 @@ import pandas as pd
 import pytest
 from pymatgen.analysis.structure_matcher import StructureMatcher
 from pymatgen.core import Lattice, Structure
-from pymatgen.io.cif import CifWriter
 
 from gapforge import columns as C
-from gapforge.structure.library import TemplateLibrary, load_library, normalise_library_table
+from gapforge.structure.library import TemplateLibrary, load_library
 from gapforge.structure.pipeline import symmetrize, with_aflow_prototypes
 from gapforge.structure.prototypes import PrototypeCounts, aflow_prototype_library, prototype_prior
 from gapforge.structure.ranker import PrototypeRanking
@@ -49,17 +48,6 @@ def test_local_shares_among_the_nearest_known_formulas() -> None:
     # leaving CsCl out (rebuilding CsCl itself) removes its vote
     assert counts.local_shares("CsCl", "AB", k=1, leave_out="CsCl") == {225: 1.0}
     assert counts.local_shares("CsBr", "AB2", k=3) == {}
-
-
-@pytest.fixture
-def rock_salt_and_cscl(tiny_library_path) -> TemplateLibrary:
-    """The tiny library (rock salts, fluorite, perovskite) plus a CsCl-type CsBr."""
-    cscl = Structure(Lattice.cubic(4.3), ["Cs", "Br"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    base = load_library(tiny_library_path, max_e_above_hull=0.1).table
-    row = {C.MATERIAL_ID: "fx-CsBr", C.REDUCED_FORMULA: "CsBr", C.CIF: str(CifWriter(cscl))}
-    row.update({C.NSITES: 2, C.SPACEGROUP_NUMBER: 221, C.E_ABOVE_HULL: 0.0})
-    table = normalise_library_table(pd.concat([base, pd.DataFrame([row])], ignore_index=True))
-    return TemplateLibrary(table, source="test")
 
 
 def test_distinct_prototypes_ranked_by_elmd_and_frequency(rock_salt_and_cscl: TemplateLibrary) -> None:

@@ -7,13 +7,11 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-from pymatgen.core import Lattice, Structure
-from pymatgen.io.cif import CifWriter
 
 from gapforge import columns as C
 from gapforge.errors import ModelError
 from gapforge.models.base import pretrained_dir
-from gapforge.structure.library import TemplateLibrary, load_library, normalise_library_table
+from gapforge.structure.library import TemplateLibrary
 from gapforge.structure.prototypes import PrototypeCounts
 from gapforge.structure.ranker import (
     FEATURES,
@@ -44,14 +42,9 @@ def col(name: str) -> int:
 
 
 @pytest.fixture
-def lib(tiny_library_path) -> TemplateLibrary:
+def lib(rock_salt_and_cscl) -> TemplateLibrary:
     """The tiny library (rock salts NaCl, KF, MgO; fluorite; perovskite) plus a CsCl-type CsBr."""
-    cscl = Structure(Lattice.cubic(4.3), ["Cs", "Br"], [[0, 0, 0], [0.5, 0.5, 0.5]])
-    base = load_library(tiny_library_path, max_e_above_hull=0.1).table
-    row = {C.MATERIAL_ID: "fx-CsBr", C.REDUCED_FORMULA: "CsBr", C.CIF: str(CifWriter(cscl))}
-    row.update({C.NSITES: 2, C.SPACEGROUP_NUMBER: 221, C.E_ABOVE_HULL: 0.0})
-    table = normalise_library_table(pd.concat([base, pd.DataFrame([row])], ignore_index=True))
-    return TemplateLibrary(table, source="test")
+    return rock_salt_and_cscl
 
 
 def features_for(query: str, lib: TemplateLibrary, counts: PrototypeCounts, leave_out: str | None):
