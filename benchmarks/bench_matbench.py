@@ -1243,7 +1243,7 @@ def host_twins(train_formulas: list[str], test_formulas: list[str], min_fraction
 
 
 def run_expt(args: argparse.Namespace) -> None:
-    from gapforge.models.experiment import ExperimentHead, ExperimentPredictor
+    from gapforge.models.experiment import HEAD_BOOSTER, ExperimentHead, ExperimentPredictor
     from gapforge.models.registry import load_model
 
     df = _task_table("expt_gap")
@@ -1294,7 +1294,7 @@ def run_expt(args: argparse.Namespace) -> None:
             t0 = time.perf_counter()
             head = ExperimentHead(
                 features=variant,
-                seed=fold,
+                booster=HEAD_BOOSTER.with_seed(fold),
                 host_fraction=args.host_fraction,
                 host_magpie=args.host_magpie,
                 target=args.target,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,8 @@ from gapforge import columns as C  # noqa: E402
 from gapforge.cli import app  # noqa: E402
 from gapforge.data import load_dataset  # noqa: E402
 from gapforge.errors import ModelError  # noqa: E402
-from gapforge.models.experiment import ExperimentHead, ExperimentPredictor, head_dir  # noqa: E402
+from gapforge.models.boosting import BoosterSettings  # noqa: E402
+from gapforge.models.experiment import HEAD_BOOSTER, ExperimentHead, ExperimentPredictor, head_dir  # noqa: E402
 from gapforge.models.registry import load_predictor, predict_formulas  # noqa: E402
 from gapforge.models.roost import RoostEnsemble  # noqa: E402
 
@@ -25,6 +27,11 @@ SMALL = Path(__file__).parents[1] / "files" / "gaps_small.csv"
 TINY = {"elem_fea_len": 16, "hidden": 16, "trunk_hidden": (32,), "out_hidden": (16, 8), "batch_size": 8}
 METALS = ["Cu", "Fe", "Al", "Ni3Al", "Fe3Al", "Ag", "Au", "CuZn", "Ti", "Co", "Ni", "Cr3Ni", "Mo", "W", "Pt"]
 runner = CliRunner()
+
+
+def _tiny(max_iter: int) -> BoosterSettings:
+    """The head's booster settings, shortened for the tiny table."""
+    return replace(HEAD_BOOSTER, max_iter=max_iter, min_samples_leaf=3)
 
 
 def _table() -> pd.DataFrame:
@@ -50,7 +57,7 @@ def oracle_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     model.save(out)
     # an "experimental" table: wider gaps than PBE, the same metals
     expt = df.assign(**{C.BAND_GAP: df[C.BAND_GAP] * 1.4})
-    ExperimentHead(max_iter=30, min_samples_leaf=3).fit(
+    ExperimentHead(booster=_tiny(30)).fit(
         expt[C.FORMULA].tolist(), expt[C.BAND_GAP].to_numpy(), pbe_model=model
     ).save(head_dir(out))
     return out
@@ -253,7 +260,7 @@ def test_experiment_head_cross_fits_its_recalibration(oracle_dir: Path) -> None:
     pbe = load_model(str(oracle_dir))
     df = _table()
     expt = df.assign(**{C.BAND_GAP: df[C.BAND_GAP] * 1.4})
-    head = ExperimentHead(max_iter=10, min_samples_leaf=3)
+    head = ExperimentHead(booster=_tiny(10))
     f, y = expt[C.FORMULA].tolist(), expt[C.BAND_GAP].to_numpy()
     head.fit(f[:50], y[:50], pbe_model=pbe, val_formulas=f[50:], val_band_gaps=y[50:])
     from_val = head.recalibration_
@@ -272,13 +279,13 @@ def test_host_head_sees_a_doped_compound_as_its_host(oracle_dir: Path, tmp_path:
     df = _table()
     expt = df.assign(**{C.BAND_GAP: df[C.BAND_GAP] * 1.4})
     f, y = expt[C.FORMULA].tolist(), expt[C.BAND_GAP].to_numpy()
-    kw = {"max_iter": 30, "min_samples_leaf": 3}
+    kw = {"booster": _tiny(30)}
     host_pbe = ExperimentHead(**kw, host_fraction=0.05).fit(f, y, pbe_model=pbe)
     host = ExperimentHead(**kw, host_fraction=0.05, host_magpie=True).fit(f, y, pbe_model=pbe)
     plain = ExperimentHead(**kw).fit(f, y, pbe_model=pbe)
     doped = ["MgO", "Mg0.995Ca0.005O"]
     # the PBE oracle is asked about the host: the same four PBE inputs for both rows
-    hp, pp = host_pbe._design(doped, pbe)[0][:, -4:], plain._design(doped, pbe)[0][:, -4:]
+    hp, pp = host_pbe.design(doped, pbe).X[:, -4:], plain.design(doped, pbe).X[:, -4:]
     np.testing.assert_allclose(hp[0], hp[1], rtol=1e-2)  # Mg0.995O: nearly MgO
     np.testing.assert_allclose(hp[0], pp[0], rtol=1e-6)
     assert np.abs(pp[0] - pp[1]).max() > 10 * np.abs(hp[0] - hp[1]).max()  # Roost reads 0.5 % Ca as Mg-Ca-O
@@ -308,11 +315,11 @@ def test_log1p_head_fits_the_log_gap_and_round_trips(oracle_dir: Path, tmp_path:
     pbe = load_model(str(oracle_dir))
     df = _table()
     f, y = df[C.FORMULA].tolist(), df[C.BAND_GAP].to_numpy() * 1.4
-    head = ExperimentHead(max_iter=30, min_samples_leaf=3, target="log1p").fit(f, y, pbe_model=pbe)
-    X = head._design(["LiF", "NaCl"], pbe)[0]
+    head = ExperimentHead(booster=_tiny(30), target="log1p").fit(f, y, pbe_model=pbe)
+    X = head.design(["LiF", "NaCl"], pbe).X
     _, mu, _, _ = head._parts(["LiF", "NaCl"], pbe)
     np.testing.assert_allclose(mu, np.expm1(head.regressor_.predict(X)))  # the regressor fits log1p(gap)
-    fitted = head.regressor_.predict(head._design(f, pbe)[0])
+    fitted = head.regressor_.predict(head.design(f, pbe).X)
     assert fitted.max() < np.log1p(y.max()) + 0.5  # on the log scale, not in eV
     head.save(tmp_path / "head")
     back = ExperimentHead.load(tmp_path / "head")
@@ -322,3 +329,75 @@ def test_log1p_head_fits_the_log_gap_and_round_trips(oracle_dir: Path, tmp_path:
     )
     with pytest.raises(ValueError):
         ExperimentHead(target="sqrt").fit(f, y, pbe_model=pbe)
+
+
+def test_head_booster_settings_card_layouts_old_and_new(oracle_dir: Path, tmp_path: Path) -> None:
+    from gapforge.models.experiment import FORMAT_VERSION
+    from gapforge.models.registry import load_model
+
+    pbe = load_model(str(oracle_dir))
+    f, y = _table()[C.FORMULA].tolist(), _table()[C.BAND_GAP].to_numpy() * 1.4
+    slow = replace(_tiny(40), learning_rate=0.02, seed=5)
+    head = ExperimentHead(booster=_tiny(30).with_seed(5), regressor_booster=slow, n_bags=3, target="log1p")
+    head.fit(f, y, pbe_model=pbe)
+    assert len(head.regressors_) == 3 and head.regressors_[1].learning_rate == 0.02
+    assert head.classifier_.learning_rate == HEAD_BOOSTER.learning_rate and head.classifier_.random_state == 5
+    head.save(tmp_path / "new")
+    card = json.loads((tmp_path / "new" / "model.json").read_text())
+    assert card["metadata"]["format_version"] == FORMAT_VERSION == 2
+    assert card["params"]["booster"] == _tiny(30).with_seed(5).to_dict()
+    assert card["params"]["regressor_booster"] == slow.to_dict() and "max_iter" not in card["params"]
+    back = ExperimentHead.load(tmp_path / "new")
+    assert back.get_params() == head.get_params() and len(back.regressors_) == 3
+    pd.testing.assert_frame_equal(back.predict(f[:6], pbe_model=pbe), head.predict(f[:6], pbe_model=pbe))
+    # the layout of heads saved before BoosterSettings (format 1, e.g. the log1p head shipped
+    # with the oracle until then): the five settings flat in params, one regressor
+    plain = ExperimentHead(booster=_tiny(30).with_seed(5), target="log1p").fit(f, y, pbe_model=pbe)
+    plain.save(tmp_path / "plain")
+    old = tmp_path / "old"
+    old.mkdir()
+    card = json.loads((tmp_path / "plain" / "model.json").read_text())
+    params = {k: card["params"][k] for k in ("features", "host_fraction", "host_magpie", "target")}
+    card["params"] = {**params, **card["params"]["booster"]}
+    card["metadata"]["format_version"] = 1
+    (old / "model.json").write_text(json.dumps(card))
+    (old / "head.skops").write_bytes((tmp_path / "plain" / "head.skops").read_bytes())
+    again = ExperimentHead.load(old)
+    assert again.booster_settings == _tiny(30).with_seed(5) and again.regressor_booster is None
+    assert (again.n_bags, again.monotone_pbe, again.seed) == (1, False, 5)
+    pd.testing.assert_frame_equal(again.predict(f[:6], pbe_model=pbe), plain.predict(f[:6], pbe_model=pbe))
+    card["params"]["booster"] = _tiny(30).to_dict()  # both layouts at once: refused
+    (old / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="both"):
+        ExperimentHead.load(old)
+    card["metadata"]["format_version"] = 9
+    (old / "model.json").write_text(json.dumps(card))
+    with pytest.raises(ModelError, match="format 1 or 2"):
+        ExperimentHead.load(old)
+
+
+def test_head_fit_design_is_the_fit_path_and_monotone_holds(oracle_dir: Path) -> None:
+    from gapforge.models.registry import load_model
+
+    pbe = load_model(str(oracle_dir))
+    f, y = _table()[C.FORMULA].tolist(), _table()[C.BAND_GAP].to_numpy() * 1.4
+    head = ExperimentHead(booster=_tiny(30), target="log1p").fit(f, y, pbe_model=pbe)
+    d = ExperimentHead(booster=_tiny(30), target="log1p").design(f, pbe)  # an unfitted head's design
+    again = ExperimentHead(booster=_tiny(30), target="log1p").fit_design(d.X[d.valid], y[d.valid])
+    parts, ref = again.predict_design(d.X[:5]), head._parts(f[:5], pbe)
+    np.testing.assert_array_equal(parts.p_metal, ref[0])
+    np.testing.assert_array_equal(parts.mu, ref[1])
+    np.testing.assert_array_equal(parts.sigma, ref[2])
+    gate_only = ExperimentHead(booster=_tiny(30)).fit_design(d.X[d.valid], y[d.valid], regressor=False)
+    assert gate_only.predict_design(d.X[:2]).mu is None
+    # monotone_pbe: the gap never falls as the PBE non-metal and gated gaps rise together
+    mono = ExperimentHead(booster=_tiny(30), monotone_pbe=True).fit_design(d.X[d.valid], y[d.valid])
+    sweep = np.repeat(d.X[:1], 20, axis=0)
+    sweep[:, -3] = sweep[:, -1] = np.linspace(0.0, 10.0, 20)
+    assert (np.diff(mono.predict_design(sweep).mu) >= -1e-12).all()
+    free = ExperimentHead(booster=_tiny(30)).fit_design(d.X[d.valid], y[d.valid])
+    assert free.regressors_[0].monotonic_cst is None and mono.regressors_[0].monotonic_cst is not None
+    with pytest.raises(ModelError, match="monotone_pbe"):
+        ExperimentHead(features="magpie", monotone_pbe=True).fit(f, y)
+    with pytest.raises(ModelError, match="n_bags"):
+        ExperimentHead(n_bags=0).fit_design(d.X[d.valid], y[d.valid])

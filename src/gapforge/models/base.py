@@ -16,7 +16,7 @@ reads ``kind`` and dispatches.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, Self, runtime_checkable
 
@@ -90,12 +90,21 @@ def resolve_model_dir(model: str | Path | None, default_name: str) -> Path:
 
 
 def rebuild_from_card(
-    cls: type, directory: str | Path, *, kind: str, format_version: int, label: str, weights_file: str
+    cls: type,
+    directory: str | Path,
+    *,
+    kind: str,
+    format_version: int | tuple[int, ...],
+    label: str,
+    weights_file: str,
+    build: Callable[[dict], object] | None = None,
 ) -> tuple[object, dict]:
     """Read ``model.json``, check kind and format, rebuild ``cls(**params)``.
 
     Shared by every model's ``load``: also checks that ``weights_file`` is there and
     that its sha256 is the one recorded in ``model.json`` (:func:`verify_weights`).
+    ``format_version`` may list several readable versions; ``build`` (default ``cls(**params)``)
+    rebuilds the model from the card's params (a class that reads older layouts).
 
     Returns:
         The unfitted model and the card (``{"kind", "params", "metadata"}``).
@@ -117,13 +126,14 @@ def rebuild_from_card(
     if card.get("kind") != kind:
         raise ModelError(f"{directory}: a {card.get('kind')!r} model, not {kind!r}")
     meta = card.get("metadata", {})
-    if int(meta.get("format_version", -1)) != format_version:
+    readable = (format_version,) if isinstance(format_version, int) else tuple(format_version)
+    if int(meta.get("format_version", -1)) not in readable:
         raise ModelError(
             f"{directory}: {label} model format {meta.get('format_version')!r}, "
-            f"this gapforge reads format {format_version}"
+            f"this gapforge reads format {' or '.join(map(str, readable))}"
         )
     try:
-        model = cls(**card["params"])
+        model = cls(**card["params"]) if build is None else build(card["params"])
     except (KeyError, TypeError) as exc:
         raise ModelError(f"{card_path}: incompatible parameters ({exc})") from exc
     if not (directory / weights_file).is_file():

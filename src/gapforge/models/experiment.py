@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Self
@@ -35,13 +36,16 @@ from gapforge import columns as C
 from gapforge.errors import ModelError
 from gapforge.io import write_json
 from gapforge.models.base import MODEL_CARD_FILE, dump_skops, load_skops, rebuild_from_card, weights_record
+from gapforge.models.boosting import BOOSTER_KEYS, BoosterSettings
 from gapforge.models.metal_gate import GapDistribution, combine, fit_std_scale
 
 log = logging.getLogger(__name__)
 
 KIND = "experiment-head"
 WEIGHTS_FILE = "head.skops"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+#: card formats this gapforge reads (1: booster settings flat in ``params``)
+READABLE_FORMATS = (1, 2)
 #: Sub-directory of an oracle's directory that holds its experimental head.
 HEAD_DIR = "experiment"
 SIGMA_QUANTILES = (0.158655, 0.841345)
@@ -95,6 +99,25 @@ class HeadFeatures(StrEnum):
     MAGPIE_PBE = "magpie+pbe"
 
 
+#: columns :func:`pbe_features` appends to the Magpie descriptors
+N_PBE = 4
+
+
+@dataclass(frozen=True)
+class HeadDesign:
+    """The head's input rows for some formulas.
+
+    Attributes:
+        X: ``(N, d)`` Magpie descriptors [then the ``N_PBE`` PBE inputs].
+        valid: ``(N,)`` rows that could be featurised.
+        reasons: ``(N,)`` why a row could not ("" where it could).
+    """
+
+    X: np.ndarray
+    valid: np.ndarray
+    reasons: np.ndarray
+
+
 def pbe_features(pbe_model: Any, formulas: Sequence[str]) -> np.ndarray:
     """``(N, 4)`` PBE inputs: P(metal), non-metal gap, its std, gated prediction (NaN where unknown).
 
@@ -124,16 +147,42 @@ def pbe_features(pbe_model: Any, formulas: Sequence[str]) -> np.ndarray:
     )
 
 
+#: booster settings of a head made without ``booster`` (every head saved before the option)
+HEAD_BOOSTER = BoosterSettings(max_iter=300, learning_rate=0.05, max_leaf_nodes=31, min_samples_leaf=10)
+#: keys of a card's ``params`` written before the settings became one :class:`BoosterSettings`
+_FLAT_BOOSTER_KEYS = BOOSTER_KEYS
+
+
+@dataclass(frozen=True)
+class HeadParts:
+    """The head's three fitted parts on some design rows, arrays ``(N,)`` (None: part not fitted).
+
+    Attributes:
+        p_metal: the classifier's P(metal).
+        mu: the gap regressor's median non-metal gap (eV, >= 0).
+        sigma: half the distance between the 15.87 / 84.13 % quantile regressors (eV, >= 1e-3).
+    """
+
+    p_metal: np.ndarray | None
+    mu: np.ndarray | None
+    sigma: np.ndarray | None
+
+
 class ExperimentHead:
     """Experimental band gaps (eV) from composition and a PBE oracle's outputs.
 
     Args:
         features: ``magpie+pbe`` (default) or ``magpie`` (no transfer; the baseline).
-        max_iter: boosting iterations of each booster.
-        learning_rate: boosting learning rate.
-        max_leaf_nodes: leaves per tree.
-        min_samples_leaf: smallest leaf.
-        seed: random seed of the boosters.
+        booster: settings of the classifier, the quantile regressors and (unless
+            ``regressor_booster``) the gap regressor; default :data:`HEAD_BOOSTER`. Its seed
+            also seeds the cross-fitting folds and the bags.
+        regressor_booster: other settings for the gap regressor (None: ``booster``'s).
+        n_bags: gap regressors averaged (on the regressor's scale), each fitted on
+            ``bag_fraction`` of the non-metal rows drawn without replacement, seeds
+            ``seed``, ``seed + 1``, ...; 1: one regressor on all rows.
+        bag_fraction: share of the non-metal rows each bagged regressor sees.
+        monotone_pbe: constrain the gap regressor to increase with the PBE oracle's
+            non-metal gap and gated gap (scikit-learn ``monotonic_cst``; needs PBE inputs).
         host_fraction: ask the PBE oracle about each composition's host: elements below this
             share of the atoms are left out of the formula it reads
             (:func:`~gapforge.models.featurize.host_formulas`; 0: the plain composition, as
@@ -153,59 +202,123 @@ class ExperimentHead:
     def __init__(
         self,
         features: str = "magpie+pbe",
-        max_iter: int = 300,
-        learning_rate: float = 0.05,
-        max_leaf_nodes: int = 31,
-        min_samples_leaf: int = 10,
-        seed: int = 0,
+        booster: BoosterSettings | None = None,
+        regressor_booster: BoosterSettings | None = None,
+        n_bags: int = 1,
+        bag_fraction: float = 0.8,
+        monotone_pbe: bool = False,
         host_fraction: float = 0.0,
         host_magpie: bool = False,
         target: str = "gap",
     ) -> None:
         self.features = features
+        self.booster = booster
+        self.regressor_booster = regressor_booster
+        self.n_bags = n_bags
+        self.bag_fraction = bag_fraction
+        self.monotone_pbe = monotone_pbe
         self.host_fraction = host_fraction
         self.host_magpie = host_magpie
         self.target = target
-        self.max_iter = max_iter
-        self.learning_rate = learning_rate
-        self.max_leaf_nodes = max_leaf_nodes
-        self.min_samples_leaf = min_samples_leaf
-        self.seed = seed
+
+    @property
+    def booster_settings(self) -> BoosterSettings:
+        """The classifier's and quantile regressors' settings (``booster`` or :data:`HEAD_BOOSTER`)."""
+        return HEAD_BOOSTER if self.booster is None else self.booster
+
+    @property
+    def regressor_settings(self) -> BoosterSettings:
+        """The gap regressor's settings (``regressor_booster`` or :attr:`booster_settings`)."""
+        return self.booster_settings if self.regressor_booster is None else self.regressor_booster
+
+    @property
+    def seed(self) -> int:
+        """The head's seed: its booster settings' (bags, cross-fitting folds, PIT draws)."""
+        return self.booster_settings.seed
+
+    def with_seed(self, seed: int) -> ExperimentHead:
+        """An unfitted head with these parameters and every booster seeded with ``seed``."""
+        reg = None if self.regressor_booster is None else self.regressor_booster.with_seed(seed)
+        return type(self)(
+            **{
+                **self.get_params(),
+                "booster": self.booster_settings.with_seed(seed),
+                "regressor_booster": reg,
+            }
+        )
 
     def get_params(self) -> dict[str, Any]:
-        """Constructor arguments (JSON-ready)."""
+        """Constructor arguments (booster settings as :class:`BoosterSettings`)."""
         return {
             "features": self.features,
-            "max_iter": self.max_iter,
-            "learning_rate": self.learning_rate,
-            "max_leaf_nodes": self.max_leaf_nodes,
-            "min_samples_leaf": self.min_samples_leaf,
-            "seed": self.seed,
+            "booster": self.booster_settings,
+            "regressor_booster": self.regressor_booster,
+            "n_bags": self.n_bags,
+            "bag_fraction": self.bag_fraction,
+            "monotone_pbe": self.monotone_pbe,
             "host_fraction": self.host_fraction,
             "host_magpie": self.host_magpie,
             "target": self.target,
         }
 
-    def _design(self, formulas: Sequence[str], pbe_model: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        from gapforge.models.featurize import host_featurize, host_formulas
+    def card_params(self) -> dict[str, Any]:
+        """:meth:`get_params` as the model card stores it (settings as dicts)."""
+        params = self.get_params()
+        params["booster"] = self.booster_settings.to_dict()
+        params["regressor_booster"] = (
+            None if self.regressor_booster is None else self.regressor_booster.to_dict()
+        )
+        return params
 
-        fm = host_featurize(self.featurizer_, list(formulas), self.host_fraction if self.host_magpie else 0.0)
+    @classmethod
+    def from_card_params(cls, params: dict[str, Any]) -> ExperimentHead:
+        """An unfitted head from a card's ``params``, in this layout or the one before it.
+
+        Heads saved before :class:`BoosterSettings` (card format 1) store ``max_iter``,
+        ``learning_rate``, ``max_leaf_nodes``, ``min_samples_leaf`` and ``seed`` flat; newer
+        ones a ``booster`` dict (and ``regressor_booster``, None or a dict).
+        """
+        params = dict(params)
+        flat = {k: params.pop(k) for k in _FLAT_BOOSTER_KEYS if k in params}
+        booster = params.pop("booster", None)
+        if flat and booster is not None:
+            raise ModelError(f"model card params hold both a booster dict and flat settings {sorted(flat)}")
+        booster = flat if flat else booster
+        reg = params.pop("regressor_booster", None)
+        return cls(
+            **params,
+            booster=None if booster is None else BoosterSettings.from_dict(booster, defaults=HEAD_BOOSTER),
+            regressor_booster=None if reg is None else BoosterSettings.from_dict(reg, defaults=HEAD_BOOSTER),
+        )
+
+    def design(self, formulas: Sequence[str], pbe_model: Any) -> HeadDesign:
+        """The head's input rows: Magpie descriptors [and the PBE oracle's outputs] of ``formulas``.
+
+        Depends on the head's parameters only (the Magpie featurizer has no fitted state), so
+        an unfitted head gives the design a fitted one with these parameters trains on.
+        """
+        from gapforge.models.featurize import MagpieFeaturizer, host_featurize, host_formulas
+
+        fz = getattr(self, "featurizer_", None) or MagpieFeaturizer().fit(None)
+        fm = host_featurize(fz, list(formulas), self.host_fraction if self.host_magpie else 0.0)
         X = fm.X
         if HeadFeatures(self.features) is HeadFeatures.MAGPIE_PBE:
             if pbe_model is None:
                 raise ModelError("this experimental head needs its PBE oracle's predictions (pbe_model)")
-            hosts = host_formulas(self.featurizer_, list(formulas), self.host_fraction)
+            hosts = host_formulas(fz, list(formulas), self.host_fraction)
             X = np.column_stack([X, pbe_features(pbe_model, hosts)])
-        return X, fm.valid, fm.reasons
+        return HeadDesign(X, fm.valid, np.asarray(fm.reasons, dtype=object))
 
-    def _kw(self) -> dict[str, Any]:
-        return {
-            "max_iter": self.max_iter,
-            "learning_rate": self.learning_rate,
-            "max_leaf_nodes": self.max_leaf_nodes,
-            "min_samples_leaf": self.min_samples_leaf,
-            "random_state": self.seed,
-        }
+    def _monotone(self, n_columns: int) -> list[int] | None:
+        """``monotonic_cst`` of the gap regressor: +1 on the PBE non-metal and gated gaps."""
+        if not self.monotone_pbe:
+            return None
+        if HeadFeatures(self.features) is not HeadFeatures.MAGPIE_PBE:
+            raise ModelError("monotone_pbe constrains the PBE inputs: use features='magpie+pbe'")
+        cst = [0] * n_columns
+        # the last N_PBE columns are pbe_features(): P(metal), non-metal gap, its std, gated gap
+        cst[n_columns - N_PBE + 1] = cst[n_columns - 1] = 1
+        return cst
 
     def fit(
         self,
@@ -226,30 +339,13 @@ class ExperimentHead:
         Raises:
             ModelError: no usable row, or no metal / non-metal row to learn from.
         """
-        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
-
         from gapforge.models.featurize import MagpieFeaturizer
 
         self.featurizer_ = MagpieFeaturizer().fit(None)
-        X, valid, _ = self._design(formulas, pbe_model)
+        d = self.design(formulas, pbe_model)
         y = np.asarray(band_gaps, dtype=float)
-        ok = valid & np.isfinite(y)
-        X, y = X[ok], y[ok]
-        metal = y <= 0
-        if metal.all() or not metal.any():
-            raise ModelError("the experimental head needs both metals (0 eV) and non-metals to learn from")
-        kw = self._kw()
-        self.classifier_ = HistGradientBoostingClassifier(**kw).fit(X, metal)
-        log = HeadTarget(self.target) is HeadTarget.LOG1P
-        self.regressor_ = HistGradientBoostingRegressor(loss="absolute_error", **kw).fit(
-            X[~metal], np.log1p(y[~metal]) if log else y[~metal]
-        )
-        self.quantiles_ = [
-            HistGradientBoostingRegressor(loss="quantile", quantile=q, **kw).fit(X[~metal], y[~metal])
-            for q in SIGMA_QUANTILES
-        ]
-        self.std_scale_ = 1.0
-        self.n_train_ = int(ok.sum())
+        ok = d.valid & np.isfinite(y)
+        self.fit_design(d.X[ok], y[ok])
         if val_formulas is not None and len(val_formulas):
             p, mu, s, vok = self._parts(val_formulas, pbe_model)
             yv = np.asarray(val_band_gaps, dtype=float)
@@ -266,6 +362,73 @@ class ExperimentHead:
         if recalibration_folds:
             self.cross_fit_recalibration(formulas, band_gaps, pbe_model=pbe_model, folds=recalibration_folds)
         return self
+
+    def fit_design(self, X: np.ndarray, y: np.ndarray, *, gate: bool = True, regressor: bool = True) -> Self:
+        """Fit on design rows (:meth:`design`; every row usable, ``y`` finite, 0 eV = metal).
+
+        What :meth:`fit` does after building the design; benchmarks call it on cached designs.
+        ``gate`` fits the classifier and quantile regressors, ``regressor`` the gap regressor
+        (a benchmark reuses a gate fitted once for variants that change the regressor only).
+        Sets ``std_scale_`` to 1 and ``n_train_``.
+
+        Raises:
+            ModelError: no metal or no non-metal row to learn from.
+        """
+        from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
+
+        X = np.asarray(X, dtype=float)
+        y = np.asarray(y, dtype=float)
+        metal = y <= 0
+        if metal.all() or not metal.any():
+            raise ModelError("the experimental head needs both metals (0 eV) and non-metals to learn from")
+        Xn, yn = X[~metal], y[~metal]
+        if gate:
+            kw = self.booster_settings.sklearn_kwargs()
+            self.classifier_ = HistGradientBoostingClassifier(**kw).fit(X, metal)
+            self.quantiles_ = [
+                HistGradientBoostingRegressor(loss="quantile", quantile=q, **kw).fit(Xn, yn)
+                for q in SIGMA_QUANTILES
+            ]
+        if regressor:
+            settings = self.regressor_settings
+            yt = np.log1p(yn) if HeadTarget(self.target) is HeadTarget.LOG1P else yn
+            cst = self._monotone(X.shape[1])
+            if self.n_bags < 1 or not 0 < self.bag_fraction <= 1:
+                raise ModelError(
+                    f"n_bags must be >= 1 and bag_fraction in (0, 1], got {self.n_bags}, {self.bag_fraction}"
+                )
+            rng = np.random.default_rng(settings.seed)
+            self.regressors_ = []
+            for b in range(self.n_bags):
+                rows = (
+                    rng.choice(len(yt), size=int(self.bag_fraction * len(yt)), replace=False)
+                    if self.n_bags > 1
+                    else np.arange(len(yt))
+                )
+                kw = settings.with_seed(settings.seed + b).sklearn_kwargs()
+                reg = HistGradientBoostingRegressor(loss="absolute_error", monotonic_cst=cst, **kw)
+                self.regressors_.append(reg.fit(Xn[rows], yt[rows]))
+        self.std_scale_ = 1.0
+        self.n_train_ = len(y)
+        return self
+
+    @property
+    def regressor_(self) -> Any:
+        """The (first) fitted gap regressor."""
+        return self.regressors_[0]
+
+    def predict_design(self, X: np.ndarray) -> HeadParts:
+        """The fitted parts' outputs on design rows (a part not fitted: None)."""
+        X = np.asarray(X, dtype=float)
+        p = mu = s = None
+        if hasattr(self, "classifier_"):
+            p = self.classifier_.predict_proba(X)[:, list(self.classifier_.classes_).index(True)]
+            lo, hi = (q.predict(X) for q in self.quantiles_)
+            s = np.clip((hi - lo) / 2, 1e-3, None)
+        if hasattr(self, "regressors_"):
+            raw = np.mean([r.predict(X) for r in self.regressors_], axis=0)
+            mu = np.clip(np.expm1(raw) if HeadTarget(self.target) is HeadTarget.LOG1P else raw, 0.0, None)
+        return HeadParts(p, mu, s)
 
     def cross_fit_recalibration(
         self, formulas: Sequence[str], band_gaps: Sequence[float], *, pbe_model: Any = None, folds: int = 5
@@ -286,7 +449,7 @@ class ExperimentHead:
         y = np.asarray(band_gaps, dtype=float)
         pit = np.full(len(y), np.nan)
         for k, (tr, te) in enumerate(KFold(folds, shuffle=True, random_state=self.seed).split(y)):
-            sub = type(self)(**{**self.get_params(), "seed": self.seed + k})
+            sub = self.with_seed(self.seed + k)
             sub.fit([formulas[i] for i in tr], y[tr], pbe_model=pbe_model)
             p, mu, s, ok = sub._parts([formulas[i] for i in te], pbe_model)
             raw = GapDistribution(p, mu, s * self.std_scale_)
@@ -315,26 +478,20 @@ class ExperimentHead:
     def _parts(
         self, formulas: Sequence[str], pbe_model: Any
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        X, valid, _ = self._design(formulas, pbe_model)
-        n = len(X)
+        d = self.design(formulas, pbe_model)
+        n = len(d.X)
         p, mu, s = np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan)
-        if valid.any():
-            Z = X[valid]
-            p[valid] = self.classifier_.predict_proba(Z)[:, list(self.classifier_.classes_).index(True)]
-            raw = self.regressor_.predict(Z)
-            mu[valid] = np.clip(
-                np.expm1(raw) if HeadTarget(self.target) is HeadTarget.LOG1P else raw, 0.0, None
-            )
-            lo, hi = (q.predict(Z) for q in self.quantiles_)
-            s[valid] = np.clip((hi - lo) / 2, 1e-3, None)
-        return p, mu, s, valid
+        if d.valid.any():
+            parts = self.predict_design(d.X[d.valid])
+            p[d.valid], mu[d.valid], s[d.valid] = parts.p_metal, parts.mu, parts.sigma
+        return p, mu, s, d.valid
 
     def predict(self, formulas: Sequence[str], *, pbe_model: Any = None) -> pd.DataFrame:
         """Experimental gaps: ``formula``, ``band_gap_mean``, ``band_gap_std``, ``p_metal``, ``reason``."""
         return self.predict_distribution(formulas, pbe_model=pbe_model).to_table(formulas)
 
     def _check(self) -> None:
-        if not hasattr(self, "regressor_"):
+        if not hasattr(self, "regressors_") or not hasattr(self, "classifier_"):
             raise ModelError("this ExperimentHead is not fitted; call fit() or load() first")
 
     # -- persistence ----------------------------------------------------------------------
@@ -348,14 +505,14 @@ class ExperimentHead:
         content = {
             "featurizer": self.featurizer_,
             "classifier": self.classifier_,
-            "regressor": self.regressor_,
+            "regressor": self.regressors_[0] if len(self.regressors_) == 1 else list(self.regressors_),
             "quantile_lo": self.quantiles_[0],
             "quantile_hi": self.quantiles_[1],
         }
         weights = dump_skops(content, directory, WEIGHTS_FILE, compression=8)
         card = {
             "kind": KIND,
-            "params": self.get_params(),
+            "params": self.card_params(),
             "metadata": {
                 "format_version": FORMAT_VERSION,
                 **weights,
@@ -382,14 +539,16 @@ class ExperimentHead:
             cls,
             directory,
             kind=KIND,
-            format_version=FORMAT_VERSION,
+            format_version=READABLE_FORMATS,
             label="experimental head",
             weights_file=WEIGHTS_FILE,
+            build=cls.from_card_params,
         )
         content = load_skops(directory / WEIGHTS_FILE, TRUSTED_TYPES, label="experimental head")
         model.featurizer_ = content["featurizer"]
         model.classifier_ = content["classifier"]
-        model.regressor_ = content["regressor"]
+        reg = content["regressor"]
+        model.regressors_ = list(reg) if isinstance(reg, list) else [reg]
         model.quantiles_ = [content["quantile_lo"], content["quantile_hi"]]
         meta = card.get("metadata", {})
         model.std_scale_ = float(meta.get("std_scale", 1.0))
@@ -481,7 +640,9 @@ def train_experiment_head(
     n_val = round(val_fraction * len(df))
     val, train = df.iloc[perm[:n_val]], df.iloc[perm[n_val:]]
     t0 = time.perf_counter()
-    head = ExperimentHead(features=features, seed=seed, host_fraction=host_fraction, target=target).fit(
+    head = ExperimentHead(
+        features=features, booster=HEAD_BOOSTER.with_seed(seed), host_fraction=host_fraction, target=target
+    ).fit(
         train[C.FORMULA].tolist(),
         train[C.BAND_GAP].to_numpy(),
         pbe_model=pbe,
@@ -512,12 +673,15 @@ def train_experiment_head(
 
 
 __all__ = [
+    "HEAD_BOOSTER",
     "HEAD_DIR",
     "HOST_FRACTION_DEFAULT",
     "ExperimentHead",
     "ExperimentPredictor",
     "Fidelity",
+    "HeadDesign",
     "HeadFeatures",
+    "HeadParts",
     "HeadTarget",
     "head_dir",
     "pbe_features",

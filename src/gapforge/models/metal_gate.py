@@ -38,6 +38,8 @@ from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
+from gapforge.models.boosting import BoosterSettings
+
 if TYPE_CHECKING:
     from gapforge.models.calibration import CdfRecalibration
     from gapforge.window import GapWindow
@@ -266,7 +268,9 @@ class _MagpieBooster:
 
     Shared by :class:`MagpieMetalClassifier` and :class:`MagpieGapRegressor`: the settings,
     the featurisation, the early-stopping booster settings and the skops file (featurizer +
-    booster under :attr:`role`).
+    booster under :attr:`role`). The settings are one
+    :class:`~gapforge.models.boosting.BoosterSettings` (``settings``, also the card's ``params``);
+    an argument left ``None`` takes the class's :attr:`default_settings` value.
 
     Args:
         max_iter: cap on the boosting iterations (early stopping on 10 % of the rows).
@@ -280,42 +284,35 @@ class _MagpieBooster:
     role = "booster"
     #: what error messages call it
     label = "Magpie booster"
-    default_max_iter = 300
+    #: settings of a booster made without arguments (early stopping bounds ``max_iter``)
+    default_settings = BoosterSettings(
+        max_iter=300, learning_rate=0.1, max_leaf_nodes=63, min_samples_leaf=20
+    )
 
     def __init__(
         self,
         max_iter: int | None = None,
-        learning_rate: float = 0.1,
-        max_leaf_nodes: int = 63,
-        min_samples_leaf: int = 20,
-        seed: int = 0,
+        learning_rate: float | None = None,
+        max_leaf_nodes: int | None = None,
+        min_samples_leaf: int | None = None,
+        seed: int | None = None,
     ) -> None:
-        self.max_iter = self.default_max_iter if max_iter is None else max_iter
-        self.learning_rate = learning_rate
-        self.max_leaf_nodes = max_leaf_nodes
-        self.min_samples_leaf = min_samples_leaf
-        self.seed = seed
+        given = {"max_iter": max_iter, "learning_rate": learning_rate, "max_leaf_nodes": max_leaf_nodes,
+                 "min_samples_leaf": min_samples_leaf, "seed": seed}  # fmt: skip
+        self.settings = BoosterSettings.from_dict(
+            {k: v for k, v in given.items() if v is not None}, defaults=self.default_settings
+        )
 
     def get_params(self) -> dict[str, Any]:
-        """Constructor arguments (JSON-ready)."""
-        return {
-            "max_iter": self.max_iter,
-            "learning_rate": self.learning_rate,
-            "max_leaf_nodes": self.max_leaf_nodes,
-            "min_samples_leaf": self.min_samples_leaf,
-            "seed": self.seed,
-        }
+        """Constructor arguments (JSON-ready): the :class:`BoosterSettings`."""
+        return self.settings.to_dict()
 
     def _booster_kwargs(self) -> dict[str, Any]:
         return {
-            "max_iter": self.max_iter,
-            "learning_rate": self.learning_rate,
-            "max_leaf_nodes": self.max_leaf_nodes,
-            "min_samples_leaf": self.min_samples_leaf,
+            **self.settings.sklearn_kwargs(),
             "early_stopping": True,
             "validation_fraction": 0.1,
             "n_iter_no_change": 15,
-            "random_state": self.seed,
         }
 
     def _training_rows(self, formulas: Any, band_gaps: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -360,7 +357,6 @@ class MagpieMetalClassifier(_MagpieBooster):
 
     role = "classifier"
     label = "metal classifier"
-    default_max_iter = 300
 
     def fit(self, formulas: Any, band_gaps: Any) -> MagpieMetalClassifier:
         """Fit on formulas and gaps (0 eV = metal); unreadable formulas are skipped."""
@@ -389,7 +385,9 @@ class MagpieGapRegressor(_MagpieBooster):
 
     role = "regressor"
     label = "gap regressor"
-    default_max_iter = 3000
+    default_settings = BoosterSettings(
+        max_iter=3000, learning_rate=0.1, max_leaf_nodes=63, min_samples_leaf=20
+    )
 
     def fit(self, formulas: Any, band_gaps: Any) -> MagpieGapRegressor:
         """Fit on the non-metal rows (gap > 0 eV) of formulas and gaps; unreadable formulas are skipped."""
