@@ -1295,6 +1295,7 @@ def run_expt(args: argparse.Namespace) -> None:
             head = ExperimentHead(
                 features=variant,
                 booster=HEAD_BOOSTER.with_seed(fold),
+                regressor_booster=_regressor_booster(args, fold),
                 host_fraction=args.host_fraction,
                 host_magpie=args.host_magpie,
                 target=args.target,
@@ -1328,6 +1329,7 @@ def run_expt(args: argparse.Namespace) -> None:
                     "host_fraction": args.host_fraction,
                     "host_magpie": args.host_magpie,
                     "target": args.target,
+                    "head_params": head.card_params(),
                     "host_twins": {"n": int(twin.sum()), "mae_eV": float(np.abs(err[twin]).mean())},
                     "fold": fold,
                     "n_train": len(train),
@@ -1353,6 +1355,17 @@ def run_expt(args: argparse.Namespace) -> None:
                     "load_avg_end": _load_avg(),
                 },
             )
+
+
+def _regressor_booster(args: argparse.Namespace, fold: int) -> Any:
+    """``ExperimentHead(regressor_booster=...)`` from ``--reg-learning-rate``, ``--reg-max-iter`` or None."""
+    from dataclasses import replace
+
+    from gapforge.models.experiment import HEAD_BOOSTER
+
+    change = {"learning_rate": args.reg_learning_rate, "max_iter": args.reg_max_iter}
+    change = {k: v for k, v in change.items() if v is not None}
+    return replace(HEAD_BOOSTER, **change, seed=fold) if change else None
 
 
 ORDER_CHECK = ("Cu", "Fe3Al", "LiF", "NaCl", "GaAs", "Si")
@@ -1818,6 +1831,10 @@ def main() -> None:
     e.add_argument("--host-fraction", type=float, default=0.0, help="ExperimentHead(host_fraction=...)")
     e.add_argument("--host-magpie", action="store_true", help="ExperimentHead(host_magpie=True)")
     e.add_argument("--target", choices=["gap", "log1p"], default="gap", help="ExperimentHead(target=...)")
+    e.add_argument(
+        "--reg-learning-rate", type=float, help="gap regressor learning rate (default: the head booster)"
+    )
+    e.add_argument("--reg-max-iter", type=int, help="the gap regressor's iterations (default the head's)")
     e.add_argument(
         "--split", choices=["matbench", "cluster"], default="matbench", help="cluster: leave-chemistry-out"
     )

@@ -101,6 +101,11 @@ def _bad_head_option(gf: Cli, tmp: Path) -> None:
         line = _one_error_line(*gf("train", "experiment-head", flag, value, "--out", str(out))[::2])
         assert flag in line and choices in line and value in line
         assert not out.exists()  # refused before anything is fitted or written
+    out = tmp / "head-lr"
+    line = _one_error_line(
+        *gf("train", "experiment-head", "--regressor-learning-rate", "-0.1", "--out", str(out))[::2]
+    )
+    assert "--regressor-learning-rate" in line and "-0.1" in line and not out.exists()
     args = ("structure", "--input", str(tmp / "c.csv"), "--out", str(tmp / "s"), "--ranking", "best")
     line = _one_error_line(*gf(*args)[::2])
     assert "--ranking" in line and "learned, rule" in line and "best" in line

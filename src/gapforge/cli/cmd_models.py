@@ -247,12 +247,29 @@ def train_experiment_head_cmd(
         str,
         typer.Option("--target", help="What the gap regressor fits: gap (eV) or log1p (of the gap)."),
     ] = "gap",
+    regressor_learning_rate: Annotated[
+        float | None,
+        typer.Option("--regressor-learning-rate", help="The gap regressor's learning rate (default 0.05)."),
+    ] = None,
+    regressor_max_iter: Annotated[
+        int | None,
+        typer.Option("--regressor-max-iter", help="The gap regressor's boosting iterations (default 300)."),
+    ] = None,
 ) -> None:
     """Fit the experimental-gap head (gradient boosting + metal gate) on measured gaps beside an oracle."""
-    from gapforge.models.experiment import HeadFeatures, HeadTarget, train_experiment_head
+    from dataclasses import replace
+
+    from gapforge.errors import InputError, ModelError
+    from gapforge.models.experiment import HEAD_BOOSTER, HeadFeatures, HeadTarget, train_experiment_head
 
     features = choice("--features", features, HeadFeatures).value
     target = choice("--target", target, HeadTarget).value
+    change = {"learning_rate": regressor_learning_rate, "max_iter": regressor_max_iter}
+    change = {k: v for k, v in change.items() if v is not None}
+    try:
+        regressor_booster = replace(HEAD_BOOSTER, **change) if change else None
+    except ModelError as exc:
+        raise InputError(f"--regressor-learning-rate / --regressor-max-iter: {exc}") from None
 
     target, head = train_experiment_head(
         oracle,
@@ -263,6 +280,7 @@ def train_experiment_head_cmd(
         recalibration_folds=recal_folds,
         **({"host_fraction": host_fraction} if host_fraction is not None else {}),
         target=target,
+        regressor_booster=regressor_booster,
         command=shlex.join(["gapforge", *sys.argv[1:]]),
     )
     typer.echo(f"saved experimental head to {target} ({head.n_train_} rows, std scale {head.std_scale_:.2f})")

@@ -619,13 +619,16 @@ def train_experiment_head(
     recalibration_folds: int = 5,
     host_fraction: float = HOST_FRACTION_DEFAULT,
     target: str = "gap",
+    regressor_booster: BoosterSettings | None = None,
     command: str | None = None,
 ) -> tuple[Path, ExperimentHead]:
     """``gapforge train experiment-head``: fit a head on measured gaps beside an oracle.
 
     ``val_fraction`` of the rows (seeded) is held out to fit the std scale; the CDF
     recalibration is cross-fitted over ``recalibration_folds`` folds of the training rows
-    (:meth:`ExperimentHead.cross_fit_recalibration`; 0: fitted on the held-out rows); the head
+    (:meth:`ExperimentHead.cross_fit_recalibration`; 0: fitted on the held-out rows);
+    ``regressor_booster`` (its seed replaced by ``seed``) are the gap regressor's settings
+    (None: :data:`HEAD_BOOSTER`'s); the head
     is saved to ``out`` (default ``<oracle>/experiment``, where ``--fidelity
     experiment`` finds it).
     """
@@ -641,7 +644,11 @@ def train_experiment_head(
     val, train = df.iloc[perm[:n_val]], df.iloc[perm[n_val:]]
     t0 = time.perf_counter()
     head = ExperimentHead(
-        features=features, booster=HEAD_BOOSTER.with_seed(seed), host_fraction=host_fraction, target=target
+        features=features,
+        booster=HEAD_BOOSTER.with_seed(seed),
+        regressor_booster=None if regressor_booster is None else regressor_booster.with_seed(seed),
+        host_fraction=host_fraction,
+        target=target,
     ).fit(
         train[C.FORMULA].tolist(),
         train[C.BAND_GAP].to_numpy(),
