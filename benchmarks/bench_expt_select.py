@@ -27,6 +27,7 @@ import argparse
 import hashlib
 import json
 import os
+import shlex
 import sys
 import time
 from dataclasses import replace
@@ -59,6 +60,8 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "log-bag5": {"target": "log1p", "n_bags": 5, "bag_fraction": 0.8},
     "lr02-800": {"regressor_booster": {"learning_rate": 0.02, "max_iter": 800}},
     "log-lr02-800": {"target": "log1p", "regressor_booster": {"learning_rate": 0.02, "max_iter": 800}},
+    "log-lr01-1600": {"target": "log1p", "regressor_booster": {"learning_rate": 0.01, "max_iter": 1600}},
+    "log-lr02-800-all": {"target": "log1p", "booster": {"learning_rate": 0.02, "max_iter": 800}},
     "log-msl5": {"target": "log1p", "regressor_booster": {"min_samples_leaf": 5}},
     "leaf15-msl5": {"regressor_booster": {"max_leaf_nodes": 15, "min_samples_leaf": 5, "max_iter": 500}},
     "log-mono": {"target": "log1p", "monotone_pbe": True},
@@ -173,12 +176,16 @@ def write_md(res: dict) -> None:
     lines = [
         "# Experimental head: inner-CV selection (matbench_expt_gap)",
         "",
-        "Inner = mean MAE over 4 inner folds of each outer fold's training rows (what selects); test = "
-        "the outer test fold (reported only). `bench_expt_select.py` docstring for the protocol.",
+        "Inner = MAE pooled over 4 inner folds of each outer fold's training rows (what selects); test = "
+        "the outer test fold (reported only). `bench_expt_select.py` docstring for the protocol; "
+        "`PYTHONPATH=src GAPFORGE_DATA_PATH=../shared/data OMP_NUM_THREADS=1 nice -n 10 python "
+        "benchmarks/bench_expt_select.py NAME ...` (records since 2026-12-01 06:30 UTC carry their command "
+        "and date in the JSON). Δ log = inner MAE minus the `log` variant's on the same fold (negative: "
+        "better). Load = 1-min load average of the 2-core machine when each fold ended (other jobs ran).",
         "",
-        "| variant | folds | inner MAE mean ± sd | inner per fold | test MAE mean ± sd | test per fold "
-        "| s/fold |",
-        "|---|---|---|---|---|---|---|",
+        "| variant | folds | inner MAE mean ± sd | inner per fold | Δ log per fold | test MAE mean ± sd "
+        "| test per fold | s/fold | load |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
 
     def sd(v: np.ndarray) -> float:
@@ -186,13 +193,22 @@ def write_md(res: dict) -> None:
 
     names = sorted({k.split("/")[0] for k in res})
     for n in names:
-        rows = [res[f"{n}/fold{f}"] for f in range(5) if f"{n}/fold{f}" in res]
+        folds = [f for f in range(5) if f"{n}/fold{f}" in res]
+        rows = [res[f"{n}/fold{f}"] for f in folds]
         a = np.array([r["inner_cv_mae"] for r in rows])
         b = np.array([r["test_mae"] for r in rows])
+        delta = [
+            f"{r['inner_cv_mae'] - res[f'log/fold{f}']['inner_cv_mae']:+.4f}"
+            if f"log/fold{f}" in res
+            else "-"
+            for f, r in zip(folds, rows, strict=True)
+        ]
+        loads = [r["load_avg_end"][0] for r in rows if r.get("load_avg_end")]
+        load = f"{min(loads):.1f}-{max(loads):.1f}" if loads else "-"
         lines.append(
-            f"| {n} | {len(rows)} | {a.mean():.4f} ± {sd(a):.4f} | {', '.join(f'{v:.3f}' for v in a)} | "
-            f"{b.mean():.3f} ± {sd(b):.3f} | {', '.join(f'{v:.3f}' for v in b)} | "
-            f"{np.mean([r['seconds'] for r in rows]):.0f} |"
+            f"| {n} | {len(rows)} | {a.mean():.4f} ± {sd(a):.4f} | {', '.join(f'{v:.4f}' for v in a)} | "
+            f"{', '.join(delta)} | {b.mean():.3f} ± {sd(b):.3f} | {', '.join(f'{v:.3f}' for v in b)} | "
+            f"{np.mean([r['seconds'] for r in rows]):.0f} | {load} |"
         )
     OUT.with_suffix(".md").write_text("\n".join(lines) + "\n")
 
@@ -237,11 +253,19 @@ def main(argv: list[str]) -> None:
                 continue
             if key in res:
                 continue
-            res[key] = score(name, fold, designs, y)
+            res[key] = {
+                **score(name, fold, designs, y),
+                "command": shlex.join(["python", "benchmarks/bench_expt_select.py", *argv]),
+                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            }
             tmp = OUT.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(res, indent=1))
             tmp.replace(OUT)
-            print(key, {k: v for k, v in res[key].items() if k != "head_params"}, flush=True)
+            print(
+                key,
+                {k: v for k, v in res[key].items() if k in ("inner_cv_mae", "test_mae", "seconds")},
+                flush=True,
+            )
     if args.verify:
         sys.exit(1 if bad else 0)
     write_md(res)
