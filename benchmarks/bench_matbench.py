@@ -775,12 +775,12 @@ def run_attach_metal_clf(args: argparse.Namespace) -> None:
     model = load_model(args.model_dir)
     record = model.metadata_["benchmark_record"]
     name, task, fold = record.split("/")[0], record.split("/")[1], int(record.rsplit("fold", 1)[1])
-    key = f"{name}+hgb-metal/{task}/fold{fold}"
+    key = f"{name}+hgb-metal{args.tag}/{task}/fold{fold}"
 
     def fit_score(part: Fold) -> dict[str, Any]:
         train, val, test = part.train, part.val, part.test
         t0 = time.perf_counter()
-        clf = MagpieMetalClassifier(max_iter=args.max_iter, seed=fold).fit(
+        clf = MagpieMetalClassifier(max_iter=args.max_iter, seed=fold, features=args.features).fit(
             train[C.FORMULA], train[C.BAND_GAP]
         )
         seconds = time.perf_counter() - t0
@@ -802,7 +802,7 @@ def run_attach_metal_clf(args: argparse.Namespace) -> None:
         dist = model.predict_distribution(test[C.FORMULA].tolist())
         _resave(model, Path(args.out), key, f"{record}: the fold's {len(val)} validation rows")
         out = {
-            "model": f"{name}+hgb-metal",
+            "model": f"{name}+hgb-metal{args.tag}",
             "task": task,
             "fold": fold,
             "model_dir": str(args.out),
@@ -820,7 +820,7 @@ def run_attach_metal_clf(args: argparse.Namespace) -> None:
         log.info("%s: %s", key, out["test"])
         return out
 
-    run_folds(task, [fold], f"{name}+hgb-metal", fit_score, overwrite=args.overwrite)
+    run_folds(task, [fold], f"{name}+hgb-metal{args.tag}", fit_score, overwrite=args.overwrite)
 
 
 #: model-card keys RoostEnsemble.save writes itself (not carried over when a model is re-saved)
@@ -1064,21 +1064,39 @@ def run_hgb_metal(args: argparse.Namespace) -> None:
     run_folds("mp_gap", args.folds, "hgb-metal", fit_score)
 
 
-def _goal_threshold(p: np.ndarray, point: Any, y: np.ndarray, share: float = 0.95) -> float:
-    """The lowest threshold at which ``share`` of the non-metals stay at or above 0.1 eV (validation).
-
-    ``point(t)`` gives the gated points at threshold ``t``; the goal's non-metal side is met at the
-    threshold returned, and the metals' share is whatever the classifier reaches there.
-    """
-    grid = np.linspace(0.05, 0.95, 91)
-    nm = y > 0
-    ok = [t for t in grid if (point(t)[nm] >= METAL_EPS).mean() >= share]
-    return float(ok[0]) if ok else 0.95
-
-
 def _rule_point(p: np.ndarray, mu: np.ndarray, s: np.ndarray, t: float) -> np.ndarray:
     """:func:`_gate_rule`'s points: 0 eV iff ``p >= t``, else the median with ``p`` capped below 0.5."""
     return np.where(p >= t, 0.0, combine(np.minimum(p, 0.499), mu, s).point)
+
+
+def _hard_point(p: np.ndarray, mu: np.ndarray, t: float) -> np.ndarray:
+    """The hard gate: 0 eV iff ``p >= t``, else the non-metal regressor's gap ``mu`` itself.
+
+    The mixture median of :func:`_rule_point` sinks towards 0 eV as ``p`` nears 0.5, so a row
+    called non-metal can still land below 0.1 eV; here a non-metal call keeps its gap.
+    """
+    return np.where(p >= t, 0.0, mu)
+
+
+def _shares(point: np.ndarray, y: np.ndarray, t: float) -> dict[str, Any]:
+    metal = y <= 0
+    return {
+        "threshold": round(float(t), 3),
+        "mae_eV": float(np.abs(point - y).mean()),
+        "metals_below_0.1": float((point[metal] < METAL_EPS).mean()),
+        "nonmetals_above_0.1": float((point[~metal] >= METAL_EPS).mean()),
+    }
+
+
+def _goal_threshold(point: Callable[[float], np.ndarray], y: np.ndarray, share: float = 0.95) -> float:
+    """The lowest threshold at which ``share`` of the non-metals get a point >= 0.1 eV (0.99 if none).
+
+    ``point(t)``: the validation rows' points at threshold ``t``. At the threshold returned the
+    goal's non-metal side holds on validation; the metals' share is whatever the classifier reaches.
+    """
+    nm = y > 0
+    ok = [t for t in np.linspace(0.05, 0.99, 95) if (point(t)[nm] >= METAL_EPS).mean() >= share]
+    return float(ok[0]) if ok else 0.99
 
 
 def _metal_split_scores(
@@ -1104,7 +1122,8 @@ def _metal_split_scores(
 
 def run_metal_clf(args: argparse.Namespace) -> None:
     """The Magpie metal classifier with other settings, through ``hgb-metal``'s gate (blend with the
-    Roost fold model's metal head by validation AUC; thresholds chosen on validation)."""
+    Roost fold model's metal head by validation AUC; thresholds chosen on validation) and through
+    the hard gate (:func:`_hard_point`). Each fold's P(metal) is cached under ``--work``."""
     from sklearn.metrics import roc_auc_score
 
     from gapforge.models.metal_gate import MagpieMetalClassifier, MetalFeatures, blend
@@ -1114,39 +1133,55 @@ def run_metal_clf(args: argparse.Namespace) -> None:
     def fit_score(part: Fold) -> dict[str, Any]:
         fold, train = part.fold, part.train
         comp = _roost_components(fold, Path(args.components))
-        t0 = time.perf_counter()
-        clf = MagpieMetalClassifier(
-            max_iter=args.max_iter,
-            learning_rate=args.learning_rate,
-            max_leaf_nodes=args.max_leaf_nodes,
-            seed=fold,
-            features=args.features,
-        ).fit(train[C.FORMULA], train[C.BAND_GAP])
-        seconds = time.perf_counter() - t0
+        cache = Path(args.work) / f"{name}_fold{fold}.npz"
+        if cache.is_file():
+            with np.load(cache) as z:
+                ph, fit = {"va": z["val_p"], "te": z["test_p"]}, json.loads(str(z["fit"]))
+        else:
+            t0 = time.perf_counter()
+            clf = MagpieMetalClassifier(
+                max_iter=args.max_iter,
+                learning_rate=args.learning_rate,
+                max_leaf_nodes=args.max_leaf_nodes,
+                seed=fold,
+                features=args.features,
+            ).fit(train[C.FORMULA], train[C.BAND_GAP])
+            fit = {
+                "params": clf.get_params(),
+                "n_features": int(clf.featurizer_.transform(["NaCl"]).shape[1]),
+                "hgb_iterations": int(clf.classifier_.n_iter_),
+                "train_seconds": round(time.perf_counter() - t0, 1),
+                "fit_load_avg": [part.load_avg_start, _load_avg()],
+            }
+            ph = {"va": clf.p_metal(part.val[C.FORMULA]), "te": clf.p_metal(part.test[C.FORMULA])}
+            cache.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache.with_suffix(".tmp.npz")
+            np.savez(tmp, val_p=ph["va"], test_p=ph["te"], fit=json.dumps(fit))
+            tmp.replace(cache)
         yv, yt = comp["val_y"], comp["test_y"]
         mv, mt = yv <= 0, yt <= 0
-        ph = {"va": clf.p_metal(part.val[C.FORMULA]), "te": clf.p_metal(part.test[C.FORMULA])}
         pr = {"va": comp["val_p"], "te": comp["test_p"]}
         auc_w = [roc_auc_score(mv, blend(pr["va"], ph["va"], a)) for a in BLEND_GRID]
         w = float(BLEND_GRID[int(np.argmax(auc_w))])
         pb = {k: blend(pr[k], ph[k], w) for k in ("va", "te")}
         sv, st = comp["val_s"] * comp["std_scale"], comp["test_s"] * comp["std_scale"]
+        muv, mut = comp["val_mu"], comp["test_mu"]
         seen = part.test[C.FORMULA].isin(set(train[C.FORMULA]) | set(part.val[C.FORMULA])).to_numpy()
         out: dict[str, Any] = {}
         for which, pp in (("classifier", ph), ("blend", pb)):
             t_ba = _best_threshold(pp["va"], mv)
-            t_goal = _goal_threshold(
-                pp["va"], lambda t, pp=pp: _rule_point(pp["va"], comp["val_mu"], sv, t), yv
-            )
+            t_goal = _goal_threshold(lambda t, pp=pp: _rule_point(pp["va"], muv, sv, t), yv)
+            t_hard = _goal_threshold(lambda t, pp=pp: _hard_point(pp["va"], muv, t), yv)
             out[which] = {
                 "auc_test": float(roc_auc_score(mt, pp["te"])),
                 "auc_val": float(roc_auc_score(mv, pp["va"])),
-                "at_0.5": _gate_rule(pp["te"], comp["test_mu"], st, yt, 0.5),
-                "at_val_threshold": _gate_rule(pp["te"], comp["test_mu"], st, yt, t_ba),
-                "at_val_goal_threshold": _gate_rule(pp["te"], comp["test_mu"], st, yt, t_goal),
-                "by_formula_at_val_threshold": _metal_split_scores(
-                    pp["te"], comp["test_mu"], st, yt, t_ba, seen
-                ),
+                "at_0.5": _gate_rule(pp["te"], mut, st, yt, 0.5),
+                "at_val_threshold": _gate_rule(pp["te"], mut, st, yt, t_ba),
+                "at_val_goal_threshold": _gate_rule(pp["te"], mut, st, yt, t_goal),
+                "hard_at_0.5": _shares(_hard_point(pp["te"], mut, 0.5), yt, 0.5),
+                "hard_at_val_threshold": _shares(_hard_point(pp["te"], mut, t_ba), yt, t_ba),
+                "hard_at_val_goal_threshold": _shares(_hard_point(pp["te"], mut, t_hard), yt, t_hard),
+                "by_formula_at_val_threshold": _metal_split_scores(pp["te"], mut, st, yt, t_ba, seen),
             }
         log.info("%s fold %d: %s", name, fold, json.dumps({k: v["auc_test"] for k, v in out.items()}))
         return {
@@ -1154,13 +1189,12 @@ def run_metal_clf(args: argparse.Namespace) -> None:
             "task": "mp_gap",
             "fold": fold,
             "n_train": len(train),
-            "params": clf.get_params(),
-            "n_features": int(clf.featurizer_.transform(["NaCl"]).shape[1]),
-            "hgb_iterations": int(clf.classifier_.n_iter_),
+            **{k: v for k, v in fit.items() if k != "fit_load_avg"},
             "blend_weight_hgb": w,
             "classifiers": out,
             "test": {"metal_auc": out["blend"]["auc_test"], **out["blend"]["at_val_threshold"]},
-            "train_seconds": round(seconds, 1),
+            "load_avg_start": fit["fit_load_avg"][0],
+            "load_avg_end": fit["fit_load_avg"][1],
         }
 
     run_folds("mp_gap", args.folds, name, fit_score)
@@ -1783,6 +1817,90 @@ def _metal_md(recs: dict[str, Any]) -> list[str]:
     ]
 
 
+def _metal_clf_md(recs: dict[str, Any]) -> list[str]:
+    """``metal-clf`` records per fold, and mean ± sd over folds beside ``hgb-metal`` (the baseline)."""
+
+    def pair(d: dict[str, Any]) -> str:
+        return f"{_fmt(d['metals_below_0.1'])} / {_fmt(d['nonmetals_above_0.1'])}"
+
+    rows, by = [], {}
+    for key in sorted(recs):
+        r = recs[key]
+        if not (r["model"].startswith("metal-clf") or r["model"] == "hgb-metal"):
+            continue
+        for which in ("classifier", "blend") if r["model"] != "hgb-metal" else ("hgb", "blend"):
+            c = r["classifiers"][which]
+            name = f"{r['model']} {'classifier' if which == 'hgb' else which}"
+            vals = {
+                "auc": c["auc_test"],
+                **{f"{k} {s}": c[k][f"{s}_below_0.1" if s == "metals" else f"{s}_above_0.1"]
+                   for k in ("at_0.5", "at_val_threshold") for s in ("metals", "nonmetals")},
+            }  # fmt: skip
+            for k, label in (("at_val_goal_threshold", "goal"), ("hard_at_val_goal_threshold", "hard goal")):
+                if k in c:
+                    vals[f"{label} metals"] = c[k]["metals_below_0.1"]
+                    vals[f"{label} nonmetals"] = c[k]["nonmetals_above_0.1"]
+            by.setdefault(name, []).append(vals)
+            if r["model"] == "hgb-metal":
+                continue
+            split, hard = c["by_formula_at_val_threshold"], c["hard_at_val_goal_threshold"]
+            rows.append(
+                f"| {name} | {r['fold']} | {_fmt(c['auc_test'])} | {pair(c['at_0.5'])} | "
+                f"{_fmt(c['at_val_threshold']['threshold'], 2)} | {pair(c['at_val_threshold'])} | "
+                f"{_fmt(c['at_val_goal_threshold']['threshold'], 2)} | {pair(c['at_val_goal_threshold'])} | "
+                f"{_fmt(hard['threshold'], 2)} | {pair(hard)} | "
+                f"{_fmt(split['seen_formula']['auc'])} / {_fmt(split['unseen_formula']['auc'])} | "
+                f"{pair(split['seen_formula'])} | {pair(split['unseen_formula'])} | "
+                f"{r.get('hgb_iterations', '')} | {_fmt(r.get('train_seconds'))} | "
+                f"{r.get('load_avg_start', '')}→{r.get('load_avg_end', '')} |"
+            )
+    if not rows:
+        return []
+
+    def ms(v: list[float]) -> str:
+        return f"{np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.3f}"
+
+    cols = ("auc", "at_0.5 metals", "at_0.5 nonmetals", "at_val_threshold metals",
+            "at_val_threshold nonmetals", "goal metals", "goal nonmetals", "hard goal metals",
+            "hard goal nonmetals")  # fmt: skip
+    summary = [
+        f"| {name} | {len(v)} | "
+        + " | ".join(ms([x[c] for x in v]) if all(c in x for x in v) else "" for c in cols)
+        + " |"
+        for name, v in sorted(by.items())
+    ]
+    return [
+        "",
+        "## Metal classifier variants (`metal-clf`; mp_gap, through `hgb-metal`'s gate)",
+        "",
+        "Same rule as the table above (metal iff P(metal) >= threshold, else the Roost fold model's "
+        "non-metal median); `blend` = the classifier blended with Roost's metal head (weight by validation "
+        "AUC). Thresholds from the fold's validation rows: `val thr.` the best balanced accuracy, "
+        "`goal thr.` the lowest keeping 95 % of the validation non-metals >= 0.1 eV. `seen` = test rows "
+        "whose formula has training rows (another polymorph), `unseen` the others; their shares "
+        "at `val thr.`.",
+        "",
+        "`hard goal thr.`: the same search for the hard gate (0 eV iff P(metal) >= threshold, else the "
+        "non-metal regressor's gap itself, not the mixture median, which sinks below 0.1 eV as P(metal) "
+        "nears 0.5).",
+        "",
+        "| model | fold | AUC | metals / non-metals at 0.5 | val thr. | at it | goal thr. | at it "
+        "| hard goal thr. | at it | AUC seen / unseen | seen at val thr. | unseen at val thr. | iterations "
+        "| fit s | load |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        *rows,
+        "",
+        "Mean ± sd over the folds (test): AUC, then metals < 0.1 / non-metals >= 0.1 at 0.5, at the "
+        "balanced validation threshold, at the goal threshold (`hgb-metal`: the baseline, 300 iterations, "
+        "Magpie only).",
+        "",
+        "| model | folds | AUC | metals at 0.5 | non-metals at 0.5 | metals at val thr. | non-metals at val "
+        "thr. | metals at goal thr. | non-metals at goal thr. | hard gate: metals | non-metals |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+        *summary,
+    ]
+
+
 def _gap_blend_md(recs: dict[str, Any]) -> list[str]:
     rows = []
     for key in sorted(recs):
@@ -1919,7 +2037,9 @@ def write_md() -> None:
         lines.append(
             f"| {m} | {t} | {len(v)} | {np.mean(v):.3f} ± {np.std(v, ddof=1) if len(v) > 1 else 0:.3f} |"
         )
-    lines += _calibration_md(recs) + _metal_md(recs) + _gap_blend_md(recs) + _order_md(recs)
+    lines += (
+        _calibration_md(recs) + _metal_md(recs) + _metal_clf_md(recs) + _gap_blend_md(recs) + _order_md(recs)
+    )
     lines += _ceiling_md(data) + _twins_md(data)
     lines += ["", "Commands:", ""] + [f"    {c}" for c in data.get("commands", [])]
     notes = RESULTS / "bench_matbench_notes.md"
@@ -1957,6 +2077,8 @@ def main() -> None:
     am.add_argument("--out", required=True)
     am.add_argument("--max-iter", type=int, default=500)
     am.add_argument("--overwrite", action="store_true", help="refit when the fold is recorded already")
+    am.add_argument("--features", default="magpie", choices=["magpie", "magpie+fractions+smact"])
+    am.add_argument("--tag", default="", help="suffix of the record's model name")
     ag = sub.add_parser("attach-gap-reg", help="attach a Magpie gap regressor to a saved fold model")
     ag.add_argument("model_dir")
     ag.add_argument("--out", required=True)
@@ -1974,6 +2096,7 @@ def main() -> None:
     mc.add_argument("--learning-rate", type=float, default=0.1)
     mc.add_argument("--max-leaf-nodes", type=int, default=63)
     mc.add_argument("--components", default=str(WORK / "components"), help="cached Roost fold components")
+    mc.add_argument("--work", default=str(WORK / "metal-clf"), help="cached P(metal) per fold")
     mc.add_argument("--tag", default="", help="suffix of the records' model name")
     gb = sub.add_parser("hgb-gap-blend", help="Roost's non-metal gap blended with a Magpie HGB regressor's")
     gb.add_argument("--folds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
