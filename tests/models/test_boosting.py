@@ -41,10 +41,12 @@ def test_bad_settings_are_refused_with_the_key(data: dict, match: str) -> None:
 
 def test_magpie_boosters_keep_their_defaults_and_card_params() -> None:
     clf, reg = MagpieMetalClassifier(), MagpieGapRegressor(max_iter=50, seed=2)
-    # the flat params a card entry has always held: one BoosterSettings
+    # the flat params a card entry has always held: one BoosterSettings (+ the classifier's features)
     assert clf.get_params() == {
-        "max_iter": 300, "learning_rate": 0.1, "max_leaf_nodes": 63, "min_samples_leaf": 20, "seed": 0
+        "max_iter": 300, "learning_rate": 0.1, "max_leaf_nodes": 63, "min_samples_leaf": 20, "seed": 0,
+        "features": "magpie",
     }  # fmt: skip
+    assert clf.settings == BoosterSettings()
     assert MagpieGapRegressor().settings.max_iter == 3000
     assert reg.settings == BoosterSettings(max_iter=50, seed=2)
     assert BoosterSettings.from_dict(reg.get_params()) == reg.settings
