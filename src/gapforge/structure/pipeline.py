@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Executor
 
     from gapforge.executor import ExecutorSettings
+    from gapforge.structure.prototypes import PrototypeCounts
 
 log = logging.getLogger(__name__)
 
@@ -119,6 +120,7 @@ def build_structures(
     library: TemplateLibrary | str | Path | None = None,
     settings: StructureSettings = StructureSettings(),
     overwrite: bool = False,
+    prototypes: PrototypeCounts | None = None,
 ) -> pd.DataFrame:
     """Find templates for each candidate, substitute, write CIFs and ``structures.csv``.
 
@@ -129,6 +131,9 @@ def build_structures(
         library: template library or its file (default: the offline MP library).
         settings: search and substitution settings.
         overwrite: redo even if ``structures.csv`` exists (else it is returned as is).
+        prototypes: prototype counts of the ranking (default: ``mp-formulas``; a
+            benchmark passes counts without its held-out materials). Used only with
+            ``settings.prototype_ranking``.
 
     Returns:
         The ``structures.csv`` table: one row per candidate and template (rank
@@ -150,7 +155,10 @@ def build_structures(
     lib_source = library.source if lib_path is None else str(Path(lib_path).resolve())
     if settings.aflow_prototypes:
         library = with_aflow_prototypes(library)
-    prototypes = _prototype_counts() if settings.prototype_ranking else None
+    if not settings.prototype_ranking:
+        prototypes = None
+    elif prototypes is None:
+        prototypes = _prototype_counts()
 
     searchable = [
         i for i, c in enumerate(comps) if all(el in MODIFIED_PETTIFOR for el in c.get_el_amt_dict())
@@ -231,6 +239,7 @@ def relax_structures(
     executor: Executor | ExecutorSettings | None = None,
     overwrite: bool = False,
     selection_margin: float = SELECTION_MARGIN,
+    cache_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """Relax every CIF of ``run_dir/structures.csv`` with CHGNet and rank the templates.
 
@@ -253,6 +262,8 @@ def relax_structures(
             are reused either way: a killed stage resumes where it stopped.
         selection_margin: the kept template is the first-ranked one unless another
             relaxed lower by more than this (eV/atom; see :func:`select_best`).
+        cache_dir: where relaxations are kept by content key (default
+            ``run_dir/relax_cache``); runs that relax the same structures may share one.
 
     Returns:
         ``relaxed.csv``: one row per candidate with the best template's results.
@@ -290,7 +301,7 @@ def relax_structures(
         settings,
         workers=workers,
         executor=executor,
-        cache_dir=run_dir / RELAX_CACHE_DIR,
+        cache_dir=run_dir / RELAX_CACHE_DIR if cache_dir is None else Path(cache_dir),
         desc="relax",
     )
 

@@ -111,6 +111,25 @@ class PrototypeCounts:
 
         return _load_counts(str(resolve(name).resolve()))
 
+    def without_formulas(self, formulas: Iterable[str]) -> PrototypeCounts:
+        """These counts with every entry of ``formulas`` (reduced formulas) removed.
+
+        For a benchmark that holds known materials out: their own space groups must
+        not vote for the prototypes of the templates built for them.
+        """
+        drop = set(formulas)
+        kept = {(f, sg): n for (f, sg), n in self.by_formula.items() if f not in drop}
+        by_prototype: Counter[tuple[str, int]] = Counter()
+        by_anon: Counter[str] = Counter()
+        totals: Counter[str] = Counter()
+        for (f, sg), n in kept.items():
+            a = _anonymized(f)
+            by_prototype[(a, sg)] += n
+            by_anon[a] += n
+            totals[f] += n
+        source = f"{self.source} without {len(self.formula_totals) - len(totals)} formulas"
+        return PrototypeCounts(dict(by_prototype), dict(by_anon), kept, dict(totals), source)
+
     def share(self, anonymized: str, spacegroup: int, *, leave_out: str | None = None) -> float:
         """Share of the known entries with this anonymised formula that have this space group.
 
