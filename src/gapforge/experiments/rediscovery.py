@@ -1343,6 +1343,10 @@ def _fmt_ms(d: dict[str, float], fmt: str = ".2f") -> str:
     return f"{d['mean']:{fmt}}" if not np.isfinite(d["sd"]) else f"{d['mean']:{fmt}} ± {d['sd']:{fmt}}"
 
 
+def _sd_text(sd: float) -> str:
+    return f" ± {sd:.2f}" if np.isfinite(sd) else ""
+
+
 def render_rerank_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
     """The re-ranking measure as markdown: hits@k of the three orders, the paired difference, stability."""
     s = summary["settings"]
@@ -1378,7 +1382,8 @@ def render_rerank_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str
             for k in s["ks"]:
                 d = w[f"final_minus_screen_{what}@{k}"]
                 parts.append(
-                    f"@{k}: {d['mean']:+.2f} ± {d['sd']:.2f} (ahead {d['ahead']}, behind {d['behind']}; "
+                    f"@{k}: {d['mean']:+.2f}{_sd_text(d['sd'])} "
+                    f"(ahead {d['ahead']}, behind {d['behind']}; "
                     f"per draw {', '.join(f'{x:+d}' for x in d['per_draw'])})"
                 )
             lines.append(f"- {w['target']}, {what}: " + "; ".join(parts))
