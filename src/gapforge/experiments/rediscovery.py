@@ -20,8 +20,11 @@ reference. Retrained per draw with small budgets (the reason: 2 shared cores):
 Not retrained: the shipped **autoencoder** (the campaign's latent space). It was
 trained on every MP formula, held-out ones included: a leak, measured as the share of
 the campaign's new labels that are held-out materials (``campaign_heldout_labels``).
-The structure, relaxation and stability stages are not run (no template library or
-hull reference without the held-out systems yet), so there is no stability figure.
+The structure, relaxation and stability stages are not part of the draws; they run
+afterwards on finished draws: :func:`run_stability` (held-out vs other candidates of one
+draw) and :func:`run_stability_rerank` (each draw's top screen candidates get structures
+without the held-out systems, CHGNet, an energy above hull without their own formula and
+``discover``'s final ranking; hits@k of the screen, final and random orders).
 
 Per draw and target window, on one pool (the distinct generated formulas that pass
 discover's filters other than the window: allowed elements, simplicity, SMACT
