@@ -184,3 +184,23 @@ def test_rerank_runs_real_chgnet_and_a_second_call_reuses_the_draw(tmp_path, rea
     assert {r["formula"]: r["e_above_hull"] for r in res2["rows"]} == {
         f: pytest.approx(e_first[f]) for f in ("KF", "LiCl")
     }
+
+
+def test_cli_refuses_bad_rerank_settings_before_any_draw(tmp_path, monkeypatch, capsys):
+    import sys
+
+    from gapforge.cli import main
+    from gapforge.experiments import rediscovery
+
+    def boom(*a, **k):
+        raise AssertionError("the draws must not start with bad re-ranking settings")
+
+    monkeypatch.setattr(rediscovery, "run_rediscovery", boom)
+    out = tmp_path / "rd"
+    args = ["reproduce", "rediscovery", "--out", str(out), "--rerank", "--rerank-candidates", "0"]
+    monkeypatch.setattr(sys, "argv", ["gapforge", *args])
+    with pytest.raises(SystemExit) as exc:
+        main()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "n_candidates" in err[0]
+    assert not out.exists()

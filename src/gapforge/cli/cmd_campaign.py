@@ -287,7 +287,14 @@ def rediscovery_cmd(
     on the executor (default: a local Dask cluster on every core). Resumable: a rerun with the same
     --out submits only the tasks not done yet.
     """
-    from gapforge.experiments.rediscovery import RediscoverySettings, run_rediscovery
+    from gapforge.experiments.rediscovery import (
+        RediscoverySettings,
+        RerankSettings,
+        render_rerank_markdown,
+        run_rediscovery,
+        run_stability_rerank,
+    )
+    from gapforge.io import write_json, write_text
 
     windows = []
     for part in targets.split(";"):
@@ -302,20 +309,15 @@ def rediscovery_cmd(
         n_samples=n_samples,
         campaign_iterations=campaign_iterations,
     )
+    # checked before hours of draws, not after
+    rerank_settings = RerankSettings(n_candidates=rerank_candidates, templates=rerank_templates, seed=seed)
     where = executor_settings(executor, workers)
     run_rediscovery(settings, out, executor=where)
     typer.echo((Path(out) / "rediscovery.md").read_text())
     if rerank:
-        from gapforge.experiments.rediscovery import (
-            RerankSettings,
-            render_rerank_markdown,
-            run_stability_rerank,
-        )
-        from gapforge.io import write_json, write_text
-
         summary = run_stability_rerank(
             out,
-            RerankSettings(n_candidates=rerank_candidates, templates=rerank_templates, seed=seed),
+            rerank_settings,
             draws=range(draws),
             windows=settings.windows,
             executor=where,
