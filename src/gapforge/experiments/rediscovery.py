@@ -1011,8 +1011,10 @@ def screen_top(out: str | Path, draw: int, window: GapWindow, n: int) -> pd.Data
     :func:`gapforge.screening.screen.rank_candidates`); its first 20 are the discover
     run's ``screen/candidates.csv``.
     """
-    run_dir = _draw_dir(out, draw) / f"discover_{window_key(window)}"
-    screened = pd.read_parquet(run_dir / "screen" / "screened.parquet")
+    path = _draw_dir(out, draw) / f"discover_{window_key(window)}" / "screen" / "screened.parquet"
+    if not path.is_file():
+        raise InputError("this draw and window has no screen (run the draws first)", path=path)
+    screened = pd.read_parquet(path)
     ok = np.ones(len(screened), dtype=bool)
     for flag in POOL_FLAGS:
         ok &= screened[flag].to_numpy(dtype=bool)
