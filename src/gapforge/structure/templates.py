@@ -69,7 +69,8 @@ class SlotFilling(StrEnum):
       Wyckoff label, merged by StructureMatcher), ordered by P(prototype) x P(type | prototype):
       the ranker's probabilities normalised over the query's prototypes, times the type's share
       of its prototype's templates (to the power ``type_share_power``); a prototype with two
-      common structure types can take two slots.
+      common structure types can take two slots. Slot 1 stays the first prototype's
+      ElMD-nearest template.
     """
 
     PROTOTYPE = "prototype"
@@ -391,6 +392,10 @@ def _structure_type_slots(
 ) -> list[int]:
     """Positions (into ``idx``) of the top-k structure types (see :class:`SlotFilling`).
 
+    The first slot is the first prototype's ElMD-nearest template, as with prototype slots (on
+    dev its type beats the prototype's most common type as a first guess); the others follow
+    P(prototype) x P(type | prototype)^power.
+
     Only the 2k best prototypes are split into types: a type of a lower one would need a
     probability above every type share of the first 2k.
     """
@@ -419,7 +424,10 @@ def _structure_type_slots(
             w = prob[i] * (n_of[t] / len(members)) ** settings.type_share_power
             entries.append((-w, proto_rank, float(d[pos]), lib_ids[idx[pos]], pos))
     entries.sort()
-    return [e[-1] for e in entries[: settings.top_k]]
+    # slot 1 stays the first prototype's ElMD-nearest template (the prototype slots' first pick)
+    head = int(cands.positions[ranked[0]])
+    rest = [e[-1] for e in entries if e[-1] != head]
+    return [head, *rest][: settings.top_k]
 
 
 _SHARE_COLUMN = FEATURES.index("local_share_5")
