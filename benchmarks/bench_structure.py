@@ -84,8 +84,9 @@ def main() -> None:
     p.add_argument(
         "--slots",
         choices=[m.value for m in SlotFilling],
-        default=SlotFilling.PROTOTYPE.value,
-        help="what the k template slots hold: distinct prototypes or distinct structure types",
+        default=SlotFilling.STRUCTURE_TYPE.value,
+        help="what the k template slots hold: distinct structure types or distinct prototypes; always in "
+        "the command line, so records of the older prototype-slot runs are never resumed by a new run",
     )
     p.add_argument(
         "--type-share-power",
@@ -154,7 +155,6 @@ def main() -> None:
         "sample": SampleSet.TEST.value,
         "n_test": 200,
         "selection_margin": SELECTION_MARGIN,
-        "slots": SlotFilling.PROTOTYPE.value,
         "type_share_power": 1.0,
     }
     command = "python benchmarks/bench_structure.py " + " ".join(

@@ -95,7 +95,7 @@ def test_slots_hold_distinct_structure_types(ranker: PrototypeRanker) -> None:
     )
     counts = PrototypeCounts.from_table(known)
     query = "Pt3Zr"  # nearest known formulas Pm-3m (Pt3Ti, then Pd3Ti in P4/mmm); ReO3 nearer than WF3
-    base = SearchSettings(top_k=2, exclude_same_formula=True)
+    base = SearchSettings(top_k=2, exclude_same_formula=True, slots=SlotFilling.PROTOTYPE)
     (by_proto,) = search_templates([query], lib, base, prototypes=counts, ranker=ranker)
     # distinct prototypes: the nearest Pm-3m template, then the P4/mmm one; ReO3 type never tried
     assert [lib.table[C.SPACEGROUP_NUMBER][m.index] for m in by_proto] == [221, 123]
@@ -109,3 +109,6 @@ def test_slots_hold_distinct_structure_types(ranker: PrototypeRanker) -> None:
         assert [m.rank for m in by_type] == [1, 2, 3]
     # the first slot is the same template either way: only the later slots change
     assert by_type[0].index == by_proto[0].index
+    # structure types are the default
+    (default,) = search_templates([query], lib, SearchSettings(top_k=2), prototypes=counts, ranker=ranker)
+    assert [m.material_id for m in default] == ["t-Pt3Ti", "t-ReO3"]

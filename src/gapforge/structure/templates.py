@@ -109,7 +109,7 @@ class SearchSettings:
     distinct_prototypes: bool = True
     neighbours: int | None = PROTOTYPE_NEIGHBOURS
     ranking: PrototypeRanking = PrototypeRanking.LEARNED
-    slots: SlotFilling = SlotFilling.PROTOTYPE
+    slots: SlotFilling = SlotFilling.STRUCTURE_TYPE
     type_share_power: float = 1.0
 
 

@@ -114,7 +114,7 @@ class ValidationSettings:
     sample: SampleSet = SampleSet.TEST
     n_test: int = 200
     selection_margin: float = SELECTION_MARGIN
-    slots: SlotFilling = SlotFilling.PROTOTYPE
+    slots: SlotFilling = SlotFilling.STRUCTURE_TYPE
     type_share_power: float = 1.0
 
 
