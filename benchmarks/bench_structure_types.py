@@ -161,7 +161,7 @@ def main() -> None:
     p.add_argument("--set", choices=("dev", "test"), default="dev")
     p.add_argument("--n", type=int, default=None, help="first n materials only (a quick look)")
     p.add_argument("--strategies", nargs="*", default=list(STRATEGIES), choices=list(STRATEGIES))
-    p.add_argument("--cache", type=Path, default=Path("/work/runs/stab17b/unrelaxed_fits.json"))
+    p.add_argument("--cache", type=Path, default=Path("runs/bench_structure_types_fits.json"))
     p.add_argument("--name", default=None)
     args = p.parse_args()
     warnings.simplefilter("ignore")

@@ -23,6 +23,15 @@ ordered instead by the fitted ranker of :mod:`gapforge.structure.ranker`
 (ElMD, nearest known formulas, shares at several neighbourhoods, substitution
 likelihood, ... weighed by gradient boosting); ``PrototypeRanking.RULE`` keeps
 the ElMD + ``prototype_weight * -ln(share)`` rule above.
+
+Structure types (``slots=SlotFilling.STRUCTURE_TYPE``, the default): one prototype
+can hold several structure types (other Wyckoff sites in the same space group;
+rock salt and another AB type in Fm-3m). The learned order's prototypes are split
+into their types (:func:`~gapforge.structure.prototypes.structure_types`) and the k
+slots go to k distinct types: slot 1 the first prototype's ElMD-nearest template,
+the rest by P(prototype) x P(type | prototype). On 652 dev materials the first 5
+templates then match the true structure before relaxation for 0.804 against 0.790
+(``benchmarks/results/structure_types_dev.md``).
 """
 
 from __future__ import annotations
