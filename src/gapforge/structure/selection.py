@@ -19,9 +19,9 @@ top-1 and 0.530 for lowest energy) and gives 0.595 on the test set (95 %
 bootstrap interval 0.530-0.665; top-1 0.585, lowest energy 0.455):
 ``benchmarks/results/structure_selection.md``. Re-chosen with the learned ranker
 (``structure_selection_learned.md``) and with structure-type slots
-(``structure_selection_types.md``: dev 0.750, test 0.650): 0.075 both times; a
+(``structure_selection_types.md``: dev 0.760, test 0.650): 0.075 both times; a
 logistic-regression selector over rank, energy gaps, symmetry and relaxed duplicates
-did worse on dev (0.70 left-one-out against 0.74).
+did worse on dev (0.71 left-one-out against 0.75).
 """
 
 from __future__ import annotations
