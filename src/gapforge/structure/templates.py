@@ -30,7 +30,7 @@ rock salt and another AB type in Fm-3m). The learned order's prototypes are spli
 into their types (:func:`~gapforge.structure.prototypes.structure_types`) and the k
 slots go to k distinct types: slot 1 the first prototype's ElMD-nearest template,
 the rest by P(prototype) x P(type | prototype). On 652 dev materials the first 5
-templates then match the true structure before relaxation for 0.804 against 0.790
+templates then match the true structure before relaxation for 0.810 against 0.796
 (``benchmarks/results/structure_types_dev.md``).
 """
 
