@@ -61,6 +61,9 @@ DECOMPOSITION = "decomposition"  # known phases the candidate decomposes into, e
 NEGATIVE_FORMATION = "negative_formation"
 # True where e_above_hull < -0.05 eV/atom: below every known phase, so the reference may be missing one
 BELOW_KNOWN_HULL = "below_known_hull"
+# Bonded-network dimensionality of the relaxed structure, 0-3 (Larsen et al. 2019, CrystalNN bonds):
+# 0 = a molecular crystal (isolated molecules), 1 = chains, 2 = layers, 3 = a 3D framework
+DIMENSIONALITY = "dimensionality"
 # P(within 0.1 eV/atom of the hull | the rebuilt structure's e_above_hull), 0-1 (structure.stability.p_stable)
 P_STABLE = "p_stable"
 

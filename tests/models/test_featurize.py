@@ -160,3 +160,23 @@ def test_host_formulas_drop_dopants_and_keep_unreadable_text(feat: MagpieFeaturi
     assert feat.featurize([out[2]]).X.tolist() == feat.featurize(["Fe2O3"]).X.tolist()
     assert out[3] == "Xx2O"
     assert host_formulas(feat, ["Si0.999Ge0.001"], 0.0) == ["Si0.999Ge0.001"]
+
+
+def test_element_fractions_and_smact_flags_are_optional_columns() -> None:
+    plain = MagpieFeaturizer().fit()
+    full = MagpieFeaturizer(element_fractions=True, smact_flags=True).fit()
+    names = list(full.get_feature_names_out())
+    n_el = len(full.elements_)
+    assert len(names) == len(plain.get_feature_names_out()) + n_el + 3
+    fm = full.featurize(["NaCl", "Fe3Al", "Li0.5Fe0.5O", "Xx2"])
+    assert fm.valid.tolist() == [True, True, True, False]
+    # the Magpie block is unchanged by the extra columns
+    np.testing.assert_allclose(fm.X[:3, :142], plain.transform(["NaCl", "Fe3Al", "Li0.5Fe0.5O"]))
+    frac = fm.X[:, 142 : 142 + n_el]
+    assert frac[1, names.index("fraction Fe") - 142] == pytest.approx(0.75)
+    assert frac[1, names.index("fraction Al") - 142] == pytest.approx(0.25)
+    flags = fm.X[:, -3:]
+    # NaCl is charge balanced by every rule; Fe3Al is valid only through SMACT's all-metal shortcut
+    assert flags[0].tolist() == [1.0, 1.0, 1.0]
+    assert flags[1, 0] == 1.0 and flags[1, 1] == 0.0
+    assert np.isnan(flags[2]).all()  # fractional amounts: charge balance not judged

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -55,3 +57,24 @@ def test_fit_std_scale_recovers_the_factor_of_a_too_narrow_std() -> None:
     assert k == pytest.approx(2.0, rel=0.05)
     c1, c2 = coverage(err, half * k)
     assert c1 == pytest.approx(0.6827, abs=0.02) and c2 == pytest.approx(0.9545, abs=0.02)
+
+
+def test_metal_classifier_with_composition_features_round_trips(tmp_path: Path) -> None:
+    from gapforge.data import load_dataset
+    from gapforge.models.metal_gate import MagpieMetalClassifier, MetalFeatures
+
+    small = load_dataset(Path(__file__).parents[1] / "files" / "gaps_small.csv")
+    metals = ["Cu", "Fe3Al", "Ni3Al", "CuZn", "AlNi", "Fe", "Co3Ti", "TiAl3", "Mg2Cu", "NiTi"] * 2
+    formulas = [*small["formula"], *metals]
+    gaps = np.r_[small["band_gap"].to_numpy(), np.zeros(len(metals))]
+    clf = MagpieMetalClassifier(max_iter=30, min_samples_leaf=3, features="magpie+fractions+smact")
+    clf.fit(formulas, gaps)
+    assert clf.get_params()["features"] == MetalFeatures.COMPOSITION
+    assert clf.featurizer_.transform(["NaCl"]).shape[1] == 142 + len(clf.featurizer_.elements_) + 3
+    p = clf.p_metal(["Cu", "Fe3Al", "LiF", "Xx"])
+    assert p[0] > 0.5 > p[2] and np.isnan(p[3])
+    entry = clf.save(tmp_path / "clf.skops")
+    again = MagpieMetalClassifier.load(tmp_path / "clf.skops", sha256=entry["sha256"])
+    np.testing.assert_allclose(again.p_metal(["Cu", "Fe3Al", "LiF"]), p[:3])
+    with pytest.raises(ValueError, match="magpie"):
+        MagpieMetalClassifier(features="magpie+nonsense").fit(formulas, gaps)

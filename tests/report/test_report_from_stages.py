@@ -9,6 +9,7 @@ very CIF files the stages wrote.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import re
 import shutil
 from pathlib import Path
@@ -125,3 +126,35 @@ def test_every_covered_candidate_gets_a_hull_energy_and_a_line_when_below(tmp_pa
     cards = dict(re.findall(r'<div class="card" id="structure-(\w+)">(.*?)</div></div>', page, re.S))
     assert line in cards["KBr"] and line not in cards["SrF2"]
     assert "decomposes into" in cards["SrF2"]
+
+
+def test_molecular_crystals_are_named_in_the_table(tmp_path, monkeypatch):
+    """The relax stage measures each kept structure's bonded network; the report names a 0D one."""
+    run = tmp_path / "run"
+    (run / "screen").mkdir(parents=True)
+    (run / "config.json").write_text('{"gap_min": 4.0, "gap_max": null}')
+    shutil.copy(FILES / "candidates.csv", run / "screen" / "candidates.csv")
+    settings = StructureSettings(search=SearchSettings(top_k=1, ranking=PrototypeRanking.RULE))
+    build_structures(run / "screen" / "candidates.csv", run / "structure", library=FILES / "tiny_library.csv",
+                     settings=settings)  # fmt: skip
+
+    def blown_apart_srf2(structure, settings):
+        res = _stand_in_for_chgnet(structure, settings)
+        if structure.composition.reduced_formula == "SrF2":  # atoms 3x further apart: no bonds left
+            res = dataclasses.replace(
+                res, final_structure=structure.copy().scale_lattice(27 * structure.volume)
+            )
+        return res
+
+    monkeypatch.setattr(relax, "relax_structure", blown_apart_srf2)
+    relaxed = relax_structures(
+        run / "structure", references=REFS, library=FILES / "tiny_library.csv", workers=1
+    )
+    dims = relaxed.set_index("formula")["dimensionality"]
+    assert dims["KBr"] == 3 and dims["SrF2"] == 0 and np.isnan(dims["BaZrO3"])
+    page = build_report(run).read_text()
+    table = re.search(r'<table id="candidate-table">(.*?)</table>', page, re.S).group(1)
+    rows = {re.search(r'class="formula">(\w+)<', r).group(1): r for r in table.split("<tr>")[2:]}
+    assert "<td>0D molecular</td>" in rows["SrF2"] and "<td>3D</td>" in rows["KBr"]
+    assert "<th>Bonded network</th>" in table
+    assert "marks a molecular crystal" in page

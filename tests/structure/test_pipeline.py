@@ -19,6 +19,7 @@ from gapforge.structure.pipeline import (
     RELAXED_FILE,
     STRUCTURES_FILE,
     StructureSettings,
+    bonded_dimensionality,
     build_structures,
     relax_structures,
 )
@@ -141,6 +142,7 @@ def test_relax_stage_failures_and_best_template(built, monkeypatch, tiny_library
     assert row.loc["KBr", "hull_known_phases"] == 0
     assert "blow-up" in row.loc["BaZrO3", "reason"]
     assert np.isnan(row.loc["BaZrO3", "energy_per_atom"])
+    assert row.loc["KBr", "dimensionality"] == 3 and np.isnan(row.loc["BaZrO3", "dimensionality"])
     assert "not converged" in row.loc["SrF2", "reason"]
     assert row.loc["SrF2", "energy_per_atom"] == -4.0  # kept, but flagged
     assert "different stoichiometry" in row.loc["Li3N", "reason"]
@@ -264,6 +266,24 @@ def test_end_to_end_with_chgnet(tmp_path, files, tiny_library_path, data_path):
     got = {f: row.loc[f, "formation_energy_per_atom"] for f in ("KBr", "SrF2", "BaZrO3")}
     assert got == pytest.approx({"KBr": -2.04, "SrF2": -4.20, "BaZrO3": -3.69}, abs=0.2)
     assert set(row.loc[["Li3N", "F2Og"], "reason"].str.len() > 0) == {True}
+    # three ionic frameworks; the failed candidates have no structure to judge
+    assert row.loc[["KBr", "SrF2", "BaZrO3"], "dimensionality"].tolist() == [3, 3, 3]
+    assert row.loc[["Li3N", "F2Og"], "dimensionality"].isna().all()
+
+
+@pytest.mark.parametrize(
+    ("structure", "expected"),
+    [
+        (rock_salt("Na", "Cl", 5.64), 3),  # an ionic framework
+        # CO2 molecules 8 Å apart (C-O 1.16 Å): a molecular crystal
+        (Structure(Lattice.cubic(8.0), ["C", "O", "O"], [[0, 0, 0], [0, 0, 0.145], [0, 0, -0.145]]), 0),
+        # Cu-O-Cu chains along c (1.2 Å bonds), 7 Å apart
+        (Structure(Lattice.tetragonal(7.0, 2.4), ["Cu", "O"], [[0, 0, 0], [0, 0, 0.5]]), 1),
+    ],
+    ids=["NaCl", "CO2", "CuO-chain"],
+)
+def test_bonded_dimensionality(structure, expected):
+    assert bonded_dimensionality(structure) == expected
 
 
 @pytest.mark.slow

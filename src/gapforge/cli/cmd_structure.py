@@ -146,6 +146,7 @@ def relax_cmd(
         C.FORMATION_ENERGY_PER_ATOM,
         C.E_ABOVE_HULL,
         C.DECOMPOSITION,
+        C.DIMENSIONALITY,
         C.CONVERGED,
         C.REASON,
     ]

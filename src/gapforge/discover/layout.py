@@ -94,6 +94,7 @@ CANDIDATE_COLUMNS = (
     C.P_STABLE,
     C.DECOMPOSITION,
     C.BELOW_KNOWN_HULL,
+    C.DIMENSIONALITY,
     DFT_BAND_GAP,
     TEMPLATE_FORMULA,
     N_ATOMS,
@@ -156,6 +157,7 @@ NUMERIC_CANDIDATE_COLUMNS = (
     FORMATION_ENERGY,
     E_ABOVE_HULL,
     C.P_STABLE,
+    C.DIMENSIONALITY,
     DFT_BAND_GAP,
 )
 
@@ -218,8 +220,9 @@ def assemble_candidates(run_dir: str | Path) -> pd.DataFrame | None:
         for col in (FORMATION_ENERGY, E_ABOVE_HULL):
             if col in rel.columns:
                 keep[col] = pd.to_numeric(rel[col], errors="coerce")
-        if C.HULL_KNOWN_PHASES in rel.columns:
-            keep[C.HULL_KNOWN_PHASES] = pd.to_numeric(rel[C.HULL_KNOWN_PHASES], errors="coerce")
+        for col in (C.HULL_KNOWN_PHASES, C.DIMENSIONALITY):
+            if col in rel.columns:
+                keep[col] = pd.to_numeric(rel[col], errors="coerce")
         for col in (TEMPLATE_FORMULA, C.DECOMPOSITION, C.BELOW_KNOWN_HULL):
             if col in rel.columns:
                 keep[col] = rel[col]

@@ -4,7 +4,12 @@ The features are those of matminer's ``ElementProperty.from_preset("magpie")``
 (22 Magpie element properties x 6 statistics: minimum, maximum, range, mean,
 avg_dev, mode; fractions as weights) plus matminer's ``Stoichiometry``
 (number of elements and p-norms 2, 3, 5, 7, 10 of the fractions) and
-``ValenceOrbital`` (fraction of s, p, d, f valence electrons). The element
+``ValenceOrbital`` (fraction of s, p, d, f valence electrons); optionally the
+element fractions themselves (one column per element, so a tree can split on
+"holds Fe" where the statistics blur it) and three SMACT charge-balance flags
+(:class:`gapforge.screening.validity.SmactChecker`: SMACT's rule, the same without
+its all-metal shortcut, and without the Pauling test), which separate ionic
+compounds from intermetallics. The element
 table is the Magpie table shipped with SMACT (``smact/data/magpie.csv``; 97
 elements H..Bk) and is stored inside every fitted featurizer, so a saved model
 does not change when that file does.
@@ -86,6 +91,9 @@ class MagpieFeaturizer(TransformerMixin, BaseEstimator):
     Args:
         stoichiometry: add matminer's Stoichiometry features (6).
         valence_orbital: add matminer's ValenceOrbital fractions (4).
+        element_fractions: add the atom fraction of every element (97 columns).
+        smact_flags: add 3 charge-balance flags (1/0; NaN for non-integer amounts): SMACT
+            validity, the same without the all-metal shortcut, and without the Pauling test.
         max_count: largest element count read from formula strings on the fast path.
         chunk_size: rows per vectorised block (bounds memory).
         dtype: output dtype (``float32`` suits scikit-learn's trees).
@@ -98,9 +106,13 @@ class MagpieFeaturizer(TransformerMixin, BaseEstimator):
         max_count: int = 64,
         chunk_size: int = 200_000,
         dtype: str = "float32",
+        element_fractions: bool = False,
+        smact_flags: bool = False,
     ) -> None:
         self.stoichiometry = stoichiometry
         self.valence_orbital = valence_orbital
+        self.element_fractions = element_fractions
+        self.smact_flags = smact_flags
         self.max_count = max_count
         self.chunk_size = chunk_size
         self.dtype = dtype
@@ -180,6 +192,10 @@ class MagpieFeaturizer(TransformerMixin, BaseEstimator):
             names += [f"{p}-norm" for p in STOICHIOMETRY_P]
         if self.valence_orbital:
             names += [f"frac {o} valence electrons" for o in "spdf"]
+        if getattr(self, "element_fractions", False):  # absent from featurizers saved before
+            names += [f"fraction {e}" for e in self.elements_]
+        if getattr(self, "smact_flags", False):
+            names += [f"SMACT {c}" for c in SMACT_FLAG_RULES]
         return names
 
     def _read_formulas(self, formulas: list[str]) -> tuple[np.ndarray, np.ndarray]:
@@ -237,7 +253,44 @@ class MagpieFeaturizer(TransformerMixin, BaseEstimator):
             orb = mean[:, idx]
             tot = orb.sum(axis=1, keepdims=True)
             blocks.append(np.divide(orb, tot, out=np.zeros_like(orb), where=tot > 0))
+        if getattr(self, "element_fractions", False):
+            blocks.append(amounts / amounts.sum(axis=1, keepdims=True))
+        if getattr(self, "smact_flags", False):
+            blocks.append(smact_flags(amounts, tuple(self.elements_)))
         return np.concatenate(blocks, axis=1).astype(self.dtype)
+
+
+#: the SMACT rules of the ``smact_flags`` features (``SmactConfig`` overrides of the pinned defaults)
+SMACT_FLAG_RULES: dict[str, dict[str, bool]] = {
+    "valid": {},
+    "charge-balanced (no all-metal shortcut)": {"include_alloys": False},
+    "charge-balanced (no all-metal shortcut, no Pauling test)": {
+        "include_alloys": False,
+        "use_pauling_test": False,
+    },
+}
+
+
+@functools.cache
+def _smact_checkers(elements: tuple[str, ...]) -> tuple[object, ...]:
+    from gapforge.screening.validity import SmactChecker, SmactConfig
+
+    return tuple(SmactChecker(elements, SmactConfig(**kw)) for kw in SMACT_FLAG_RULES.values())
+
+
+def smact_flags(amounts: np.ndarray, elements: tuple[str, ...]) -> np.ndarray:
+    """``(N, 3)`` SMACT flags (1.0 / 0.0) of amounts ``(N, E)`` over ``elements``.
+
+    Rows with an amount that is not a whole number are NaN (charge balance needs integer counts).
+    """
+    amounts = np.asarray(amounts, dtype=np.float64)
+    whole = np.all(np.abs(amounts - np.round(amounts)) < 1e-9, axis=1)
+    out = np.full((len(amounts), len(SMACT_FLAG_RULES)), np.nan)
+    if whole.any():
+        counts = np.round(amounts[whole]).astype(np.int64)
+        for j, checker in enumerate(_smact_checkers(elements)):
+            out[whole, j] = checker.check_counts(counts)  # type: ignore[attr-defined]
+    return out
 
 
 #: statistics that jump when a trace element appears (they ignore the fractions)

@@ -350,17 +350,50 @@ class _MagpieBooster:
         return model
 
 
+class MetalFeatures(StrEnum):
+    """The descriptors of the metal classifier.
+
+    ``magpie``: the 142 Magpie statistics (:class:`~gapforge.models.featurize.MagpieFeaturizer`);
+    ``magpie+fractions+smact``: plus the 97 element fractions and 3 SMACT charge-balance flags.
+    """
+
+    MAGPIE = "magpie"
+    COMPOSITION = "magpie+fractions+smact"
+
+
 class MagpieMetalClassifier(_MagpieBooster):
     """P(metal) from Magpie descriptors by histogram gradient boosting (scikit-learn).
 
     On matbench_mp_gap fold 0 it ranks metals better than Roost's metal head (test AUC 0.963
     against 0.949); a model blends the two (:meth:`RoostEnsemble.attach_metal_classifier`).
-    Settings as :class:`_MagpieBooster` (300 iterations at most).
+    Settings as :class:`_MagpieBooster` (300 iterations at most), plus ``features``
+    (:class:`MetalFeatures`; a saved classifier keeps the featurizer it was fitted with).
     """
 
     role = "classifier"
     label = "metal classifier"
     default_max_iter = 300
+
+    def __init__(
+        self, *args: Any, features: MetalFeatures | str = MetalFeatures.MAGPIE, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.features = features
+
+    def get_params(self) -> dict[str, Any]:
+        """Constructor arguments (JSON-ready)."""
+        return {**super().get_params(), "features": str(MetalFeatures(self.features))}
+
+    def _training_rows(self, formulas: Any, band_gaps: Any) -> tuple[np.ndarray, np.ndarray]:
+        """Rows of the readable formulas with a finite gap, featurised as ``features`` asks."""
+        from gapforge.models.featurize import MagpieFeaturizer
+
+        extra = MetalFeatures(self.features) is MetalFeatures.COMPOSITION
+        self.featurizer_ = MagpieFeaturizer(element_fractions=extra, smact_flags=extra).fit(None)
+        fm = self.featurizer_.featurize([str(f) for f in formulas])
+        y = np.asarray(band_gaps, dtype=np.float64)
+        ok = fm.valid & np.isfinite(y)
+        return fm.X[ok], y[ok]
 
     def fit(self, formulas: Any, band_gaps: Any) -> MagpieMetalClassifier:
         """Fit on formulas and gaps (0 eV = metal); unreadable formulas are skipped."""
@@ -499,6 +532,7 @@ __all__ = [
     "GatedGap",
     "MagpieGapRegressor",
     "MagpieMetalClassifier",
+    "MetalFeatures",
     "blend",
     "combine",
     "coverage",

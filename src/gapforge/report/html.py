@@ -63,7 +63,11 @@ COLUMN_LABELS: dict[str, tuple[str, str]] = {
     C.HULL_KNOWN_PHASES: ("Known phases in system", ""),
     C.P_METAL: ("P(metal)", "%"),
     C.P_STABLE: ("P(stable)", "%"),
+    C.DIMENSIONALITY: ("Bonded network", ""),
 }
+
+#: How a bonded-network dimensionality (:data:`gapforge.columns.DIMENSIONALITY`) reads in the table.
+DIMENSIONALITY_WORDS = {0: "0D molecular", 1: "1D chains", 2: "2D layers", 3: "3D"}
 
 #: Columns shown in the candidate table when the run has them (written by newer stages), after the gap.
 OPTIONAL_CANDIDATE_COLUMNS = (C.P_IN_WINDOW, C.P_METAL)
@@ -494,6 +498,14 @@ def _candidates(ctx: _Context) -> Section:
             "hull, as measured on known materials rebuilt the same way; the list is ranked by P(gap in "
             "window) × P(stable), candidates without an energy above hull last."
         )
+    if (
+        C.DIMENSIONALITY in table.columns
+        and pd.to_numeric(table[C.DIMENSIONALITY], errors="coerce").eq(0).any()
+    ):
+        lead += (
+            " A bonded network of 0D marks a molecular crystal (isolated molecules such as PF3): a real "
+            "substance, but rarely the extended solid a band-gap search is after."
+        )
     if len(table) == 0:
         return Section(
             "candidates",
@@ -540,6 +552,10 @@ def _candidates(ctx: _Context) -> Section:
                 cells.append(
                     f"<td>{mp_link(str(tid), text) if isinstance(tid, str) else html.escape(text)}</td>"
                 )
+            elif c == C.DIMENSIONALITY:
+                d = pd.to_numeric(pd.Series([v]), errors="coerce").iloc[0]
+                text = DIMENSIONALITY_WORDS.get(int(d), "—") if np.isfinite(d) else "—"
+                cells.append(f"<td>{html.escape(text)}</td>")
             elif c == C.DECOMPOSITION:
                 text = v.strip() if isinstance(v, str) else ""
                 cells.append(f"<td>{_decomposition_html(text, ctx.known_phase_ids) if text else '—'}</td>")

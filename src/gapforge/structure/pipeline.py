@@ -20,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -323,6 +324,7 @@ def relax_structures(
     )
     write_table(table, run_dir / RELAXED_ALL_FILE)
     best = select_best(table, selection_margin)
+    _add_dimensionality(best, run_dir)
     write_table(best, out_path)
     warn_below_known_hull(best)
     n_done = sum(not isinstance(r, TaskFailure) for r in results)
@@ -425,6 +427,7 @@ _NUMERIC_COLUMNS = (
     C.E_ABOVE_HULL,
     C.HULL_KNOWN_PHASES,
     C.N_TEMPLATES_RELAXED,
+    C.DIMENSIONALITY,
     C.BAND_GAP_MEAN,
     C.BAND_GAP_STD,
 )
@@ -502,6 +505,40 @@ def _record_relaxation(
         table.loc[i, C.REASON] = (
             f"not converged in {settings.max_steps} steps (max force {res.max_force:.3f} eV/Å)"
         )
+
+
+def bonded_dimensionality(structure: Any) -> int | None:
+    """Dimensionality of the bonded network: 0 molecular, 1 chains, 2 layers, 3 framework.
+
+    Larsen et al., npj Comput. Mater. 5, 2019 (pymatgen ``get_dimensionality_larsen``) on
+    the bonds CrystalNN finds. A wide-gap "discovery" of dimensionality 0 is a molecular
+    crystal (PF3, COF2): a real substance, rarely the solid a user is after. None when
+    the bonding analysis fails.
+    """
+    from pymatgen.analysis.dimensionality import get_dimensionality_larsen
+    from pymatgen.analysis.local_env import CrystalNN
+
+    try:
+        with warnings.catch_warnings():  # CrystalNN falls back to covalent radii, with a warning
+            warnings.simplefilter("ignore", UserWarning)
+            return int(get_dimensionality_larsen(CrystalNN().get_bonded_structure(structure)))
+    except Exception as exc:  # CrystalNN gives up on some distorted or sparse cells
+        log.debug("no dimensionality for %s: %s", structure.composition.reduced_formula, exc)
+        return None
+
+
+def _add_dimensionality(best: pd.DataFrame, run_dir: Path) -> None:
+    """Write :data:`~gapforge.columns.DIMENSIONALITY` for each kept relaxed structure."""
+    dims = []
+    for path in best.get(C.RELAXED_CIF_PATH, pd.Series([None] * len(best))):
+        dim = None
+        if isinstance(path, str) and path:
+            try:
+                dim = bonded_dimensionality(read_cif(run_dir / path))
+            except Exception as exc:
+                log.debug("cannot read %s: %s", path, exc)
+        dims.append(np.nan if dim is None else float(dim))
+    best[C.DIMENSIONALITY] = dims
 
 
 @dataclass(frozen=True)
