@@ -19,19 +19,25 @@ import argparse
 import logging
 import os
 import shutil
+import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 from _common import RESULTS, machine
 from gapforge.executor import ExecutorSettings, load_executor_settings
 from gapforge.experiments.rediscovery import (
     RediscoverySettings,
+    RerankSettings,
     collect_runs,
+    render_rerank_markdown,
     run_rediscovery,
     run_stability,
+    run_stability_rerank,
     write_summary,
 )
+from gapforge.io import write_json, write_text
 from gapforge.window import GapWindow
 
 
@@ -42,6 +48,21 @@ def _copy_results(work: Path, dest: Path) -> None:
     for name in ("heldout_systems_draw0.txt", "settings.json"):
         if (work / name).is_file():
             shutil.copy2(work / name, dest / name)
+
+
+def _windows(text: str) -> list[GapWindow]:
+    out = []
+    for part in text.split(";"):
+        lo, _, hi = part.strip().partition("-")
+        out.append(GapWindow(float(lo), float(hi) if hi else None))
+    return out
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        return "load average: " + ", ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,6 +88,17 @@ def main(argv: list[str] | None = None) -> int:
         help="windows of the stability measure, ';'-separated: 'LO' (>= LO eV) or 'LO-HI' (default: 4)",
     )
     ap.add_argument("--stability-only", action="store_true", help="skip the draws (they are done)")
+    ap.add_argument(
+        "--rerank",
+        action="store_true",
+        help="after the draws: give the top --rerank-candidates of each draw's screen structures, "
+        "relax them, take their energy above hull (own formula left out) and rank them as discover "
+        "does (P(in window) x P(stable)); writes stability_rerank.{json,md}",
+    )
+    ap.add_argument("--rerank-candidates", type=int, default=20, help="top of the screen re-ranked (20)")
+    ap.add_argument("--rerank-templates", type=int, default=1, help="templates relaxed per candidate (1)")
+    ap.add_argument("--rerank-draws", default=None, help="draws re-ranked, comma-separated (default: all)")
+    ap.add_argument("--rerank-windows", default="4;2-3", help="windows re-ranked, as --stability-windows")
     ap.add_argument(
         "--executor",
         type=Path,
@@ -111,15 +143,38 @@ def main(argv: list[str] | None = None) -> int:
         run_rediscovery(settings, args.work, executor=where)
         md = summary()
     if args.stability_pairs:
-        for part in args.stability_windows.split(";"):
-            lo, _, hi = part.strip().partition("-")
-            window = GapWindow(float(lo), float(hi) if hi else None)
+        for window in _windows(args.stability_windows):
             run_stability(
                 args.work, draw=0, window=window, n_each=args.stability_pairs, seed=args.seed, executor=where
             )
             md = summary()
+    if args.rerank:
+        md = _rerank(args, where, command)
     print(md)
     return 0
+
+
+def _rerank(args: argparse.Namespace, where: ExecutorSettings, command: str) -> str:
+    t0, start, load0 = time.time(), datetime.now(UTC), _uptime()
+    settings = RerankSettings(n_candidates=args.rerank_candidates, templates=args.rerank_templates)
+    draws = [int(d) for d in args.rerank_draws.split(",")] if args.rerank_draws else list(range(args.draws))
+    summary = run_stability_rerank(
+        args.work, settings, draws=draws, windows=_windows(args.rerank_windows), executor=where
+    )
+    meta = {
+        "command": command,
+        "date": start.strftime("%Y-%m-%d %H:%M UTC"),
+        "wall_minutes": (time.time() - t0) / 60,
+        "machine": "{cpu_count} cores, {platform}, python {python}".format(**machine()),
+        "uptime_start": load0,
+        "uptime_end": _uptime(),
+        "work": str(args.work),
+    }
+    _copy_results(args.work, args.results)
+    write_json({**meta, **summary}, args.results / "stability_rerank.json")
+    md = render_rerank_markdown(summary, meta)
+    write_text(md, args.results / "stability_rerank.md")
+    return md
 
 
 if __name__ == "__main__":

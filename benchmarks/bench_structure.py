@@ -46,7 +46,7 @@ from gapforge.structure.ranker import PrototypeRanking
 from gapforge.structure.relax import CHGNET_MODEL_VERSION, RelaxSettings
 from gapforge.structure.selection import SELECTION_MARGIN
 from gapforge.structure.stability import load_elemental_references
-from gapforge.structure.templates import SearchSettings
+from gapforge.structure.templates import SearchSettings, SlotFilling
 from gapforge.structure.validation import SampleSet, ValidationSettings, validate_rebuild
 
 #: Compounds the paper (Xin et al. 2021) reports: SrYF5 and its semiconductors.
@@ -80,6 +80,19 @@ def main() -> None:
         default=PrototypeRanking.LEARNED.value,
         help="prototype order: the fitted ranker (learned) or the ElMD + share rule (rule); always in "
         "the command line, so records of the older rule-only runs are never resumed by a learned run",
+    )
+    p.add_argument(
+        "--slots",
+        choices=[m.value for m in SlotFilling],
+        default=SlotFilling.STRUCTURE_TYPE.value,
+        help="what the k template slots hold: distinct structure types or distinct prototypes; always in "
+        "the command line, so records of the older prototype-slot runs are never resumed by a new run",
+    )
+    p.add_argument(
+        "--type-share-power",
+        type=float,
+        default=1.0,
+        help="with --slots structure_type: exponent of a type's share of its prototype's templates",
     )
     p.add_argument("--restart", action="store_true", help="ignore the saved records of an earlier run")
     p.add_argument("--report-only", action="store_true", help="rewrite the results from the saved records")
@@ -134,9 +147,16 @@ def main() -> None:
         sample=SampleSet(args.sample),
         n_test=args.n_test,
         selection_margin=args.selection_margin,
+        slots=SlotFilling(args.slots),
+        type_share_power=args.type_share_power,
     )
     args.out.mkdir(parents=True, exist_ok=True)
-    defaults = {"sample": SampleSet.TEST.value, "n_test": 200, "selection_margin": SELECTION_MARGIN}
+    defaults = {
+        "sample": SampleSet.TEST.value,
+        "n_test": 200,
+        "selection_margin": SELECTION_MARGIN,
+        "type_share_power": 1.0,
+    }
     command = "python benchmarks/bench_structure.py " + " ".join(
         f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
         for k, v in vars(args).items()
@@ -240,7 +260,8 @@ def _ranking(s: dict) -> str:
     if not s.get("prototype_ranking"):
         return "ElMD"
     if s.get("ranking", "rule") == "learned":
-        return "distinct prototypes by the learned ranker (gapforge/pretrained/prototype_ranker)"
+        slots = "structure types" if s.get("slots") == SlotFilling.STRUCTURE_TYPE else "prototypes"
+        return f"distinct {slots} by the learned ranker (gapforge/pretrained/prototype_ranker)"
     return "distinct prototypes by ElMD + prototype frequency"
 
 

@@ -109,6 +109,8 @@ def _bad_head_option(gf: Cli, tmp: Path) -> None:
     args = ("structure", "--input", str(tmp / "c.csv"), "--out", str(tmp / "s"), "--ranking", "best")
     line = _one_error_line(*gf(*args)[::2])
     assert "--ranking" in line and "learned, rule" in line and "best" in line
+    line = _one_error_line(*gf(*args[:-2], "--slots", "types")[::2])
+    assert "--slots" in line and "prototype, structure_type" in line and "types" in line
 
 
 @row("predict Li0.31416F: refused like the datasets refuse it")

@@ -32,6 +32,7 @@ TEMPLATE_RANK = "template_rank"
 TEMPLATE_ID = "template_material_id"
 TEMPLATE_FORMULA = "template_formula"
 TEMPLATE_SPACEGROUP = "template_spacegroup_number"
+TEMPLATE_WYCKOFF = "template_wyckoff_label"  # structure type: space group + Wyckoff letters per element
 ELMD = "elmd"  # ElMD, modified Pettifor scale
 SAME_PROTOTYPE = "same_anonymized_formula"
 SUBSTITUTION = "substitution"

@@ -40,6 +40,15 @@ def test_counts_and_leave_one_formula_out() -> None:
     assert prototype_prior(0.0) == pytest.approx(-math.log(1e-3))
 
 
+def test_counts_without_held_out_formulas() -> None:
+    # a benchmark holding out the Cl-Cs system: CsCl's entries vote for nothing
+    counts = PrototypeCounts.from_table(ENTRIES).without_formulas(["CsCl", "not-a-known-formula"])
+    assert counts.share("AB", 225) == 1.0 and counts.share("AB", 221) == 0.0
+    assert counts.share("ABC3", 221) == 1.0
+    assert counts.local_shares("CsBr", "AB", k=1) == {225: 1.0}
+    assert "CsCl" not in counts.formula_totals and counts.formula_totals["NaCl"] == 1
+
+
 def test_local_shares_among_the_nearest_known_formulas() -> None:
     counts = PrototypeCounts.from_table(ENTRIES)
     # CsBr: its nearest AB formula by ElMD is CsCl (CsCl type); the rock salts are further away

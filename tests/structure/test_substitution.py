@@ -38,6 +38,12 @@ def test_mapping_keeps_cations_and_anions_apart():
     assert mapping == {"Na": "Li", "Cl": "F"} and ok
 
 
+def test_diatomic_elements_map_onto_elemental_templates():
+    # pymatgen's reduced formulas: F2 and O2, but I and Si; the map compares atomic fractions
+    assert element_mapping("F2", "I")[0] == {"I": "F"}
+    assert element_mapping("Si", "O2")[0] == {"O": "Si"}
+
+
 def test_different_stoichiometry_is_refused():
     with pytest.raises(SubstitutionError, match="stoichiometry"):
         element_mapping("Li3N", "NaCl")

@@ -265,6 +265,21 @@ def rediscovery_cmd(
         ),
     ] = None,
     executor: ExecutorOpt = None,
+    rerank: Annotated[
+        bool,
+        typer.Option(
+            "--rerank/--no-rerank",
+            help="Then give each draw's top --rerank-candidates screen candidates structures (templates "
+            "without the held-out systems), relax them with CHGNet and rank them as discover does "
+            "(P(in window) x P(stable)); writes OUT/stability_rerank.md.",
+        ),
+    ] = False,
+    rerank_candidates: Annotated[
+        int, typer.Option("--rerank-candidates", help="Top of each screen re-ranked.")
+    ] = 20,
+    rerank_templates: Annotated[
+        int, typer.Option("--rerank-templates", help="Templates relaxed per re-ranked candidate.")
+    ] = 1,
 ) -> None:
     """Hold out chemical systems, retrain, run discover and four controls, count held-out materials found.
 
@@ -272,7 +287,14 @@ def rediscovery_cmd(
     on the executor (default: a local Dask cluster on every core). Resumable: a rerun with the same
     --out submits only the tasks not done yet.
     """
-    from gapforge.experiments.rediscovery import RediscoverySettings, run_rediscovery
+    from gapforge.experiments.rediscovery import (
+        RediscoverySettings,
+        RerankSettings,
+        render_rerank_markdown,
+        run_rediscovery,
+        run_stability_rerank,
+    )
+    from gapforge.io import write_json, write_text
 
     windows = []
     for part in targets.split(";"):
@@ -287,5 +309,20 @@ def rediscovery_cmd(
         n_samples=n_samples,
         campaign_iterations=campaign_iterations,
     )
-    run_rediscovery(settings, out, executor=executor_settings(executor, workers))
+    # checked before hours of draws, not after
+    rerank_settings = RerankSettings(n_candidates=rerank_candidates, templates=rerank_templates, seed=seed)
+    where = executor_settings(executor, workers)
+    run_rediscovery(settings, out, executor=where)
     typer.echo((Path(out) / "rediscovery.md").read_text())
+    if rerank:
+        summary = run_stability_rerank(
+            out,
+            rerank_settings,
+            draws=range(draws),
+            windows=settings.windows,
+            executor=where,
+        )
+        md = render_rerank_markdown(summary, {"command": "gapforge reproduce rediscovery --rerank"})
+        write_json(summary, Path(out) / "stability_rerank.json")
+        write_text(md, Path(out) / "stability_rerank.md")
+        typer.echo(md)

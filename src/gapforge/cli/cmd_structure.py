@@ -47,6 +47,15 @@ def structure_cmd(
             help="Prototype order: 'learned' (the shipped ranker) or 'rule' (ElMD + prototype share).",
         ),
     ] = "learned",
+    slots: Annotated[
+        str | None,
+        typer.Option(
+            "--slots",
+            help="What the k templates are with the learned ranking: 'structure_type' (distinct structure "
+            "types: prototypes split by Wyckoff sites) or 'prototype' (distinct space groups); "
+            "default: the library's (SearchSettings).",
+        ),
+    ] = None,
     overwrite: Annotated[
         bool,
         typer.Option("--overwrite", help="Build again even if OUT/structures.csv exists (else it is used)."),
@@ -55,13 +64,14 @@ def structure_cmd(
     """Find templates by ElMD, substitute elements and write one CIF per candidate and template."""
     from gapforge.structure.pipeline import STRUCTURES_FILE, StructureSettings, build_structures
     from gapforge.structure.ranker import PrototypeRanking
-    from gapforge.structure.templates import SearchSettings
+    from gapforge.structure.templates import SearchSettings, SlotFilling
 
     if top_k < 1:
         raise typer.BadParameter("--top-k must be at least 1")
     order = choice("--ranking", ranking, PrototypeRanking)
+    fill = SearchSettings().slots if slots is None else choice("--slots", slots, SlotFilling)
     settings = StructureSettings(
-        search=SearchSettings(top_k=top_k, ranking=order),
+        search=SearchSettings(top_k=top_k, ranking=order, slots=fill),
         max_template_e_above_hull=max_template_e_above_hull,
         aflow_prototypes=aflow,
         prototype_ranking=prototype_ranking,

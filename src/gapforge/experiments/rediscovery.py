@@ -20,8 +20,11 @@ reference. Retrained per draw with small budgets (the reason: 2 shared cores):
 Not retrained: the shipped **autoencoder** (the campaign's latent space). It was
 trained on every MP formula, held-out ones included: a leak, measured as the share of
 the campaign's new labels that are held-out materials (``campaign_heldout_labels``).
-The structure, relaxation and stability stages are not run (no template library or
-hull reference without the held-out systems yet), so there is no stability figure.
+The structure, relaxation and stability stages are not part of the draws; they run
+afterwards on finished draws: :func:`run_stability` (held-out vs other candidates of one
+draw) and :func:`run_stability_rerank` (each draw's top screen candidates get structures
+without the held-out systems, CHGNet, an energy above hull without their own formula and
+``discover``'s final ranking; hits@k of the screen, final and random orders).
 
 Per draw and target window, on one pool (the distinct generated formulas that pass
 discover's filters other than the window: allowed elements, simplicity, SMACT
@@ -74,6 +77,8 @@ from gapforge.io import read_table, write_json, write_table, write_text
 from gapforge.window import GapWindow
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from gapforge.executor import ExecutorSettings
 
 log = logging.getLogger(__name__)
@@ -842,12 +847,9 @@ def stability_measure(relaxed: pd.DataFrame, exists: set[str], hull: Any) -> dic
     compound = np.array([len(element_set(f)) > 1 for f in formulas])
     e_form = pd.to_numeric(relaxed[C.FORMATION_ENERGY_PER_ATOM], errors="coerce").to_numpy(dtype=float)
     system = pd.to_numeric(relaxed[C.E_ABOVE_HULL], errors="coerce").to_numpy(dtype=float)
-    lofo = np.full(len(formulas), np.nan)
-    n_phases = np.zeros(len(formulas), dtype=int)
-    for i, (f, e) in enumerate(zip(formulas, e_form, strict=True)):
-        if np.isfinite(e):
-            r = hull.e_above_hull(f, e, leave_out=[f])
-            lofo[i], n_phases[i] = r.e_above_hull, r.n_known_phases
+    own_out = own_formula_left_out(formulas, e_form, hull)
+    lofo = own_out[C.E_ABOVE_HULL].to_numpy(dtype=float)
+    n_phases = own_out[C.HULL_KNOWN_PHASES].to_numpy(dtype=int)
     y = np.array([f in exists for f in formulas])
     use = compound & np.isfinite(lofo)
     pos, neg = int((y & use).sum()), int((~y & use).sum())
@@ -876,6 +878,559 @@ def stability_measure(relaxed: pd.DataFrame, exists: set[str], hull: Any) -> dic
             for f, h, c, a, k, b in zip(formulas, y, compound, lofo, n_phases, system, strict=True)
         ],
     }
+
+
+# -- the stability stage on the draws: does P(in window) x P(stable) bring held-out materials up? --
+#: Cut-offs of hits@k in the re-ranking measure (within the top ``n_candidates`` of the screen).
+RERANK_KS = (5, 10, 20)
+#: The orders compared: the screen's (P in window), discover's final one (x P(stable)), a random one.
+RERANK_ORDERS = ("screen", "final", "random")
+HIT = "hit"
+#: The screen's rank column of a candidate table (``discover``'s ``rank``, 1 = first).
+RANK = "rank"
+SCREEN_RANK = "screen_rank"
+FINAL_RANK = "final_rank"
+#: Stability call of the share-within measure (eV/atom), the same as ``p_stable``'s.
+WITHIN = 0.1
+
+
+@dataclass(frozen=True)
+class RerankSettings:
+    """What :func:`run_stability_rerank` runs per draw and window.
+
+    Attributes:
+        n_candidates: the top of the screen given a structure (discover's
+            ``structure.max_candidates``; 20 in the quick preset).
+        templates: templates relaxed per candidate (discover's ``structure.templates``;
+            the kept one chosen as discover chooses it).
+        relax_steps: most FIRE steps per relaxation (:func:`run_stability`'s 100).
+        fmax: force criterion (eV/Å; :func:`run_stability`'s 0.1).
+        ks: cut-offs of hits@k and exists@k.
+        bootstrap: resamples of the ROC-AUC interval (0: none).
+        seed: of the bootstrap.
+    """
+
+    n_candidates: int = 20
+    templates: int = 1
+    relax_steps: int = 100
+    fmax: float = 0.1
+    ks: tuple[int, ...] = RERANK_KS
+    bootstrap: int = 2000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_candidates < 1 or self.templates < 1 or self.relax_steps < 1 or self.fmax <= 0:
+            raise InputError("need n_candidates, templates, relax_steps >= 1 and fmax > 0")
+        if not self.ks or min(self.ks) < 1:
+            raise InputError("hits@k cut-offs must be >= 1", value=self.ks)
+
+    def per_window(self) -> dict[str, Any]:
+        """The settings a draw and window's rows depend on (a saved result is reused when they match)."""
+        return {
+            "n_candidates": self.n_candidates,
+            "templates": self.templates,
+            "relax_steps": self.relax_steps,
+            "fmax": self.fmax,
+        }
+
+
+def own_formula_left_out(formulas: list[str], formation_energy: np.ndarray, hull: Any) -> pd.DataFrame:
+    """Energy above hull of each formula against every phase of ``hull`` except its own formula.
+
+    A held-out material then competes with the real phases of its own chemical system,
+    as an unknown material would; a formula the reference does not hold meets the
+    whole hull.
+
+    Args:
+        formulas: reduced formulas.
+        formation_energy: (n,) formation energies per atom (eV/atom, on ``hull``'s scale; NaN: none).
+        hull: a :class:`~gapforge.structure.hull.HullReference`.
+
+    Returns:
+        ``e_above_hull`` (eV/atom, NaN where there is no energy or no reference phase) and
+        ``hull_known_phases`` (known compounds of the system, the own formula not counted).
+    """
+    e_hull = np.full(len(formulas), np.nan)
+    n_phases = np.zeros(len(formulas), dtype=int)
+    for i, (f, e) in enumerate(zip(formulas, formation_energy, strict=True)):
+        if np.isfinite(e):
+            r = hull.e_above_hull(f, float(e), leave_out=[f])
+            e_hull[i], n_phases[i] = r.e_above_hull, r.n_known_phases
+    return pd.DataFrame({C.E_ABOVE_HULL: e_hull, C.HULL_KNOWN_PHASES: n_phases})
+
+
+def rerank_measure(
+    table: pd.DataFrame, hits: set[str], exists: set[str], ks: tuple[int, ...] = RERANK_KS
+) -> dict[str, Any]:
+    """hits@k and exists@k of the screen's order, discover's final order and a random order of one top-N.
+
+    Args:
+        table: the top-N of the screen, one row per candidate: ``formula``, ``rank``
+            (the screen's, 1..N), ``p_in_window`` and ``e_above_hull`` (eV/atom; NaN
+            where no structure was relaxed).
+        hits: held-out materials with their known gap in the window.
+        exists: every held-out material.
+        ks: cut-offs.
+
+    Returns:
+        ``{order}_hits@{k}`` and ``{order}_exists@{k}`` for order in
+        :data:`RERANK_ORDERS` (``random``: the exact expectation, hits in the top-N
+        x min(k, N) / N), ``n``, ``n_hits``, ``n_exists`` and ``final_order`` (the
+        formulas in :func:`~gapforge.discover.layout.rank_discoveries` order, the
+        function ``discover`` ranks its final list with).
+    """
+    from gapforge.discover.layout import rank_discoveries
+
+    n = len(table)
+    screen = table.sort_values(RANK, kind="stable")[C.FORMULA].astype(str).tolist()
+    final = rank_discoveries(table)[C.FORMULA].astype(str).tolist()
+    out: dict[str, Any] = {
+        "n": n,
+        "n_hits": sum(f in hits for f in screen),
+        "n_exists": sum(f in exists for f in screen),
+    }
+    for k in ks:
+        for name, order in (("screen", screen), ("final", final)):
+            out[f"{name}_hits@{k}"] = sum(f in hits for f in order[:k])
+            out[f"{name}_exists@{k}"] = sum(f in exists for f in order[:k])
+        share = min(k, n) / n if n else 0.0
+        out[f"random_hits@{k}"] = out["n_hits"] * share
+        out[f"random_exists@{k}"] = out["n_exists"] * share
+    out["final_order"] = final
+    return out
+
+
+def _rerank_path(out: Path, draw: int, window: GapWindow) -> Path:
+    return out / "runs" / f"rerank_draw{draw}_{window_key(window)}.json"
+
+
+def screen_top(out: str | Path, draw: int, window: GapWindow, n: int) -> pd.DataFrame:
+    """The first ``n`` of the pool of one finished draw and window in the screen's order (``rank`` 1..n).
+
+    The pool and order are those of the draws' ``discover`` variant (P(gap in window),
+    :func:`gapforge.screening.screen.rank_candidates`); its first 20 are the discover
+    run's ``screen/candidates.csv``.
+    """
+    path = _draw_dir(out, draw) / f"discover_{window_key(window)}" / "screen" / "screened.parquet"
+    if not path.is_file():
+        raise InputError("this draw and window has no screen (run the draws first)", path=path)
+    screened = pd.read_parquet(path)
+    ok = np.ones(len(screened), dtype=bool)
+    for flag in POOL_FLAGS:
+        ok &= screened[flag].to_numpy(dtype=bool)
+    pool = screened[ok].reset_index(drop=True)
+    mean = pool[C.BAND_GAP_MEAN].to_numpy(dtype=np.float64)
+    std = pool[C.BAND_GAP_STD].to_numpy(dtype=np.float64)
+    order = _rank_by_probability(pool, mean, std, window)[:n]
+    top = pool.set_index(C.FORMULA).loc[order, [C.BAND_GAP_MEAN, C.BAND_GAP_STD]].reset_index()
+    top[C.P_IN_WINDOW] = window.probability(
+        top[C.BAND_GAP_MEAN].to_numpy(dtype=np.float64), top[C.BAND_GAP_STD].to_numpy(dtype=np.float64)
+    )
+    top[RANK] = np.arange(1, len(top) + 1)
+    return top
+
+
+def held_out_systems(out: str | Path, draw: int) -> set[str]:
+    """The chemical systems draw ``draw`` held out (``OUT/heldout_systems_draw{draw}.txt``)."""
+    path = Path(out) / f"heldout_systems_draw{draw}.txt"
+    if not path.is_file():
+        raise InputError("no held-out systems for this draw (run the draws first)", path=path)
+    return set(path.read_text().split())
+
+
+@dataclass(frozen=True)
+class RerankReferences:
+    """What every draw's structure and stability stages compare against (loaded once).
+
+    Attributes:
+        library: the template library (the draw's held-out systems are removed per draw).
+        prototypes: prototype counts of the template ranking (held-out formulas removed per draw).
+        hull: every known phase (each candidate's own formula left out per query).
+    """
+
+    library: Any
+    prototypes: Any
+    hull: Any
+
+    @classmethod
+    def load(cls) -> RerankReferences:
+        """The defaults of ``discover``: the offline MP library, ``mp-formulas`` counts, ``mp-e-form``."""
+        from gapforge.structure.hull import HullReference
+        from gapforge.structure.library import load_library
+        from gapforge.structure.prototypes import PrototypeCounts
+
+        return cls(load_library(max_e_above_hull=0.1), PrototypeCounts.load(), HullReference.from_dataset())
+
+    def without(self, held: set[str]) -> tuple[Any, Any]:
+        """The library and prototype counts without any formula of the chemical systems ``held``."""
+        lib_sys = self.library.table[C.REDUCED_FORMULA].astype(str).map(chemical_system)
+        library = self.library.subset(~lib_sys.isin(held).to_numpy())
+        drop = [f for f in self.prototypes.formula_totals if chemical_system(f) in held]
+        return library, self.prototypes.without_formulas(drop)
+
+
+def rerank_window(
+    out: str | Path,
+    draw: int,
+    window: GapWindow,
+    settings: RerankSettings = RerankSettings(),
+    *,
+    references: RerankReferences | None = None,
+    executor: Executor | ExecutorSettings | None = None,
+    known: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """Structures, relaxation, stability and discover's final ranking of one draw and window's top-N.
+
+    The first ``settings.n_candidates`` of the screen (:func:`screen_top`) get
+    structures from templates **without** the draw's held-out systems (library and
+    prototype counts), are relaxed with CHGNet (one task per structure on the
+    executor; kept in ``OUT/work/relax_cache`` by content, shared by every draw and
+    window), and their energy above hull is taken against every known phase except
+    their own formula (:func:`own_formula_left_out`). The final order is
+    :func:`~gapforge.discover.layout.rank_discoveries`, discover's own. Written to
+    ``OUT/runs/rerank_draw{draw}_{window}.json``; a file with the same
+    :meth:`RerankSettings.per_window` is returned as is (resumable per draw and window).
+    """
+    from gapforge.structure.pipeline import StructureSettings, build_structures, relax_structures
+    from gapforge.structure.relax import RelaxSettings
+    from gapforge.structure.templates import SearchSettings
+
+    out = Path(out)
+    path = _rerank_path(out, draw, window)
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old.get("settings") == settings.per_window():
+            log.info("draw %d %s: re-ranking done before (%s); reused", draw, window, path)
+            return old
+    t0 = time.perf_counter()
+    held = held_out_systems(out, draw)
+    if known is None:
+        known = build_known(out / "work" / "known.parquet")
+    held_known = known[known[CHEMSYS].isin(held)]
+    exists = set(held_known[C.FORMULA])
+    labelled = held_known[held_known[C.BAND_GAP].notna()]
+    hits = set(labelled.loc[window.contains(labelled[C.BAND_GAP].to_numpy(dtype=float)), C.FORMULA])
+    refs = references if references is not None else RerankReferences.load()
+    library, prototypes = refs.without(held)
+
+    top = screen_top(out, draw, window, settings.n_candidates)
+    sdir = _draw_dir(out, draw) / f"rerank_{window_key(window)}"
+    sdir.mkdir(parents=True, exist_ok=True)
+    inp = write_table(top, sdir / "input.csv")
+    build_structures(
+        inp,
+        sdir,
+        library=library,
+        settings=StructureSettings(search=SearchSettings(top_k=settings.templates)),
+        overwrite=True,  # cheap and deterministic: the same CIFs, so the relaxations come from the cache
+        prototypes=prototypes,
+    )
+    relaxed = relax_structures(
+        sdir,
+        settings=RelaxSettings(fmax=settings.fmax, max_steps=settings.relax_steps),
+        hull=refs.hull,
+        executor=executor,
+        overwrite=True,
+        cache_dir=out / "work" / "relax_cache",
+    )
+    rel = relaxed.drop_duplicates(C.FORMULA).set_index(C.FORMULA)
+    formulas = top[C.FORMULA].astype(str).tolist()
+    e_form = pd.to_numeric(rel[C.FORMATION_ENERGY_PER_ATOM].reindex(formulas), errors="coerce").to_numpy(
+        dtype=float
+    )
+    lofo = own_formula_left_out(formulas, e_form, refs.hull)
+    table = top.assign(
+        **{
+            C.FORMATION_ENERGY_PER_ATOM: e_form,
+            C.E_ABOVE_HULL: lofo[C.E_ABOVE_HULL].to_numpy(),
+            C.HULL_KNOWN_PHASES: lofo[C.HULL_KNOWN_PHASES].to_numpy(),
+        }
+    )
+    measure = rerank_measure(table, hits, exists, settings.ks)
+    final_rank = {f: i for i, f in enumerate(measure.pop("final_order"), start=1)}
+    from gapforge.structure.stability import p_stable
+
+    rows = []
+    for _, r in table.iterrows():
+        f = str(r[C.FORMULA])
+        eh = float(r[C.E_ABOVE_HULL])
+        info = rel.loc[f] if f in rel.index else None
+        rows.append(
+            {
+                C.FORMULA: f,
+                SCREEN_RANK: int(r[RANK]),
+                FINAL_RANK: final_rank[f],
+                C.P_IN_WINDOW: float(r[C.P_IN_WINDOW]),
+                C.BAND_GAP_MEAN: float(r[C.BAND_GAP_MEAN]),
+                C.E_ABOVE_HULL: eh if np.isfinite(eh) else None,
+                C.P_STABLE: float(p_stable(eh)) if np.isfinite(eh) else None,
+                C.HULL_KNOWN_PHASES: int(r[C.HULL_KNOWN_PHASES]),
+                HELD_OUT: f in exists,
+                HIT: f in hits,
+                C.TEMPLATE_FORMULA: _text(info, C.TEMPLATE_FORMULA),
+                C.CONVERGED: _text(info, C.CONVERGED),
+                C.REASON: _text(info, C.REASON),
+            }
+        )
+    res = {
+        "draw": draw,
+        "target": str(window),
+        "window": window_key(window),
+        "settings": settings.per_window(),
+        "n_held_out_in_window": len(hits),
+        "n_relaxed": int(np.isfinite(e_form).sum()),
+        "n_with_e_above_hull": int(np.isfinite(lofo[C.E_ABOVE_HULL]).sum()),
+        **measure,
+        "rows": rows,
+        "hull": f"{refs.hull.source}; every known phase except the candidate's own formula",
+        "seconds": round(time.perf_counter() - t0, 1),
+    }
+    write_json(res, path)
+    log.info(
+        "draw %d %s: hits@10 screen %d final %d (of %d held-out in the top %d), %.0f s",
+        draw, window, res["screen_hits@10"] if 10 in settings.ks else -1,
+        res["final_hits@10"] if 10 in settings.ks else -1, res["n_hits"], res["n"], res["seconds"],
+    )  # fmt: skip
+    return res
+
+
+def _text(info: pd.Series | None, col: str) -> Any:
+    if info is None or col not in info.index:
+        return None
+    v = info[col]
+    if v is None or (isinstance(v, float) and not np.isfinite(v)):
+        return None
+    return v if isinstance(v, bool) else str(v)
+
+
+def bootstrap_auc(y: np.ndarray, score: np.ndarray, n_boot: int, seed: int = 0) -> tuple[float, float, float]:
+    """ROC-AUC and its 95 % percentile interval, resampling positives and negatives separately."""
+    auc = _auc(y, score)
+    if n_boot <= 0 or not np.isfinite(auc):
+        return auc, float("nan"), float("nan")
+    rng = np.random.default_rng(seed)
+    pos, neg = score[y], score[~y]
+    vals = np.empty(n_boot)
+    for b in range(n_boot):
+        p = rng.choice(pos, len(pos))
+        q = rng.choice(neg, len(neg))
+        # Mann-Whitney: the share of pairs a positive wins, ties counting half
+        vals[b] = ((p[:, None] > q[None, :]).sum() + 0.5 * (p[:, None] == q[None, :]).sum()) / (
+            len(p) * len(q)
+        )
+    lo, hi = np.percentile(vals, [2.5, 97.5])
+    return auc, float(lo), float(hi)
+
+
+def _mean_sd(values: list[float]) -> dict[str, float]:
+    v = np.asarray(values, dtype=float)
+    return {
+        "mean": float(v.mean()) if len(v) else float("nan"),
+        "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan"),
+    }
+
+
+def summarize_rerank(results: list[dict[str, Any]], settings: RerankSettings) -> dict[str, Any]:
+    """Per window: mean ± sd over draws of every hits@k, and pooled stability measures.
+
+    Also the paired final − screen difference per draw, the stability ROC-AUC of
+    held-out vs other compounds pooled over draws with a bootstrap interval, and the
+    share within 0.1 eV/atom of the hull of each.
+    """
+    from gapforge.structure.hull import chemical_system as element_set
+
+    def pooled(rs: list[dict[str, Any]], seed: int) -> dict[str, Any]:
+        rows = [r for res in rs for r in res["rows"]]
+        eh = np.array([np.nan if r[C.E_ABOVE_HULL] is None else r[C.E_ABOVE_HULL] for r in rows], dtype=float)
+        y = np.array([bool(r[HELD_OUT]) for r in rows])
+        compound = np.array([len(element_set(r[C.FORMULA])) > 1 for r in rows], dtype=bool)
+        use = compound & np.isfinite(eh)
+        auc, lo, hi = bootstrap_auc(y[use], -eh[use], settings.bootstrap, seed)
+        n_pos, n_neg = int((y & use).sum()), int((~y & use).sum())
+        within = eh <= WITHIN
+        return {
+            "roc_auc": auc,
+            "roc_auc_ci95": [lo, hi],
+            "n_positive": n_pos,
+            "n_negative": n_neg,
+            "n_pairs": n_pos * n_neg,
+            "n_rows": len(rows),
+            "n_held_out": int(y.sum()),
+            "n_held_out_with_e_above_hull": int((y & np.isfinite(eh)).sum()),
+            "n_other_with_e_above_hull": int((~y & np.isfinite(eh)).sum()),
+            "held_out_within": int((y & within).sum()),
+            "other_within": int((~y & within).sum()),
+            "share_within_held_out": float((y & within).sum() / max(1, (y & np.isfinite(eh)).sum())),
+            "share_within_other": float((~y & within).sum() / max(1, (~y & np.isfinite(eh)).sum())),
+            "median_e_above_hull_held_out": float(np.median(eh[y & use])) if n_pos else float("nan"),
+            "median_e_above_hull_other": float(np.median(eh[~y & use])) if n_neg else float("nan"),
+        }
+
+    windows: list[dict[str, Any]] = []
+    by_window: dict[str, list[dict[str, Any]]] = {}
+    for res in results:
+        by_window.setdefault(res["target"], []).append(res)
+    for i, (target, unsorted) in enumerate(by_window.items()):
+        rs = sorted(unsorted, key=lambda r: r["draw"])
+        w: dict[str, Any] = {"target": target, "draws": [r["draw"] for r in rs]}
+        for key in ("n_hits", "n_exists", "n_relaxed", "n_with_e_above_hull"):
+            w[key] = _mean_sd([r[key] for r in rs])
+        for k in settings.ks:
+            for what in ("hits", "exists"):
+                for order in RERANK_ORDERS:
+                    w[f"{order}_{what}@{k}"] = _mean_sd([r[f"{order}_{what}@{k}"] for r in rs])
+                diff = [r[f"final_{what}@{k}"] - r[f"screen_{what}@{k}"] for r in rs]
+                w[f"final_minus_screen_{what}@{k}"] = {
+                    **_mean_sd(diff),
+                    "ahead": sum(d > 0 for d in diff),
+                    "behind": sum(d < 0 for d in diff),
+                    "per_draw": diff,
+                }
+        w["stability"] = pooled(rs, settings.seed + i)
+        windows.append(w)
+    return {
+        "settings": asdict(settings),
+        "windows": windows,
+        "stability_all_windows": pooled(results, settings.seed + len(windows)),
+    }
+
+
+def run_stability_rerank(
+    out: str | Path,
+    settings: RerankSettings = RerankSettings(),
+    *,
+    draws: Sequence[int] = range(5),
+    windows: Sequence[GapWindow] = (GapWindow(4.0), GapWindow(2.0, 3.0)),
+    executor: Executor | ExecutorSettings | None = None,
+    references: RerankReferences | None = None,
+    known: pd.DataFrame | None = None,
+) -> dict[str, Any]:
+    """:func:`rerank_window` for every draw and window (finished ones reused), then :func:`summarize_rerank`.
+
+    The relaxations of every draw and window run on one executor (opened here when
+    given as settings, started at the first relaxation that is not cached).
+
+    Returns:
+        The summary, with ``results`` (one dict per draw and window).
+    """
+    from gapforge.executor import ExecutorSettings, choose_executor
+    from gapforge.executor.engine import open_executor
+
+    out = Path(out)
+    if known is None:
+        known = build_known(out / "work" / "known.parquet")
+    todo = [(d, w) for d in draws for w in windows]
+    done = []
+    for d, w in todo:
+        p = _rerank_path(out, d, w)
+        if p.is_file() and json.loads(p.read_text()).get("settings") == settings.per_window():
+            done.append((d, w))
+    refs = references
+    if refs is None and len(done) < len(todo):
+        refs = RerankReferences.load()
+    where = choose_executor(executor)
+    if isinstance(where, ExecutorSettings):
+        opened = open_executor(where, deferred=True, make_current=False)
+    else:
+        opened = contextlib.nullcontext(where)
+    results = []
+    with opened as ex:
+        for d, w in todo:
+            results.append(rerank_window(out, d, w, settings, references=refs, executor=ex, known=known))
+    summary = summarize_rerank(results, settings)
+    summary["results"] = results
+    return summary
+
+
+def _fmt_ms(d: dict[str, float], fmt: str = ".2f") -> str:
+    if not np.isfinite(d["mean"]):
+        return "-"
+    return f"{d['mean']:{fmt}}" if not np.isfinite(d["sd"]) else f"{d['mean']:{fmt}} ± {d['sd']:{fmt}}"
+
+
+def _sd_text(sd: float) -> str:
+    return f" ± {sd:.2f}" if np.isfinite(sd) else ""
+
+
+def render_rerank_markdown(summary: dict[str, Any], meta: dict[str, Any]) -> str:
+    """The re-ranking measure as markdown: hits@k of the three orders, the paired difference, stability."""
+    s = summary["settings"]
+    lines = [
+        "# Does the stability stage earn its place? Re-ranking the screen's top by P(in window) x P(stable)",
+        "",
+        f"- command: `{meta.get('command', '')}`",
+        f"- date: {meta.get('date', '')}; wall time of this call: "
+        f"{meta.get('wall_minutes', float('nan')):.1f} min; machine: {meta.get('machine', '')}",
+        f"- load: {meta.get('uptime_start', '')} (start) / {meta.get('uptime_end', '')} (end)",
+        f"- settings: top {s['n_candidates']} of the screen per draw and window, "
+        f"{s['templates']} template(s) per candidate, CHGNet {s['relax_steps']} FIRE steps at fmax "
+        f"{s['fmax']} eV/Å; energy above hull "
+        "against every known phase except the candidate's own formula; final order = "
+        "`rank_discoveries` (discover's)",
+        "",
+        "Hit: a held-out material with its PBE gap in the window; exists: any held-out material. "
+        "Random: the exact expectation of a random order of the same top-N.",
+        "",
+        "| target | draws | order | " + " | ".join(f"hits@{k}" for k in s["ks"]) + " | "
+        + " | ".join(f"exists@{k}" for k in s["ks"]) + " |",
+        "|---|---|---|" + "---|" * (2 * len(s["ks"])),
+    ]  # fmt: skip
+    for w in summary["windows"]:
+        for order in RERANK_ORDERS:
+            cells = [_fmt_ms(w[f"{order}_hits@{k}"]) for k in s["ks"]]
+            cells += [_fmt_ms(w[f"{order}_exists@{k}"]) for k in s["ks"]]
+            lines.append(f"| {w['target']} | {len(w['draws'])} | {order} | " + " | ".join(cells) + " |")
+    lines += ["", "## Final − screen, paired per draw", ""]
+    for w in summary["windows"]:
+        for what in ("hits", "exists"):
+            parts = []
+            for k in s["ks"]:
+                d = w[f"final_minus_screen_{what}@{k}"]
+                parts.append(
+                    f"@{k}: {d['mean']:+.2f}{_sd_text(d['sd'])} "
+                    f"(ahead {d['ahead']}, behind {d['behind']}; "
+                    f"per draw {', '.join(f'{x:+d}' for x in d['per_draw'])})"
+                )
+            lines.append(f"- {w['target']}, {what}: " + "; ".join(parts))
+    lines += [
+        "",
+        "## Stability of held-out materials vs other candidates (pooled over draws)",
+        "",
+        "ROC-AUC of −e_above_hull, compounds with an energy above hull; 95 % bootstrap interval "
+        "(positives and negatives resampled separately).",
+        "",
+        "| target | held-out + other | pairs | ROC-AUC [95 %] | median e_hull held-out / other (eV/atom) "
+        "| within 0.1 eV/atom: held-out | other |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for target, st in [(w["target"], w["stability"]) for w in summary["windows"]] + [
+        ("both windows", summary["stability_all_windows"])
+    ]:
+        lo, hi = st["roc_auc_ci95"]
+        lines.append(
+            f"| {target} | {st['n_positive']} + {st['n_negative']} | {st['n_pairs']} | "
+            f"{st['roc_auc']:.3f} [{lo:.3f}, {hi:.3f}] | "
+            f"{st['median_e_above_hull_held_out']:+.3f} / {st['median_e_above_hull_other']:+.3f} | "
+            f"{st['held_out_within']}/{st['n_held_out_with_e_above_hull']} "
+            f"({100 * st['share_within_held_out']:.0f} %) | "
+            f"{st['other_within']}/{st['n_other_with_e_above_hull']} "
+            f"({100 * st['share_within_other']:.0f} %) |"
+        )
+    lines += ["", "## Per draw", ""]
+    lines += [
+        "| draw | target | held-out in top-N (hits) | relaxed | screen hits@10 | final hits@10 "
+        "| final top 5 (held-out in bold) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in summary.get("results", []):
+        top5 = sorted(r["rows"], key=lambda x: x[FINAL_RANK])[:5]
+        names = ", ".join(f"**{x[C.FORMULA]}**" if x[HELD_OUT] else x[C.FORMULA] for x in top5)
+        lines.append(
+            f"| {r['draw']} | {r['target']} | {r['n_exists']} ({r['n_hits']}) | {r['n_relaxed']}/{r['n']} | "
+            f"{r.get('screen_hits@10', '-')} | {r.get('final_hits@10', '-')} | {names} |"
+        )
+    lines.append("")
+    return "\n".join(lines)
 
 
 def collect_runs(out: str | Path) -> pd.DataFrame:
@@ -1004,24 +1559,37 @@ def write_summary(
 
 __all__ = [
     "KS",
+    "RERANK_KS",
+    "RERANK_ORDERS",
     "VARIANTS",
     "DrawModel",
     "ModelResult",
     "ModelTask",
     "RediscoverySettings",
+    "RerankReferences",
+    "RerankSettings",
     "WindowResult",
     "WindowTask",
     "aggregate",
+    "bootstrap_auc",
     "build_known",
     "chemical_system",
     "collect_runs",
     "draw_holdout",
+    "held_out_systems",
     "known_fingerprint",
     "model_task",
+    "own_formula_left_out",
     "ranking_metrics",
+    "render_rerank_markdown",
+    "rerank_measure",
+    "rerank_window",
     "run_rediscovery",
     "run_stability",
+    "run_stability_rerank",
+    "screen_top",
     "stability_measure",
+    "summarize_rerank",
     "window_key",
     "window_task",
 ]

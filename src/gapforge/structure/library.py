@@ -77,6 +77,8 @@ class TemplateLibrary:
         self.table = table.reset_index(drop=True)
         self.source = source
         self._structures: dict[int, Structure] = {}
+        self._wyckoff: dict[int, str] = {}
+        self._same_type: dict[tuple[int, int], bool] = {}
 
     def __len__(self) -> int:
         return len(self.table)
@@ -110,6 +112,26 @@ class TemplateLibrary:
                     value=self.table.loc[index, C.MATERIAL_ID],
                 ) from exc
         return self._structures[index]
+
+    def wyckoff_label(self, index: int) -> str:
+        """AFLOW-style Wyckoff label of row ``index`` (see ``prototypes.wyckoff_label``)."""
+        if index not in self._wyckoff:
+            from gapforge.structure.prototypes import wyckoff_label
+
+            try:
+                self._wyckoff[index] = wyckoff_label(self.structure(index))
+            except InputError:  # an unreadable CIF has no label; substituting it reports the error
+                self._wyckoff[index] = "?"
+        return self._wyckoff[index]
+
+    def same_structure_type(self, a: int, b: int) -> bool:
+        """Whether rows ``a`` and ``b`` are one structure type (StructureMatcher ``fit_anonymous``)."""
+        key = (min(a, b), max(a, b))
+        if key not in self._same_type:
+            from gapforge.structure.prototypes import same_structure_type
+
+            self._same_type[key] = same_structure_type(self.structure(a), self.structure(b))
+        return self._same_type[key]
 
     def subset(self, mask: np.ndarray | pd.Series) -> TemplateLibrary:
         """A new library with only the rows where ``mask`` is true."""

@@ -51,6 +51,7 @@ if TYPE_CHECKING:
     from concurrent.futures import Executor
 
     from gapforge.executor import ExecutorSettings
+    from gapforge.structure.prototypes import PrototypeCounts
 
 log = logging.getLogger(__name__)
 
@@ -120,6 +121,7 @@ def build_structures(
     library: TemplateLibrary | str | Path | None = None,
     settings: StructureSettings = StructureSettings(),
     overwrite: bool = False,
+    prototypes: PrototypeCounts | None = None,
 ) -> pd.DataFrame:
     """Find templates for each candidate, substitute, write CIFs and ``structures.csv``.
 
@@ -130,6 +132,9 @@ def build_structures(
         library: template library or its file (default: the offline MP library).
         settings: search and substitution settings.
         overwrite: redo even if ``structures.csv`` exists (else it is returned as is).
+        prototypes: prototype counts of the ranking (default: ``mp-formulas``; a
+            benchmark passes counts without its held-out materials). Used only with
+            ``settings.prototype_ranking``.
 
     Returns:
         The ``structures.csv`` table: one row per candidate and template (rank
@@ -151,7 +156,10 @@ def build_structures(
     lib_source = library.source if lib_path is None else str(Path(lib_path).resolve())
     if settings.aflow_prototypes:
         library = with_aflow_prototypes(library)
-    prototypes = _prototype_counts() if settings.prototype_ranking else None
+    if not settings.prototype_ranking:
+        prototypes = None
+    elif prototypes is None:
+        prototypes = _prototype_counts()
 
     searchable = [
         i for i, c in enumerate(comps) if all(el in MODIFIED_PETTIFOR for el in c.get_el_amt_dict())
@@ -180,6 +188,7 @@ def build_structures(
                 C.TEMPLATE_ID: match.material_id,
                 C.TEMPLATE_FORMULA: match.formula,
                 C.TEMPLATE_SPACEGROUP: library.table.loc[match.index, C.SPACEGROUP_NUMBER],
+                C.TEMPLATE_WYCKOFF: library.wyckoff_label(match.index),
                 C.ELMD: match.elmd,
                 C.PROTOTYPE_SHARE: match.prototype_share,
                 C.SAME_PROTOTYPE: match.same_anonymized_formula,
@@ -232,6 +241,7 @@ def relax_structures(
     executor: Executor | ExecutorSettings | None = None,
     overwrite: bool = False,
     selection_margin: float = SELECTION_MARGIN,
+    cache_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """Relax every CIF of ``run_dir/structures.csv`` with CHGNet and rank the templates.
 
@@ -254,6 +264,8 @@ def relax_structures(
             are reused either way: a killed stage resumes where it stopped.
         selection_margin: the kept template is the first-ranked one unless another
             relaxed lower by more than this (eV/atom; see :func:`select_best`).
+        cache_dir: where relaxations are kept by content key (default
+            ``run_dir/relax_cache``); runs that relax the same structures may share one.
 
     Returns:
         ``relaxed.csv``: one row per candidate with the best template's results.
@@ -291,7 +303,7 @@ def relax_structures(
         settings,
         workers=workers,
         executor=executor,
-        cache_dir=run_dir / RELAX_CACHE_DIR,
+        cache_dir=run_dir / RELAX_CACHE_DIR if cache_dir is None else Path(cache_dir),
         desc="relax",
     )
 
@@ -392,6 +404,7 @@ def _order_columns(table: pd.DataFrame, input_columns: pd.Index) -> pd.DataFrame
         C.TEMPLATE_ID,
         C.TEMPLATE_FORMULA,
         C.TEMPLATE_SPACEGROUP,
+        C.TEMPLATE_WYCKOFF,
         C.ELMD,
         C.PROTOTYPE_SHARE,
         C.SAME_PROTOTYPE,
@@ -442,6 +455,7 @@ _TEXT_COLUMNS = (
     C.SUBSTITUTION,
     C.TEMPLATE_ID,
     C.TEMPLATE_FORMULA,
+    C.TEMPLATE_WYCKOFF,
     C.RELAXED_CIF_PATH,
     C.DECOMPOSITION,
     C.SYMMETRIZED_CIF_PATH,

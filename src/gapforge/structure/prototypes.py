@@ -23,14 +23,15 @@ import logging
 import math
 import warnings
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from string import ascii_uppercase
+from typing import Any
 
 import numpy as np
 import pandas as pd
-from pymatgen.core import Composition
+from pymatgen.core import Composition, Structure
 
 from gapforge import columns as C
 from gapforge.formula import parse_formula
@@ -110,6 +111,25 @@ class PrototypeCounts:
         from gapforge.data.registry import resolve
 
         return _load_counts(str(resolve(name).resolve()))
+
+    def without_formulas(self, formulas: Iterable[str]) -> PrototypeCounts:
+        """These counts with every entry of ``formulas`` (reduced formulas) removed.
+
+        For a benchmark that holds known materials out: their own space groups must
+        not vote for the prototypes of the templates built for them.
+        """
+        drop = set(formulas)
+        kept = {(f, sg): n for (f, sg), n in self.by_formula.items() if f not in drop}
+        by_prototype: Counter[tuple[str, int]] = Counter()
+        by_anon: Counter[str] = Counter()
+        totals: Counter[str] = Counter()
+        for (f, sg), n in kept.items():
+            a = _anonymized(f)
+            by_prototype[(a, sg)] += n
+            by_anon[a] += n
+            totals[f] += n
+        source = f"{self.source} without {len(self.formula_totals) - len(totals)} formulas"
+        return PrototypeCounts(dict(by_prototype), dict(by_anon), kept, dict(totals), source)
 
     def share(self, anonymized: str, spacegroup: int, *, leave_out: str | None = None) -> float:
         """Share of the known entries with this anonymised formula that have this space group.
@@ -243,6 +263,92 @@ def prototype_key(anonymized: str, spacegroup: float) -> tuple[str, int] | None:
     return (anonymized, int(spacegroup))
 
 
+#: Symmetry tolerance (Å) of the Wyckoff labels (as the relaxed structures' space groups).
+WYCKOFF_SYMPREC = 0.1
+
+
+def wyckoff_label(structure: Structure, symprec: float = WYCKOFF_SYMPREC) -> str:
+    """An AFLOW-style structure-type label: space group and the Wyckoff letters of each element.
+
+    spglib's symmetry dataset (through ``SpacegroupAnalyzer``) gives every site's Wyckoff
+    letter in the standard setting; each element contributes the sorted letters of its
+    symmetry-distinct sites, and the elements are ordered by (site count, letters), so the
+    label names no element: rock salt NaCl and MgO are both ``225_a_b``, CsCl-type ``221_a_b``,
+    fluorite ``225_a_c``. Origin choices the standard setting leaves open can give one
+    structure type two labels (fluorite as ``225_a_c`` or ``225_b_c``);
+    :func:`structure_types` merges those by StructureMatcher. A structure spglib cannot
+    read gets ``"?"``.
+
+    Example:
+        >>> from pymatgen.core import Lattice, Structure
+        >>> wyckoff_label(Structure(Lattice.cubic(4.2), ["Cs", "Cl"], [[0, 0, 0], [0.5, 0.5, 0.5]]))
+        '221_a_b'
+    """
+    from pymatgen.symmetry.analyzer import SpacegroupAnalyzer
+
+    try:
+        data = SpacegroupAnalyzer(structure, symprec=symprec).get_symmetry_dataset()
+    except Exception:  # spglib failures: an unknown label, never a crash
+        return "?"
+    if data is None:
+        return "?"
+    wyckoffs = list(data.wyckoffs)
+    orbits = list(data.equivalent_atoms)
+    letters: dict[str, list[str]] = {}
+    seen: set[int] = set()
+    for site, orbit, letter in zip(structure, orbits, wyckoffs, strict=True):
+        if int(orbit) in seen:
+            continue
+        seen.add(int(orbit))
+        letters.setdefault(site.species_string, []).append(str(letter))
+    counts = Counter(site.species_string for site in structure)
+    groups = sorted((counts[el], "".join(sorted(ls))) for el, ls in letters.items())
+    return "_".join([str(int(data.number)), *(g for _, g in groups)])
+
+
+def same_structure_type(a: Structure, b: Structure) -> bool:
+    """Whether two structures are one structure type whatever their elements (``fit_anonymous``)."""
+    from pymatgen.analysis.structure_matcher import StructureMatcher
+
+    if len(a.composition) != len(b.composition):
+        return False
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return bool(StructureMatcher().fit_anonymous(a, b))
+    except Exception:  # matcher failures: not shown to be the same type
+        return False
+
+
+def structure_types(library: Any, rows: Sequence[int]) -> list[str]:
+    """The structure type of each template row: its Wyckoff label, equal labels one type.
+
+    Rows with different labels whose first structures match by :func:`same_structure_type`
+    are merged (origin choices of one type). A row's type is named by the label of the
+    first row of its type, so the result depends on ``rows`` order only in the names.
+
+    Args:
+        library: a :class:`~gapforge.structure.library.TemplateLibrary`.
+        rows: template rows (usually all templates of one prototype).
+
+    Returns:
+        One type name per row.
+    """
+    labels = [library.wyckoff_label(int(r)) for r in rows]
+    first: dict[str, int] = {}
+    for r, lab in zip(rows, labels, strict=True):
+        first.setdefault(lab, int(r))
+    name: dict[str, str] = {}
+    reps: list[tuple[str, int]] = []  # (type name, row of its first structure)
+    for lab, r in first.items():
+        hit = next((n for n, rr in reps if lab != "?" and library.same_structure_type(rr, r)), None)
+        if hit is None:
+            reps.append((lab, r))
+            hit = lab
+        name[lab] = hit
+    return [name[lab] for lab in labels]
+
+
 def shares_for(
     counts: PrototypeCounts, anonymized: str, spacegroups: Iterable[float], *, leave_out: str | None = None
 ) -> list[float]:
@@ -256,9 +362,13 @@ def shares_for(
 __all__ = [
     "AFLOW_ID_PREFIX",
     "PROTOTYPE_COUNT_DATASET",
+    "WYCKOFF_SYMPREC",
     "PrototypeCounts",
     "aflow_prototype_library",
     "prototype_key",
     "prototype_prior",
+    "same_structure_type",
     "shares_for",
+    "structure_types",
+    "wyckoff_label",
 ]

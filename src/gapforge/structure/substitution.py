@@ -110,8 +110,9 @@ def element_mapping(
             f"stoichiometry of {cand.reduced_formula} ({cand.anonymized_formula}) differs from template "
             f"{temp.reduced_formula} ({temp.anonymized_formula})"
         )
-    c_amt = cand.get_el_amt_dict()
-    t_amt = temp.get_el_amt_dict()
+    # atomic fractions: pymatgen reduces F to F2 and O to O2 but I to I, so amounts differ
+    c_amt = cand.fractional_composition.get_el_amt_dict()
+    t_amt = temp.fractional_composition.get_el_amt_dict()
     c_oxi, t_oxi = oxidation_guess(cand), oxidation_guess(temp)
     c_els = sorted(c_amt)
     best: tuple[tuple[float, ...], dict[str, str]] | None = None

@@ -54,7 +54,7 @@ from gapforge.structure.stability import (
     mp2020_correction_per_atom,
 )
 from gapforge.structure.substitution import SubstitutionSettings, substitute
-from gapforge.structure.templates import SearchSettings, search_templates
+from gapforge.structure.templates import SearchSettings, SlotFilling, search_templates
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +96,8 @@ class ValidationSettings:
         n_test: size of the test sample that ``dev`` is kept disjoint from.
         selection_margin: kept template: the first-ranked unless another relaxed lower by
             more than this (eV/atom; :func:`~gapforge.structure.selection.pick_template`).
+        slots: what the k template slots hold (distinct prototypes or structure types).
+        type_share_power: exponent of a structure type's share within its prototype.
     """
 
     n_materials: int = 200
@@ -112,6 +114,8 @@ class ValidationSettings:
     sample: SampleSet = SampleSet.TEST
     n_test: int = 200
     selection_margin: float = SELECTION_MARGIN
+    slots: SlotFilling = SlotFilling.STRUCTURE_TYPE
+    type_share_power: float = 1.0
 
 
 @dataclass(frozen=True)
@@ -282,7 +286,12 @@ def _validate_chunk(
     cache_dir: str | Path | None = None,
 ) -> list[dict[str, Any]]:
     search = SearchSettings(
-        top_k=settings.top_k, fallback_nearest=False, exclude_same_formula=True, ranking=settings.ranking
+        top_k=settings.top_k,
+        fallback_nearest=False,
+        exclude_same_formula=True,
+        ranking=settings.ranking,
+        slots=settings.slots,
+        type_share_power=settings.type_share_power,
     )
     formulas = targets[C.REDUCED_FORMULA].tolist()
     found = search_templates(formulas, templates, search, prototypes=prototypes)
@@ -309,6 +318,7 @@ def _validate_chunk(
                 float(templates.table[C.SPACEGROUP_NUMBER].iloc[m.index]) for m in matches
             ],
             "prototype_shares": [float(m.prototype_share) for m in matches],
+            "template_wyckoff_labels": [templates.wyckoff_label(m.index) for m in matches],
             "_true": true,
             "_subs": {},
             "_relaxed": {},
