@@ -46,16 +46,23 @@ def _stand_in_for_chgnet(structure, settings):
     )
 
 
-def test_report_of_a_run_made_by_the_structure_and_relax_stages(tmp_path, monkeypatch):
+def _structure_run(tmp_path: Path, settings: StructureSettings) -> Path:
+    """A >= 4 eV run directory whose screen kept the test candidates and whose structure stage ran."""
     run = tmp_path / "run"
     (run / "screen").mkdir(parents=True)
     (run / "config.json").write_text('{"gap_min": 4.0, "gap_max": null}')
     shutil.copy(FILES / "candidates.csv", run / "screen" / "candidates.csv")
-    # the ElMD + share rule: the fluorite (CaF2) template first for SrF2; the learned ranker puts the
-    # Pnma (HgCl2-type) AFLOW prototype first, as the nearest known AB2 formulas in mp-formulas mostly take it
-    settings = StructureSettings(search=SearchSettings(top_k=2, ranking=PrototypeRanking.RULE))
     build_structures(run / "screen" / "candidates.csv", run / "structure", library=FILES / "tiny_library.csv",
                      settings=settings)  # fmt: skip
+    return run
+
+
+def test_report_of_a_run_made_by_the_structure_and_relax_stages(tmp_path, monkeypatch):
+    # the ElMD + share rule: the fluorite (CaF2) template first for SrF2; the learned ranker puts the
+    # Pnma (HgCl2-type) AFLOW prototype first, as the nearest known AB2 formulas in mp-formulas mostly take it
+    run = _structure_run(
+        tmp_path, StructureSettings(search=SearchSettings(top_k=2, ranking=PrototypeRanking.RULE))
+    )
     monkeypatch.setattr(relax, "relax_structure", _stand_in_for_chgnet)
     relaxed = relax_structures(
         run / "structure", references=REFS, library=FILES / "tiny_library.csv", workers=1
@@ -93,16 +100,7 @@ def test_every_covered_candidate_gets_a_hull_energy_and_a_line_when_below(tmp_pa
     """Issue 17's third goal on a run made by the stages: each relaxed candidate whose elements the
     reference covers has a finite energy above hull and its decomposition, and one more than
     0.05 eV/atom below every known phase gets a line in the report saying so."""
-    run = tmp_path / "run"
-    (run / "screen").mkdir(parents=True)
-    (run / "config.json").write_text('{"gap_min": 4.0, "gap_max": null}')
-    shutil.copy(FILES / "candidates.csv", run / "screen" / "candidates.csv")
-    build_structures(
-        run / "screen" / "candidates.csv",
-        run / "structure",
-        library=FILES / "tiny_library.csv",
-        settings=StructureSettings(search=SearchSettings(top_k=2)),
-    )
+    run = _structure_run(tmp_path, StructureSettings(search=SearchSettings(top_k=2)))
     monkeypatch.setattr(relax, "relax_structure", _stand_in_for_chgnet)
     phases = tmp_path / "phases.csv"  # made-up known phases: KBr at -1.0, SrF2 at -2.05 eV/atom
     phases.write_text("formula,formation_energy_per_atom\nKBr,-1.0\nSrF2,-2.05\nSr2F,-0.5\n")
@@ -130,13 +128,9 @@ def test_every_covered_candidate_gets_a_hull_energy_and_a_line_when_below(tmp_pa
 
 def test_molecular_crystals_are_named_in_the_table(tmp_path, monkeypatch):
     """The relax stage measures each kept structure's bonded network; the report names a 0D one."""
-    run = tmp_path / "run"
-    (run / "screen").mkdir(parents=True)
-    (run / "config.json").write_text('{"gap_min": 4.0, "gap_max": null}')
-    shutil.copy(FILES / "candidates.csv", run / "screen" / "candidates.csv")
-    settings = StructureSettings(search=SearchSettings(top_k=1, ranking=PrototypeRanking.RULE))
-    build_structures(run / "screen" / "candidates.csv", run / "structure", library=FILES / "tiny_library.csv",
-                     settings=settings)  # fmt: skip
+    run = _structure_run(
+        tmp_path, StructureSettings(search=SearchSettings(top_k=1, ranking=PrototypeRanking.RULE))
+    )
 
     def blown_apart_srf2(structure, settings):
         res = _stand_in_for_chgnet(structure, settings)
