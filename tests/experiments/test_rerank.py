@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from gapforge.errors import InputError
 from gapforge.experiments.rediscovery import (
     CHEMSYS,
     POOL_FLAGS,
@@ -197,10 +198,14 @@ def test_cli_refuses_bad_rerank_settings_before_any_draw(tmp_path, monkeypatch, 
 
     monkeypatch.setattr(rediscovery, "run_rediscovery", boom)
     out = tmp_path / "rd"
-    args = ["reproduce", "rediscovery", "--out", str(out), "--rerank", "--rerank-candidates", "0"]
-    monkeypatch.setattr(sys, "argv", ["gapforge", *args])
-    with pytest.raises(SystemExit) as exc:
-        main()
-    err = capsys.readouterr().err.strip().splitlines()
-    assert exc.value.code == 2 and len(err) == 1 and "n_candidates" in err[0]
-    assert not out.exists()
+    for flag in ("--rerank-candidates", "--rerank-templates"):
+        args = ["reproduce", "rediscovery", "--out", str(out), "--rerank", flag, "0"]
+        monkeypatch.setattr(sys, "argv", ["gapforge", *args])
+        with pytest.raises(SystemExit) as exc:
+            main()
+        err = capsys.readouterr().err.strip().splitlines()
+        assert exc.value.code == 2 and len(err) == 1, err
+        assert flag in err[0] and "0" in err[0], err  # the flag and the value it got
+        assert not out.exists()
+    with pytest.raises(InputError, match="relax_steps must be >= 1"):
+        RerankSettings(relax_steps=0)

@@ -287,6 +287,7 @@ def rediscovery_cmd(
     on the executor (default: a local Dask cluster on every core). Resumable: a rerun with the same
     --out submits only the tasks not done yet.
     """
+    from gapforge.errors import InputError
     from gapforge.experiments.rediscovery import (
         RediscoverySettings,
         RerankSettings,
@@ -310,6 +311,9 @@ def rediscovery_cmd(
         campaign_iterations=campaign_iterations,
     )
     # checked before hours of draws, not after
+    for flag, value in (("--rerank-candidates", rerank_candidates), ("--rerank-templates", rerank_templates)):
+        if value < 1:
+            raise InputError(f"{flag} must be >= 1", value=value)
     rerank_settings = RerankSettings(n_candidates=rerank_candidates, templates=rerank_templates, seed=seed)
     where = executor_settings(executor, workers)
     run_rediscovery(settings, out, executor=where)

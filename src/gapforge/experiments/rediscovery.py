@@ -919,8 +919,11 @@ class RerankSettings:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.n_candidates < 1 or self.templates < 1 or self.relax_steps < 1 or self.fmax <= 0:
-            raise InputError("need n_candidates, templates, relax_steps >= 1 and fmax > 0")
+        for name in ("n_candidates", "templates", "relax_steps"):
+            if getattr(self, name) < 1:
+                raise InputError(f"re-ranking {name} must be >= 1", value=getattr(self, name))
+        if not self.fmax > 0:
+            raise InputError("re-ranking fmax must be > 0 eV/Å", value=self.fmax)
         if not self.ks or min(self.ks) < 1:
             raise InputError("hits@k cut-offs must be >= 1", value=self.ks)
 
