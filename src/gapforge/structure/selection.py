@@ -28,10 +28,43 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gapforge.structure.rescore import RescoreSettings, SelectionEnergy
 
 #: eV/atom another template must relax below the first-ranked one to be kept instead;
 #: chosen on the development set (benchmarks/results/structure_selection.md).
 SELECTION_MARGIN = 0.075
+
+
+@dataclass(frozen=True)
+class SelectionSettings:
+    """How one of a candidate's relaxed templates is kept.
+
+    Attributes:
+        energy: whose energy compares the CHGNet-relaxed templates (CHGNet's own, or another
+            potential re-scoring them: :mod:`gapforge.structure.rescore`).
+        margin: eV/atom another template must lie below the first-ranked one to be kept instead
+            (0 = lowest energy, ``inf`` = first-ranked).
+        rescore_steps: with another potential, its own FIRE + cell-filter steps from the
+            CHGNet-relaxed structure before the energy is read (0 = one evaluation).
+    """
+
+    energy: SelectionEnergy = SelectionEnergy.CHGNET
+    margin: float = SELECTION_MARGIN
+    rescore_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.margin >= 0 or self.rescore_steps < 0:
+            raise ValueError(
+                f"need margin >= 0 and rescore_steps >= 0 (got {self.margin}, {self.rescore_steps})"
+            )
+
+    def rescore(self, device: str = "cpu", num_threads: int | None = 1) -> RescoreSettings | None:
+        """The re-scoring to run before choosing (``None`` when CHGNet's energies choose)."""
+        if self.energy == SelectionEnergy.CHGNET:
+            return None
+        return RescoreSettings(self.energy, self.rescore_steps, device=device, num_threads=num_threads)
 
 
 def pick_template(
