@@ -94,10 +94,14 @@ def choose_margin(records: list[dict], source: str) -> tuple[float, dict[str, fl
     return min(m for m, v in rates.items() if v == best), {str(m): v for m, v in rates.items()}
 
 
-def misses_below_true(records: list[dict], source: str) -> tuple[int, int]:
-    """Lowest-energy misses with a match among the k, and how many of them the energy puts below the true
-    structure's own energy (no energy rule recovers those)."""
-    miss = below = 0
+def misses_below_true(records: list[dict], source: str) -> tuple[int, int, int, float | None]:
+    """Lowest-energy misses with a match among the k; how many of them the energy puts below the true
+    structure's own energy (no energy rule recovers those); how many are intermetallics (no MP2020
+    anion); the median energy of the matching template above the lowest (eV/atom)."""
+    from gapforge.structure.energy_scale import anion_of
+
+    miss = below = inter = 0
+    gaps = []
     for r in records:
         e = energies(r, source)
         m = _ints(r.get("matches_by_rank"))
@@ -109,7 +113,13 @@ def misses_below_true(records: list[dict], source: str) -> tuple[int, int]:
         miss += 1
         true = r.get("energy_per_atom_true") if source == CHGNET else r.get("selection_energy_true")
         below += bool(true is not None and e[low] < float(true))
-    return miss, below
+        inter += anion_of(r["formula"]) is None
+        gaps.append(
+            min(e[k] for k, v in m.items() if v and k in e) - e[low]
+            if any(v and k in e for k, v in m.items())
+            else np.nan
+        )
+    return miss, below, inter, float(np.nanmedian(gaps)) if gaps else None
 
 
 def hull_figures(records: list[dict]) -> dict[str, float]:
@@ -286,7 +296,8 @@ def markdown(r: dict) -> str:
             if has_test
             else ""
         )
-        + " lowest-energy misses with a match among k: of which the energy puts below the true structure |",
+        + " lowest-energy misses with a match among k: put below the true structure / intermetallic / median "
+        "gap to the matching one (eV/atom) |",
         "|---|---|---|---|" + ("---|---|---|---|" if has_test else "") + "---|",
     ]
     for x in r["rules"]:
@@ -306,7 +317,7 @@ def markdown(r: dict) -> str:
                 _f(x["test_lowest_energy"]),
             ]
         m = x["test_lowest_energy_misses"] if has_test else x["dev_lowest_energy_misses"]
-        cells.append(f"{m[0]}: {m[1]}" + (" (test)" if has_test else " (dev)"))
+        cells.append(f"{m[0]}: {m[1]} / {m[2]} / {_f(m[3])}" + (" (test)" if has_test else " (dev)"))
         lines.append("| " + " | ".join(cells) + " |")
     lines += [
         "",
