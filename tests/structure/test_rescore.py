@@ -36,6 +36,8 @@ def test_settings_refuse_what_cannot_be_run() -> None:
         RescoreSettings(steps=-1)
     with pytest.raises(ValueError, match="margin >= 0"):
         SelectionSettings(margin=-0.1)
+    with pytest.raises(ValueError, match="needs a re-scoring potential"):
+        SelectionSettings(rescore_steps=5)
     assert SelectionSettings().rescore() is None  # CHGNet chooses: nothing to re-score
     assert SelectionSettings(SelectionEnergy.SEVENNET_0, 0.05, 30).rescore() == RescoreSettings(steps=30)
 

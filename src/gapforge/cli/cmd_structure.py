@@ -158,8 +158,11 @@ def relax_cmd(
     from gapforge.structure.rescore import SelectionEnergy
     from gapforge.structure.selection import SELECTION_MARGIN, SelectionSettings
 
+    energy = choice("--selection-energy", selection_energy, SelectionEnergy)
+    if rescore_steps and energy == SelectionEnergy.CHGNET:
+        raise typer.BadParameter("--rescore-steps needs --selection-energy other than chgnet")
     selection = SelectionSettings(
-        choice("--selection-energy", selection_energy, SelectionEnergy),
+        energy,
         SELECTION_MARGIN if selection_margin is None else selection_margin,
         rescore_steps,
     )

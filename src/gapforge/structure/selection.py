@@ -59,6 +59,8 @@ class SelectionSettings:
             raise ValueError(
                 f"need margin >= 0 and rescore_steps >= 0 (got {self.margin}, {self.rescore_steps})"
             )
+        if self.rescore_steps and self.energy == SelectionEnergy.CHGNET:
+            raise ValueError("rescore_steps needs a re-scoring potential (energy other than chgnet)")
 
     def rescore(self, device: str = "cpu", num_threads: int | None = 1) -> RescoreSettings | None:
         """The re-scoring to run before choosing (``None`` when CHGNet's energies choose)."""
