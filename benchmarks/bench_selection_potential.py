@@ -32,6 +32,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -244,7 +245,7 @@ def main() -> None:
     }
     report = {
         "benchmark": "selection potential among the CHGNet-relaxed templates (issue 17)",
-        "command": "python benchmarks/bench_selection_potential.py " + " ".join(sys.argv[1:]),
+        "command": "python benchmarks/bench_selection_potential.py " + shlex.join(sys.argv[1:]),
         "record_commands": {lab: {"dev": v[2], "test": v[3]} for lab, v in sets.items()},
         "n_dev": len(first[0]),
         "n_test": len(first[1]) if first[1] is not None else None,

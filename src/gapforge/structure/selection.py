@@ -22,6 +22,17 @@ bootstrap interval 0.530-0.665; top-1 0.585, lowest energy 0.455):
 (``structure_selection_types.md``: dev 0.760, test 0.650): 0.075 both times; a
 logistic-regression selector over rank, energy gaps, symmetry and relaxed duplicates
 did worse on dev (0.71 left-one-out against 0.75).
+
+A better potential does not choose better (``benchmarks/results/selection_potential.md``):
+SevenNet-0 (matbench-discovery F1 0.72 against CHGNet's 0.61, same MPtrj data) re-scoring the 5
+CHGNet-relaxed templates, margin chosen on dev, keeps a match for 0.645 of the 200 test materials
+with one evaluation per structure (0.050 eV/atom; dev 0.740) and 0.650 after 30 of its own FIRE steps
+(0.075; dev 0.750), against 0.650 for CHGNet (dev 0.760); paired +2/-3 and +2/-2. The mean of the two
+energies gives 0.660 (+2/-0) on test but no gain on dev (0.750 / 0.760), so it was not adopted. The
+lowest-energy misses are mostly intermetallic site orderings (33 of 51 on test) with a median
+0.012 eV/atom between the lowest and the matching template, and SevenNet-0, too, puts the wrong one
+below the true structure in 47 of its 48: below what either potential resolves. CHGNet stays the
+default; ``SelectionSettings(energy=SelectionEnergy.SEVENNET_0)`` is there to try.
 """
 
 from __future__ import annotations
