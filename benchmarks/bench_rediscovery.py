@@ -99,7 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         "--rerank-candidates",
         type=int,
         default=RerankSettings.n_candidates,
-        help="top of the screen re-ranked (default: the quick preset's structure.max_candidates, %(default)s)",
+        help="top of the screen re-ranked (default: the quick preset's max_candidates, %(default)s)",
     )
     ap.add_argument("--rerank-templates", type=int, default=1, help="templates relaxed per candidate (1)")
     ap.add_argument("--rerank-draws", default=None, help="draws re-ranked, comma-separated (default: all)")
