@@ -95,7 +95,12 @@ def main(argv: list[str] | None = None) -> int:
         "relax them, take their energy above hull (own formula left out) and rank them as discover "
         "does (P(in window) x P(stable)); writes stability_rerank.{json,md}",
     )
-    ap.add_argument("--rerank-candidates", type=int, default=20, help="top of the screen re-ranked (20)")
+    ap.add_argument(
+        "--rerank-candidates",
+        type=int,
+        default=RerankSettings.n_candidates,
+        help="top of the screen re-ranked (default: the quick preset's max_candidates, %(default)s)",
+    )
     ap.add_argument("--rerank-templates", type=int, default=1, help="templates relaxed per candidate (1)")
     ap.add_argument("--rerank-draws", default=None, help="draws re-ranked, comma-separated (default: all)")
     ap.add_argument("--rerank-windows", default="4;2-3", help="windows re-ranked, as --stability-windows")

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -118,6 +120,16 @@ def test_remap_rejects_elements_without_data(feat: MagpieFeaturizer) -> None:
         feat.remap(counts, ["Cf", "O"])
     ok = feat.remap(np.array([[0, 1]]), ["Cf", "O"])  # unused element is fine
     assert ok.sum() == 1
+
+
+def test_matches_recorded_matminer_magpie_features(feat: MagpieFeaturizer) -> None:
+    """The first 132 columns equal matminer's Magpie ElementProperty (recorded from matminer 0.10.1)."""
+    ref = json.loads((Path(__file__).parents[1] / "files" / "magpie_matminer_reference.json").read_text())
+    names = list(feat.get_feature_names_out())[:132]
+    assert names == ref["feature_labels"]
+    formulas = list(ref["features"])
+    ours = feat.transform(formulas)[:, :132]
+    np.testing.assert_allclose(ours, np.array([ref["features"][f] for f in formulas]), rtol=1e-4, atol=1e-3)
 
 
 def test_matches_matminer_if_installed(feat: MagpieFeaturizer) -> None:

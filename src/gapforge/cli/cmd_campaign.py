@@ -275,8 +275,12 @@ def rediscovery_cmd(
         ),
     ] = False,
     rerank_candidates: Annotated[
-        int, typer.Option("--rerank-candidates", help="Top of each screen re-ranked.")
-    ] = 20,
+        int | None,
+        typer.Option(
+            "--rerank-candidates",
+            help="Top of each screen re-ranked [default: the quick preset's structure.max_candidates].",
+        ),
+    ] = None,
     rerank_templates: Annotated[
         int, typer.Option("--rerank-templates", help="Templates relaxed per re-ranked candidate.")
     ] = 1,
@@ -312,9 +316,10 @@ def rediscovery_cmd(
     )
     # checked before hours of draws, not after
     for flag, value in (("--rerank-candidates", rerank_candidates), ("--rerank-templates", rerank_templates)):
-        if value < 1:
+        if value is not None and value < 1:
             raise InputError(f"{flag} must be >= 1", value=value)
-    rerank_settings = RerankSettings(n_candidates=rerank_candidates, templates=rerank_templates, seed=seed)
+    top = {} if rerank_candidates is None else {"n_candidates": rerank_candidates}
+    rerank_settings = RerankSettings(**top, templates=rerank_templates, seed=seed)
     where = executor_settings(executor, workers)
     run_rediscovery(settings, out, executor=where)
     typer.echo((Path(out) / "rediscovery.md").read_text())

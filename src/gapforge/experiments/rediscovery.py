@@ -72,6 +72,7 @@ import numpy as np
 import pandas as pd
 
 from gapforge import columns as C
+from gapforge.discover.config import QUICK_PRESET
 from gapforge.errors import InputError
 from gapforge.io import read_table, write_json, write_table, write_text
 from gapforge.window import GapWindow
@@ -899,8 +900,8 @@ class RerankSettings:
     """What :func:`run_stability_rerank` runs per draw and window.
 
     Attributes:
-        n_candidates: the top of the screen given a structure (discover's
-            ``structure.max_candidates``; 20 in the quick preset).
+        n_candidates: the top of the screen given a structure (default: discover's quick
+            preset's ``structure.max_candidates``).
         templates: templates relaxed per candidate (discover's ``structure.templates``;
             the kept one chosen as discover chooses it).
         relax_steps: most FIRE steps per relaxation (:func:`run_stability`'s 100).
@@ -910,7 +911,7 @@ class RerankSettings:
         seed: of the bootstrap.
     """
 
-    n_candidates: int = 20
+    n_candidates: int = QUICK_PRESET["structure"]["max_candidates"]
     templates: int = 1
     relax_steps: int = 100
     fmax: float = 0.1
@@ -1011,8 +1012,8 @@ def screen_top(out: str | Path, draw: int, window: GapWindow, n: int) -> pd.Data
     """The first ``n`` of the pool of one finished draw and window in the screen's order (``rank`` 1..n).
 
     The pool and order are those of the draws' ``discover`` variant (P(gap in window),
-    :func:`gapforge.screening.screen.rank_candidates`); its first 20 are the discover
-    run's ``screen/candidates.csv``.
+    :func:`gapforge.screening.screen.rank_candidates`); its first ``screen.top`` are the
+    discover run's ``screen/candidates.csv``.
     """
     path = _draw_dir(out, draw) / f"discover_{window_key(window)}" / "screen" / "screened.parquet"
     if not path.is_file():

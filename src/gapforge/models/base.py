@@ -207,6 +207,48 @@ def dump_skops(
     return {"weights_file": weights_file, "weights_sha256": file_sha256(path)}
 
 
+def save_skops_model(
+    content: object,
+    directory: str | Path,
+    *,
+    kind: str,
+    params: dict[str, Any],
+    weights_file: str,
+    format_version: int,
+    metadata: dict[str, Any],
+    **dump_kwargs: Any,
+) -> Path:
+    """Write a skops-saved model directory: the weights (:func:`dump_skops`), then ``model.json``.
+
+    The card is ``{"kind", "params", "metadata"}``; its metadata holds the format version,
+    the weights' sha256 (both records :func:`verify_weights` reads), the scikit-learn and
+    skops versions, then ``metadata`` (the model's own entries, which win on a clash).
+    Shared by every skops-saved model (the forest, the experimental head, the prototype
+    ranker), so their cards cannot drift apart.
+    """
+    from importlib.metadata import version
+
+    from gapforge.io import write_json
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = dump_skops(content, directory, weights_file, **dump_kwargs)
+    card = {
+        "kind": kind,
+        "params": params,
+        "metadata": {
+            "format_version": format_version,
+            **weights,
+            **weights_record(directory, [weights_file]),
+            "scikit-learn_version": version("scikit-learn"),
+            "skops_version": version("skops"),
+            **metadata,
+        },
+    }
+    write_json(card, directory / MODEL_CARD_FILE)
+    return directory
+
+
 def load_skops(path: str | Path, trusted: Sequence[str], *, label: str) -> Any:
     """Read a skops file written by :func:`dump_skops`, rebuilding only the ``trusted`` types.
 

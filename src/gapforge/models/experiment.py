@@ -34,8 +34,7 @@ import pandas as pd
 
 from gapforge import columns as C
 from gapforge.errors import ModelError
-from gapforge.io import write_json
-from gapforge.models.base import MODEL_CARD_FILE, dump_skops, load_skops, rebuild_from_card, weights_record
+from gapforge.models.base import load_skops, rebuild_from_card, save_skops_model
 from gapforge.models.boosting import BOOSTER_KEYS, BoosterSettings
 from gapforge.models.metal_gate import GapDistribution, combine, fit_std_scale
 
@@ -497,11 +496,7 @@ class ExperimentHead:
     # -- persistence ----------------------------------------------------------------------
     def save(self, directory: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
         """Write ``model.json`` and ``head.skops``."""
-        from importlib.metadata import version
-
         self._check()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
         content = {
             "featurizer": self.featurizer_,
             "classifier": self.classifier_,
@@ -509,23 +504,16 @@ class ExperimentHead:
             "quantile_lo": self.quantiles_[0],
             "quantile_hi": self.quantiles_[1],
         }
-        weights = dump_skops(content, directory, WEIGHTS_FILE, compression=8)
-        card = {
-            "kind": KIND,
-            "params": self.card_params(),
-            "metadata": {
-                "format_version": FORMAT_VERSION,
-                **weights,
-                **weights_record(directory, [WEIGHTS_FILE]),
-                "std_scale": self.std_scale_,
-                "n_train": self.n_train_,
-                "sklearn_version": version("scikit-learn"),
-                "skops_version": version("skops"),
-                **(metadata or {}),
-            },
-        }
-        write_json(card, directory / MODEL_CARD_FILE)
-        return directory
+        return save_skops_model(
+            content,
+            directory,
+            kind=KIND,
+            params=self.card_params(),
+            weights_file=WEIGHTS_FILE,
+            format_version=FORMAT_VERSION,
+            metadata={"std_scale": self.std_scale_, "n_train": self.n_train_, **(metadata or {})},
+            compression=8,
+        )
 
     @classmethod
     def load(cls, directory: str | Path) -> Self:

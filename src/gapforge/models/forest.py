@@ -35,8 +35,7 @@ import pandas as pd
 
 from gapforge import columns as C
 from gapforge.errors import ModelError
-from gapforge.io import write_json
-from gapforge.models.base import MODEL_CARD_FILE, dump_skops, load_skops, rebuild_from_card
+from gapforge.models.base import load_skops, rebuild_from_card, save_skops_model
 from gapforge.models.featurize import MagpieFeaturizer
 
 log = logging.getLogger(__name__)
@@ -310,35 +309,27 @@ class ForestModel:
         import zipfile
         from importlib.metadata import version
 
-        import sklearn
-
         self._check_fitted()
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        weights = dump_skops(
-            self._persisted(), directory, WEIGHTS_FILE, compression=zipfile.ZIP_DEFLATED, compresslevel=9
-        )
-
         feat = self.featurizer
-        card = {
-            "kind": KIND,
-            "params": self.get_params(),
-            "metadata": {
+        return save_skops_model(
+            self._persisted(),
+            directory,
+            kind=KIND,
+            params=self.get_params(),
+            weights_file=WEIGHTS_FILE,
+            format_version=FORMAT_VERSION,
+            metadata={
                 "gapforge_version": version("gapforge"),
-                "scikit-learn_version": sklearn.__version__,
-                "skops_version": version("skops"),
                 "numpy_version": np.__version__,
-                "format_version": FORMAT_VERSION,
-                **weights,
                 "elements": list(feat.elements_),
                 "features": list(feat.feature_names_),
                 "element_table": "smact/data/magpie.csv (Magpie), copied into the featurizer",
                 "n_train": getattr(self, "n_train_", None),
                 **(metadata or {}),
             },
-        }
-        write_json(card, directory / MODEL_CARD_FILE)
-        return directory
+            compression=zipfile.ZIP_DEFLATED,
+            compresslevel=9,
+        )
 
     def _persisted(self) -> dict[str, Any]:
         out: dict[str, Any] = {"pipeline": self.pipeline_}

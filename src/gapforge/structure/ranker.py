@@ -458,34 +458,20 @@ class PrototypeRanker:
     def save(self, directory: str | Path, *, metadata: dict[str, Any] | None = None) -> Path:
         """Write ``ranker.skops`` and ``model.json`` (with the file's sha256)."""
         import zipfile
-        from importlib.metadata import version
 
-        import sklearn
+        from gapforge.models.base import save_skops_model
 
-        from gapforge.io import write_json
-        from gapforge.models.base import MODEL_CARD_FILE, dump_skops, weights_record
-
-        directory = Path(directory)
-        directory.mkdir(parents=True, exist_ok=True)
-        weights = dump_skops(
-            self.model, directory, WEIGHTS_FILE, compression=zipfile.ZIP_DEFLATED, compresslevel=9
+        return save_skops_model(
+            self.model,
+            directory,
+            kind=KIND,
+            params={},
+            weights_file=WEIGHTS_FILE,
+            format_version=FORMAT_VERSION,
+            metadata={"features": list(FEATURES), **self.metadata, **(metadata or {})},
+            compression=zipfile.ZIP_DEFLATED,
+            compresslevel=9,
         )
-        card = {
-            "kind": KIND,
-            "params": {},
-            "metadata": {
-                "format_version": FORMAT_VERSION,
-                "features": list(FEATURES),
-                "scikit-learn_version": sklearn.__version__,
-                "skops_version": version("skops"),
-                **weights,
-                **weights_record(directory, [WEIGHTS_FILE]),
-                **self.metadata,
-                **(metadata or {}),
-            },
-        }
-        write_json(card, directory / MODEL_CARD_FILE)
-        return directory
 
     @classmethod
     def load(cls, directory: str | Path) -> PrototypeRanker:
