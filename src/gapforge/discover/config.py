@@ -549,7 +549,8 @@ def _check_config(cfg: DiscoverConfig) -> None:
         fail("seed", "must be >= 0", cfg.seed)
     if cfg.models.fidelity not in ("pbe", "experiment"):
         fail("models.fidelity", "must be pbe or experiment", cfg.models.fidelity)
-    selection_energies = ("chgnet", "sevennet-0")  # structure.rescore.SelectionEnergy (not imported here)
+    # the values of structure.rescore.SelectionEnergy (not imported here: it loads pymatgen)
+    selection_energies = ("chgnet", "sevennet-0", "sevennet-l3i5")
     if cfg.structure.selection_energy not in selection_energies:
         fail(
             "structure.selection_energy",

@@ -64,10 +64,11 @@ class SelectionEnergy(StrEnum):
 
     CHGNET = "chgnet"  # the relaxation's own CHGNet 0.3.0 energy (nothing re-scored)
     SEVENNET_0 = "sevennet-0"  # SevenNet-0 (11 Jul 2024 weights, in the sevenn wheel)
+    SEVENNET_L3I5 = "sevennet-l3i5"  # SevenNet-l3i5 (lmax 3, 5 layers; same MPtrj data, in the wheel)
 
 
 #: The name ``sevenn`` gives each re-scoring model's pretrained weights.
-_SEVENNET_NAMES = {SelectionEnergy.SEVENNET_0: "7net-0"}
+_SEVENNET_NAMES = {SelectionEnergy.SEVENNET_0: "7net-0", SelectionEnergy.SEVENNET_L3I5: "7net-l3i5"}
 
 
 @dataclass(frozen=True)
