@@ -51,9 +51,10 @@ def test_cache_key_names_model_and_steps() -> None:
 
 
 @pytest.mark.slow
-def test_sevennet_orders_known_polymorphs_and_predicts_uncorrected_energies() -> None:
-    """Rock salt below CsCl type for NaCl and KBr, diamond below simple cubic for Si; and SevenNet-0's
-    energy minus CHGNet's is minus the MP2020 anion correction (SevenNet-0 is on the uncorrected scale)."""
+@pytest.mark.parametrize("model", [SelectionEnergy.SEVENNET_0, SelectionEnergy.SEVENNET_L3I5])
+def test_sevennet_orders_known_polymorphs_and_predicts_uncorrected_energies(model) -> None:
+    """Rock salt below CsCl type for NaCl and KBr, diamond below simple cubic for Si; and SevenNet's
+    energy minus CHGNet's is minus the MP2020 anion correction (SevenNet is on the uncorrected scale)."""
     pairs = {
         "NaCl": (_rock_salt("Na", "Cl", 5.64), _cscl("Na", "Cl", 3.40)),
         "KBr": (_rock_salt("K", "Br", 6.60), _cscl("K", "Br", 3.95)),
@@ -64,13 +65,15 @@ def test_sevennet_orders_known_polymorphs_and_predicts_uncorrected_energies() ->
     }
     for formula, (ground, other) in pairs.items():
         for steps in (0, 10):
-            e_ground = rescore_structure(ground.get_primitive_structure(), RescoreSettings(steps=steps))
-            e_other = rescore_structure(other, RescoreSettings(steps=steps))
+            e_ground = rescore_structure(ground.get_primitive_structure(), RescoreSettings(model, steps))
+            e_other = rescore_structure(other, RescoreSettings(model, steps))
             assert e_other.energy_per_atom - e_ground.energy_per_atom > 0.05, (formula, steps)
             assert e_ground.steps <= steps
     for formula in ("NaCl", "KBr"):
         ground = pairs[formula][0]
-        shift = rescore_structure(ground).energy_per_atom - static_energy_per_atom(ground)
+        shift = rescore_structure(ground, RescoreSettings(model)).energy_per_atom - static_energy_per_atom(
+            ground
+        )
         assert shift == pytest.approx(-mp2020_correction_per_atom(formula), abs=0.04)
     assert mp2020_correction_per_atom("NaCl") < -0.25  # the check above is not trivially 0 = 0
 
