@@ -21,7 +21,8 @@ The re-scored energy only chooses: the kept structure is still CHGNet's, with
 CHGNet's energy, formation energy and energy above hull.
 
 Measured on known materials (``benchmarks/results/selection_potential.md``): choosing with
-SevenNet-0 matches as often as choosing with CHGNet (test 0.645-0.650 against 0.650), so it is
+SevenNet-0 or SevenNet-l3i5 matches as often as choosing with CHGNet (test 0.645-0.650 against
+0.650), so it is
 opt-in (``pip install 'gapforge[sevennet]'``). Its energy above hull of the *true* MP structures is
 closer to MP's (MAE 0.012 against CHGNet's 0.020 eV/atom on test, with the MP2020 correction added),
 but not on the rebuilt ones (0.036-0.038 against 0.034). Cost on one core: 0.08-0.12 s per
