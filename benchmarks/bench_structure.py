@@ -365,7 +365,13 @@ def markdown(report: dict) -> str:
         "",
         "Kept template: the first-ranked one unless another relaxed lower by more than the margin "
         f"(0 = lowest energy, infinite = top-1; this run kept {s.get('selection_margin', 0.0)}; the stage's "
-        "margin is chosen on the dev sample by benchmarks/bench_structure_selection.py).",
+        "margin is chosen on the dev sample by benchmarks/bench_structure_selection.py)."
+        + (
+            ""
+            if s.get("selection_energy", "chgnet") == "chgnet"
+            else f" The margins below use CHGNet's energies; with {s['selection_energy']}'s: "
+            "benchmarks/bench_selection_potential.py."
+        ),
         "",
         "| margin (eV/atom) | match rate |",
         "|---|---|",
