@@ -139,3 +139,44 @@ def test_relax_stage_keeps_the_template_sevennet_puts_lowest(
     assert (again[C.SELECTION_ENERGY_PER_ATOM] == best[C.SELECTION_ENERGY_PER_ATOM]).all()
     with pytest.raises(pytest.fail.Exception, match="re-scored again"):
         relax_structures(out, selection=SelectionSettings(SelectionEnergy.SEVENNET_0, 0.0, 5), **common)
+
+
+@pytest.mark.slow
+def test_cli_relax_selection_energy(tmp_path, monkeypatch, rock_salt_and_cscl, data_path) -> None:
+    """``gapforge relax --selection-energy sevennet-0`` keeps what SevenNet-0 puts lowest; the default
+    keeps what CHGNet (here a stand-in preferring CsCl type) puts lowest."""
+    from typer.testing import CliRunner
+
+    from gapforge.cli import app
+    from gapforge.structure.pipeline import (
+        RELAXED_FILE,
+        StructureSettings,
+        build_structures,
+        read_stage_table,
+    )
+    from gapforge.structure.templates import SearchSettings
+
+    cand = tmp_path / "cand.csv"
+    pd.DataFrame({"formula": ["KCl"]}).to_csv(cand, index=False)
+    out = tmp_path / "run"
+    build_structures(
+        cand,
+        out,
+        library=rock_salt_and_cscl,
+        settings=StructureSettings(
+            search=SearchSettings(top_k=2), prototype_ranking=False, aflow_prototypes=False
+        ),
+    )
+    phases = tmp_path / "phases.csv"
+    phases.write_text("formula,formation_energy_per_atom\nKCl,-2.0\n")
+    monkeypatch.setattr(relax, "relax_structure", _fake_chgnet({225: -3.0, 221: -3.2}))
+    runner = CliRunner()
+    base = ["relax", "--input", str(out), "--hull", str(phases), "--workers", "1", "--overwrite"]
+    res = runner.invoke(app, [*base, "--selection-margin", "0"])
+    assert res.exit_code == 0, res.output
+    assert read_stage_table(out / RELAXED_FILE)[C.RELAXED_SPACEGROUP].tolist() == [221]
+    res = runner.invoke(app, [*base, "--selection-margin", "0", "--selection-energy", "sevennet-0"])
+    assert res.exit_code == 0, res.output
+    kept = read_stage_table(out / RELAXED_FILE)
+    assert kept[C.RELAXED_SPACEGROUP].tolist() == [225]
+    assert kept[C.SELECTION_ENERGY_MODEL].tolist() == ["sevennet-0"]
