@@ -44,6 +44,7 @@ from gapforge.structure.library import load_library
 from gapforge.structure.pipeline import StructureSettings, build_structures, relax_structures
 from gapforge.structure.ranker import PrototypeRanking
 from gapforge.structure.relax import CHGNET_MODEL_VERSION, RelaxSettings
+from gapforge.structure.rescore import SelectionEnergy
 from gapforge.structure.selection import SELECTION_MARGIN
 from gapforge.structure.stability import load_elemental_references
 from gapforge.structure.templates import SearchSettings, SlotFilling
@@ -123,6 +124,18 @@ def main() -> None:
         default=SELECTION_MARGIN,
         help="kept template: the first-ranked unless another relaxed lower by more (eV/atom)",
     )
+    p.add_argument(
+        "--selection-energy",
+        choices=[m.value for m in SelectionEnergy],
+        default=SelectionEnergy.CHGNET.value,
+        help="whose energy chooses among the CHGNet-relaxed templates (another potential re-scores them)",
+    )
+    p.add_argument(
+        "--rescore-steps",
+        type=int,
+        default=0,
+        help="with --selection-energy other than chgnet: its own FIRE steps before the energy (0 = one call)",
+    )
     p.add_argument("--cache-dir", type=Path, default=None, help="CHGNet results by content (resumable)")
     p.add_argument("--name", default=None, help="file prefix (default: bench_structure[_<sample>])")
     args = p.parse_args()
@@ -149,6 +162,8 @@ def main() -> None:
         selection_margin=args.selection_margin,
         slots=SlotFilling(args.slots),
         type_share_power=args.type_share_power,
+        selection_energy=SelectionEnergy(args.selection_energy),
+        rescore_steps=args.rescore_steps,
     )
     args.out.mkdir(parents=True, exist_ok=True)
     defaults = {
@@ -156,6 +171,8 @@ def main() -> None:
         "n_test": 200,
         "selection_margin": SELECTION_MARGIN,
         "type_share_power": 1.0,
+        "selection_energy": SelectionEnergy.CHGNET.value,
+        "rescore_steps": 0,
     }
     command = "python benchmarks/bench_structure.py " + " ".join(
         f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")
@@ -265,6 +282,17 @@ def _ranking(s: dict) -> str:
     return "distinct prototypes by ElMD + prototype frequency"
 
 
+def _rescore_note(s: dict) -> str:
+    if s.get("selection_energy", "chgnet") == "chgnet":
+        return ""
+    steps = s.get("rescore_steps", 0)
+    return (
+        f" on the CHGNet-relaxed structures ({steps} own steps)"
+        if steps
+        else " on the CHGNet-relaxed structures"
+    )
+
+
 def _fmt(x: object, spec: str = ".3f") -> str:
     return "n/a" if x is None else format(x, spec) if isinstance(x, float) else str(x)
 
@@ -302,7 +330,8 @@ def markdown(report: dict) -> str:
         f"{_fmt(v.get('ceiling_prototype_in_library'))} |",
         f"| StructureMatcher match, top-1 template (relaxed) | {_fmt(v.get('match_rate_top1'))} |",
         f"| StructureMatcher match, kept of {s['top_k']} (first-ranked unless another relaxed lower by > "
-        f"{s.get('selection_margin', 0.0)} eV/atom; 0 = lowest energy) | "
+        f"{s.get('selection_margin', 0.0)} eV/atom by {s.get('selection_energy', 'chgnet')}"
+        f"{_rescore_note(s)}; 0 = lowest energy) | "
         f"{_fmt(v.get('match_rate'))} |",
         f"| match, any of the {s['top_k']} (oracle choice) | {_fmt(v.get('match_rate_any_topk'))} |",
         f"| best-of-{s['top_k']} match among rebuilt | {_fmt(v.get('match_rate_among_rebuilt'))} |",
@@ -336,7 +365,13 @@ def markdown(report: dict) -> str:
         "",
         "Kept template: the first-ranked one unless another relaxed lower by more than the margin "
         f"(0 = lowest energy, infinite = top-1; this run kept {s.get('selection_margin', 0.0)}; the stage's "
-        "margin is chosen on the dev sample by benchmarks/bench_structure_selection.py).",
+        "margin is chosen on the dev sample by benchmarks/bench_structure_selection.py)."
+        + (
+            ""
+            if s.get("selection_energy", "chgnet") == "chgnet"
+            else f" The margins below use CHGNet's energies; with {s['selection_energy']}'s: "
+            "benchmarks/bench_selection_potential.py."
+        ),
         "",
         "| margin (eV/atom) | match rate |",
         "|---|---|",

@@ -43,6 +43,10 @@ CIF_PATH = "cif_path"
 # Structure stage: relaxation and stability (relaxed.csv); CONVERGED and WALL_TIME_S also in dft.csv
 RELAXED_CIF_PATH = "relaxed_cif_path"
 ENERGY_PER_ATOM = "energy_per_atom"  # eV/atom, CHGNet (MP2020-compatible scale)
+# Energy (eV/atom) of the potential that chose among the relaxed templates, on the CHGNet-relaxed
+# structure (gapforge.structure.rescore); SevenNet-0's is the uncorrected MPtrj (PBE/PBE+U) scale
+SELECTION_ENERGY_PER_ATOM = "selection_energy_per_atom"
+SELECTION_ENERGY_MODEL = "selection_energy_model"  # which potential: a SelectionEnergy value
 RELAX_STEPS = "relax_steps"
 CONVERGED = "converged"
 WALL_TIME_S = "wall_time_s"

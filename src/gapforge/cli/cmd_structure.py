@@ -115,6 +115,34 @@ def relax_cmd(
             min=1,
         ),
     ] = None,
+    selection_energy: Annotated[
+        str,
+        typer.Option(
+            "--selection-energy",
+            help="Whose energy chooses among each candidate's relaxed templates: 'chgnet' (the "
+            "relaxation's own) or 'sevennet-0' (SevenNet-0 re-scores every CHGNet-relaxed structure; "
+            "pip install 'gapforge[sevennet]').",
+        ),
+    ] = "chgnet",
+    selection_margin: Annotated[
+        float | None,
+        typer.Option(
+            "--selection-margin",
+            help="Keep the first-ranked template unless another lies lower by more than this (eV/atom; "
+            "0 = lowest energy). Default: gapforge.structure.selection.SELECTION_MARGIN (0.075, chosen "
+            "on known materials with CHGNet energies).",
+            min=0.0,
+        ),
+    ] = None,
+    rescore_steps: Annotated[
+        int,
+        typer.Option(
+            "--rescore-steps",
+            help="With --selection-energy sevennet-0: its own FIRE steps from each CHGNet-relaxed "
+            "structure before the energy is read (0 = one evaluation).",
+            min=0,
+        ),
+    ] = 0,
     overwrite: Annotated[
         bool,
         typer.Option("--overwrite", help="Relax again even if INPUT/relaxed.csv exists (else it is reused)."),
@@ -127,7 +155,17 @@ def relax_cmd(
     """
     from gapforge.structure.pipeline import RELAXED_FILE, relax_structures
     from gapforge.structure.relax import RelaxSettings
+    from gapforge.structure.rescore import SelectionEnergy
+    from gapforge.structure.selection import SELECTION_MARGIN, SelectionSettings
 
+    energy = choice("--selection-energy", selection_energy, SelectionEnergy)
+    if rescore_steps and energy == SelectionEnergy.CHGNET:
+        raise typer.BadParameter("--rescore-steps needs --selection-energy other than chgnet")
+    selection = SelectionSettings(
+        energy,
+        SELECTION_MARGIN if selection_margin is None else selection_margin,
+        rescore_steps,
+    )
     existed = (input / RELAXED_FILE).exists() and not overwrite
     best = relax_structures(
         input,
@@ -136,6 +174,7 @@ def relax_cmd(
         hull=hull,
         executor=executor_settings(executor, workers),
         overwrite=overwrite,
+        selection=selection,
     )
     if existed:
         typer.echo(f"{input / RELAXED_FILE} already exists; not redone (use --overwrite)")

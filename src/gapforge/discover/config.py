@@ -222,6 +222,9 @@ class StructureStageSettings:
             more than ``structure.selection.SELECTION_MARGIN`` eV/atom.
         relax_steps: most FIRE steps of each relaxation.
         fmax: force convergence criterion (eV/Å).
+        selection_energy: whose energy compares the relaxed templates: ``chgnet`` (the
+            relaxation's own) or ``sevennet-0`` (SevenNet-0 re-scores each CHGNet-relaxed
+            structure; needs the ``sevennet`` extra). See ``structure.rescore.SelectionEnergy``.
 
     Where the relaxations run (and on how many workers) is the ``[executor]``
     section's business, not a scientific setting.
@@ -231,6 +234,7 @@ class StructureStageSettings:
     templates: int = 5
     relax_steps: int = 500
     fmax: float = 0.05
+    selection_energy: str = "chgnet"
 
 
 @dataclass(frozen=True)
@@ -545,6 +549,14 @@ def _check_config(cfg: DiscoverConfig) -> None:
         fail("seed", "must be >= 0", cfg.seed)
     if cfg.models.fidelity not in ("pbe", "experiment"):
         fail("models.fidelity", "must be pbe or experiment", cfg.models.fidelity)
+    # the values of structure.rescore.SelectionEnergy (not imported here: it loads pymatgen)
+    selection_energies = ("chgnet", "sevennet-0", "sevennet-l3i5")
+    if cfg.structure.selection_energy not in selection_energies:
+        fail(
+            "structure.selection_energy",
+            "must be " + " or ".join(selection_energies),
+            cfg.structure.selection_energy,
+        )
     positive = {
         "data.n_initial": cfg.data.n_initial,
         "campaign.batch_size": cfg.campaign.batch_size,

@@ -623,11 +623,14 @@ def stage_relax(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     try:
         from gapforge.structure.pipeline import relax_structures
         from gapforge.structure.relax import RelaxSettings
+        from gapforge.structure.rescore import SelectionEnergy
+        from gapforge.structure.selection import SelectionSettings
     except ImportError as exc:  # pragma: no cover - depends on the build
         raise _unavailable("relax", exc) from exc
     settings = RelaxSettings(fmax=cfg.structure.fmax, max_steps=cfg.structure.relax_steps)
+    selection = SelectionSettings(energy=SelectionEnergy(cfg.structure.selection_energy))
     # runs on the executor discover() opened; relax_cache/ makes a killed stage resume
-    best = relax_structures(run_dir / L.STRUCTURE_DIR, settings=settings, overwrite=True)
+    best = relax_structures(run_dir / L.STRUCTURE_DIR, settings=settings, selection=selection, overwrite=True)
     ehull = pd.to_numeric(best.get(L.E_ABOVE_HULL, pd.Series(dtype=float)), errors="coerce")
     e_form = pd.to_numeric(best.get(L.FORMATION_ENERGY, pd.Series(dtype=float)), errors="coerce")
     return {

@@ -9,7 +9,8 @@ Two steps, each one public function and one CLI command:
   in parallel, formation energy, energy above hull; writes ``relaxed_all.csv``
   (every template) and ``relaxed.csv`` (per candidate, the first-ranked relaxed
   template unless another relaxed lower by more than ``SELECTION_MARGIN`` eV/atom,
-  converged ones first: :mod:`gapforge.structure.selection`).
+  converged ones first: :mod:`gapforge.structure.selection`; optionally in the energy of
+  a second potential re-scoring the CHGNet-relaxed structures: :mod:`gapforge.structure.rescore`).
 
 A row that fails (bad element, no template, different stoichiometry, CHGNet
 blow-up, no convergence) keeps going with its reason in the ``reason`` column.
@@ -38,7 +39,8 @@ from gapforge.structure.elmd import MODIFIED_PETTIFOR, as_composition
 from gapforge.structure.hull import DEFAULT_HULL_DATASET, HullReference
 from gapforge.structure.library import TemplateLibrary, load_library
 from gapforge.structure.relax import RelaxResult, RelaxSettings, run_relaxations
-from gapforge.structure.selection import SELECTION_MARGIN, pick_template
+from gapforge.structure.rescore import RescoreResult, run_rescoring
+from gapforge.structure.selection import SELECTION_MARGIN, SelectionSettings, pick_template
 from gapforge.structure.stability import (
     ElementalReferences,
     formation_energy_per_atom,
@@ -240,7 +242,7 @@ def relax_structures(
     workers: int | None = None,
     executor: Executor | ExecutorSettings | None = None,
     overwrite: bool = False,
-    selection_margin: float = SELECTION_MARGIN,
+    selection: SelectionSettings = SelectionSettings(),
     cache_dir: str | Path | None = None,
 ) -> pd.DataFrame:
     """Relax every CIF of ``run_dir/structures.csv`` with CHGNet and rank the templates.
@@ -262,9 +264,10 @@ def relax_structures(
         overwrite: redo even if ``relaxed.csv`` exists (else it is returned as is).
             Relaxations already in ``relax_cache/`` (same structure, same settings)
             are reused either way: a killed stage resumes where it stopped.
-        selection_margin: the kept template is the first-ranked one unless another
-            relaxed lower by more than this (eV/atom; see :func:`select_best`).
-        cache_dir: where relaxations are kept by content key (default
+        selection: which template is kept: the first-ranked one unless another lies lower by
+            more than the margin (eV/atom; see :func:`select_best`), in CHGNet's energy or in that
+            of a second potential re-scoring every relaxed structure (``selection_energy_per_atom``).
+        cache_dir: where relaxations (and re-scorings) are kept by content key (default
             ``run_dir/relax_cache``); runs that relax the same structures may share one.
 
     Returns:
@@ -306,6 +309,7 @@ def relax_structures(
         cache_dir=run_dir / RELAX_CACHE_DIR if cache_dir is None else Path(cache_dir),
         desc="relax",
     )
+    rescore = selection.rescore(settings.device, settings.num_threads)
 
     for col in (
         C.RELAXED_CIF_PATH,
@@ -324,17 +328,21 @@ def relax_structures(
             table.loc[i, C.REASON] = res.reason
             continue
         _record_relaxation(table, i, res, run_dir, settings)
+    if rescore is not None:
+        _rescore(table, ok_idx, results, rescore, workers, executor, cache_dir or run_dir / RELAX_CACHE_DIR)
     _add_stability(table, refs, hull)
     write_json(
         {
             "settings": asdict(settings),
+            "selection": asdict(selection),
             "references": refs.source,
             "hull_reference": None if hull is None else hull[1],
         },
         run_dir / RELAX_SETTINGS_FILE,
     )
     write_table(table, run_dir / RELAXED_ALL_FILE)
-    best = select_best(table, selection_margin)
+    energy_col = C.ENERGY_PER_ATOM if rescore is None else C.SELECTION_ENERGY_PER_ATOM
+    best = select_best(table, selection.margin, energy_column=energy_col)
     _add_dimensionality(best, run_dir)
     write_table(best, out_path)
     warn_below_known_hull(best)
@@ -349,16 +357,20 @@ def relax_structures(
     return best
 
 
-def select_best(table: pd.DataFrame, margin: float = SELECTION_MARGIN) -> pd.DataFrame:
+def select_best(
+    table: pd.DataFrame, margin: float = SELECTION_MARGIN, *, energy_column: str = C.ENERGY_PER_ATOM
+) -> pd.DataFrame:
     """One row per candidate: the kept template (:func:`~gapforge.structure.selection.pick_template`).
 
     The first-ranked relaxed template unless another relaxed lower by more than
-    ``margin`` eV/atom (converged relaxations first; ``margin`` 0 keeps the
-    lowest energy). A candidate with no relaxed template keeps its first row and reason.
+    ``margin`` eV/atom in ``energy_column`` (CHGNet's, or the re-scoring potential's
+    :data:`~gapforge.columns.SELECTION_ENERGY_PER_ATOM`; converged relaxations first;
+    ``margin`` 0 keeps the lowest energy). A candidate with no relaxed template keeps its
+    first row and reason.
     """
     energy = (
-        pd.to_numeric(table[C.ENERGY_PER_ATOM], errors="coerce")
-        if C.ENERGY_PER_ATOM in table
+        pd.to_numeric(table[energy_column], errors="coerce")
+        if energy_column in table
         else pd.Series(np.nan, index=table.index)
     )
     converged = (
@@ -386,6 +398,31 @@ def select_best(table: pd.DataFrame, margin: float = SELECTION_MARGIN) -> pd.Dat
         counts = table.groupby(C.CANDIDATE_ROW)[C.ENERGY_PER_ATOM].count()
         best[C.N_TEMPLATES_RELAXED] = best[C.CANDIDATE_ROW].map(counts).fillna(0).astype(int)
     return best.reset_index(drop=True)
+
+
+def _rescore(
+    table: pd.DataFrame,
+    ok_idx: list[int],
+    results: list[Any],
+    rescore: Any,
+    workers: int | None,
+    executor: Executor | ExecutorSettings | None,
+    cache_dir: str | Path,
+) -> None:
+    """Write :data:`~gapforge.columns.SELECTION_ENERGY_PER_ATOM` for every CHGNet-relaxed structure."""
+    rows = [i for i, res in zip(ok_idx, results, strict=True) if isinstance(res, RelaxResult)]
+    structures = [res.final_structure for res in results if isinstance(res, RelaxResult)]
+    table[C.SELECTION_ENERGY_PER_ATOM] = np.nan
+    table[C.SELECTION_ENERGY_MODEL] = pd.Series([None] * len(table), index=table.index, dtype=object)
+    scored = run_rescoring(
+        structures, rescore, workers=workers, executor=executor, cache_dir=cache_dir, desc="rescore"
+    )
+    for i, res in zip(rows, scored, strict=True):
+        if isinstance(res, RescoreResult):
+            table.loc[i, C.SELECTION_ENERGY_PER_ATOM] = res.energy_per_atom
+            table.loc[i, C.SELECTION_ENERGY_MODEL] = str(rescore.model)
+        else:  # not scored: this template cannot be chosen by the re-scoring energy
+            log.warning("row %d: %s could not score it (%s)", i, rescore.model, res.reason)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -431,6 +468,7 @@ _NUMERIC_COLUMNS = (
     C.VOLUME_SCALE,
     C.NSITES,
     C.ENERGY_PER_ATOM,
+    C.SELECTION_ENERGY_PER_ATOM,
     C.RELAX_STEPS,
     C.WALL_TIME_S,
     C.MAX_FORCE,
@@ -460,6 +498,7 @@ _TEXT_COLUMNS = (
     C.DECOMPOSITION,
     C.SYMMETRIZED_CIF_PATH,
     C.RELAXED_SPACEGROUP_SYMBOL,
+    C.SELECTION_ENERGY_MODEL,
 )
 
 

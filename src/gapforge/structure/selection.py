@@ -22,16 +22,65 @@ bootstrap interval 0.530-0.665; top-1 0.585, lowest energy 0.455):
 (``structure_selection_types.md``: dev 0.760, test 0.650): 0.075 both times; a
 logistic-regression selector over rank, energy gaps, symmetry and relaxed duplicates
 did worse on dev (0.71 left-one-out against 0.75).
+
+A better potential does not choose better (``benchmarks/results/selection_potential.md``):
+SevenNet-0 (matbench-discovery F1 0.72 against CHGNet's 0.61, same MPtrj data) re-scoring the 5
+CHGNet-relaxed templates, margin chosen on dev, keeps a match for 0.645 of the 200 test materials
+with one evaluation per structure (0.050 eV/atom; dev 0.740) and 0.650 after 30 of its own FIRE steps
+(0.075; dev 0.750), against 0.650 for CHGNet (dev 0.760); paired +2/-3 and +2/-2. The mean of the two
+energies gives 0.660 (+2/-0) on test but no gain on dev (0.750 / 0.760), so it was not adopted. The
+lowest-energy misses are mostly intermetallic site orderings (33 of 51 on test) with a median
+0.012 eV/atom between the lowest and the matching template, and SevenNet-0, too, puts the wrong one
+below the true structure in 47 of its 48: below what either potential resolves. SevenNet-l3i5 (the
+larger model in the same wheel) ties too: 0.650 on test (margin 0.1 from dev, where it tied at 0.760;
++1/-1), although its plain lowest energy was the best on dev (0.690 against 0.640; test 0.570 against
+0.560). CHGNet stays the default; ``SelectionSettings(energy=SelectionEnergy.SEVENNET_0)`` (or
+``SEVENNET_L3I5``) is there to try.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+from dataclasses import dataclass
+
+from gapforge.structure.rescore import RescoreSettings, SelectionEnergy
 
 #: eV/atom another template must relax below the first-ranked one to be kept instead;
 #: chosen on the development set (benchmarks/results/structure_selection.md).
 SELECTION_MARGIN = 0.075
+
+
+@dataclass(frozen=True)
+class SelectionSettings:
+    """How one of a candidate's relaxed templates is kept.
+
+    Attributes:
+        energy: whose energy compares the CHGNet-relaxed templates (CHGNet's own, or another
+            potential re-scoring them: :mod:`gapforge.structure.rescore`).
+        margin: eV/atom another template must lie below the first-ranked one to be kept instead
+            (0 = lowest energy, ``inf`` = first-ranked).
+        rescore_steps: with another potential, its own FIRE + cell-filter steps from the
+            CHGNet-relaxed structure before the energy is read (0 = one evaluation).
+    """
+
+    energy: SelectionEnergy = SelectionEnergy.CHGNET
+    margin: float = SELECTION_MARGIN
+    rescore_steps: int = 0
+
+    def __post_init__(self) -> None:
+        if not self.margin >= 0 or self.rescore_steps < 0:
+            raise ValueError(
+                f"need margin >= 0 and rescore_steps >= 0 (got {self.margin}, {self.rescore_steps})"
+            )
+        if self.rescore_steps and self.energy == SelectionEnergy.CHGNET:
+            raise ValueError("rescore_steps needs a re-scoring potential (energy other than chgnet)")
+
+    def rescore(self, device: str = "cpu", num_threads: int | None = 1) -> RescoreSettings | None:
+        """The re-scoring to run before choosing (``None`` when CHGNet's energies choose)."""
+        if self.energy == SelectionEnergy.CHGNET:
+            return None
+        return RescoreSettings(self.energy, self.rescore_steps, device=device, num_threads=num_threads)
 
 
 def pick_template(

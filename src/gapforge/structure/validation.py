@@ -46,7 +46,8 @@ from gapforge.structure.hull import HullReference
 from gapforge.structure.library import TemplateLibrary
 from gapforge.structure.ranker import PrototypeRanking
 from gapforge.structure.relax import RelaxResult, RelaxSettings, run_relaxations
-from gapforge.structure.selection import SELECTION_MARGIN, pick_template
+from gapforge.structure.rescore import RescoreResult, SelectionEnergy, run_rescoring
+from gapforge.structure.selection import SELECTION_MARGIN, SelectionSettings, pick_template
 from gapforge.structure.stability import (
     STABLE_WITHIN,
     ElementalReferences,
@@ -98,6 +99,10 @@ class ValidationSettings:
             more than this (eV/atom; :func:`~gapforge.structure.selection.pick_template`).
         slots: what the k template slots hold (distinct prototypes or structure types).
         type_share_power: exponent of a structure type's share within its prototype.
+        selection_energy: whose energy chooses among the CHGNet-relaxed templates (another
+            potential re-scores them and, as a control, the true structure).
+        rescore_steps: that potential's own steps from each CHGNet-relaxed structure (0 = one
+            evaluation; :class:`~gapforge.structure.selection.SelectionSettings`).
     """
 
     n_materials: int = 200
@@ -116,6 +121,13 @@ class ValidationSettings:
     selection_margin: float = SELECTION_MARGIN
     slots: SlotFilling = SlotFilling.STRUCTURE_TYPE
     type_share_power: float = 1.0
+    selection_energy: SelectionEnergy = SelectionEnergy.CHGNET
+    rescore_steps: int = 0
+
+    @property
+    def selection(self) -> SelectionSettings:
+        """The stage's selection rule these settings stand for."""
+        return SelectionSettings(self.selection_energy, self.selection_margin, self.rescore_steps)
 
 
 @dataclass(frozen=True)
@@ -352,11 +364,41 @@ def _validate_chunk(
             rec["energy_per_atom_true"] = res if not isinstance(res, TaskFailure) else np.nan
         else:
             rec["_relaxed"][rank] = res
+    rescore = settings.selection.rescore(settings.relax.device, settings.relax.num_threads)
+    if rescore is not None:
+        _rescore_chunk(records, rescore, workers, cache_dir)
 
     matcher = StructureMatcher()
     for rec in records:
         _score(rec, matcher, references, hull, settings.selection_margin)
     return [{k: v for k, v in r.items() if not k.startswith("_")} for r in records]
+
+
+def _rescore_chunk(
+    records: list[dict[str, Any]], rescore: Any, workers: int | None, cache_dir: str | Path | None
+) -> None:
+    """Re-score every CHGNet-relaxed template (and the true structure) with the selection potential."""
+    structures, owner = [], []
+    for i, rec in enumerate(records):
+        structures.append(rec["_true"])
+        owner.append((i, 0))
+        for rank, res in rec["_relaxed"].items():
+            if isinstance(res, RelaxResult):
+                structures.append(res.final_structure)
+                owner.append((i, rank))
+    log.info("validation: %d structures re-scored with %s", len(structures), rescore.model)
+    results = run_rescoring(structures, rescore, workers=workers, cache_dir=cache_dir, desc="rescore")
+    for (i, rank), res in zip(owner, results, strict=True):
+        rec = records[i]
+        rec.setdefault("selection_energies_by_rank", {})
+        rec.setdefault("rescore_times_s", [])
+        if not isinstance(res, RescoreResult):
+            continue
+        if rank == 0:
+            rec["selection_energy_true"] = res.energy_per_atom
+        else:
+            rec["selection_energies_by_rank"][int(rank)] = res.energy_per_atom
+            rec["rescore_times_s"].append(res.wall_time_s)
 
 
 def _result(
@@ -405,11 +447,11 @@ def _score(
         if failures:
             rec["reason"] = failures[0]
         return
-    best_rank = pick_template(
-        {k: r.energy_per_atom for k, r in ok.items()},
-        margin,
-        converged={k: r.converged for k, r in ok.items()},
-    )
+    rescored = rec.get("selection_energies_by_rank")
+    choose = {k: r.energy_per_atom for k, r in ok.items()}
+    if rescored is not None:  # another potential chooses; a template it could not score drops out
+        choose = {k: rescored[k] for k in ok if k in rescored} or choose
+    best_rank = pick_template(choose, margin, converged={k: r.converged for k, r in ok.items()})
     best = ok[best_rank]
     m, sub = subs[best_rank]
     rec.update(
