@@ -69,3 +69,21 @@ def test_discover_screen_stage_predicts_on_the_open_executor(tmp_path, cluster, 
         tables.append(pd.read_parquet(run / L.SCREENED))
     pd.testing.assert_frame_equal(tables[0], tables[1])
     assert tables[1]["candidate"].sum() > 0
+
+
+@pytest.mark.parametrize(("flag", "level"), [("", "WARNING"), ("--verbose", "DEBUG")])
+def test_cli_keeps_dask_routine_messages_off_the_console(flag, level):
+    """distributed sets its loggers from dask's config when first imported: after the CLI's callback
+    (the executor imports it lazily), which used to put 'INFO distributed.scheduler: ...' lines
+    into every discover run's console."""
+    import subprocess
+    import sys
+
+    code = (
+        "import logging; from gapforge.cli._app import _root; "
+        f"_root(verbose={flag == '--verbose'}, quiet=False); import distributed; "
+        "print(logging.getLevelName(logging.getLogger('distributed.scheduler').getEffectiveLevel()))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [level]

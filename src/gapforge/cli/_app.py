@@ -101,5 +101,10 @@ def _root(
 ) -> None:
     level = logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", force=True)
-    # Dask's scheduler runs in this process: its routine messages only with --verbose
+    # Dask's scheduler runs in this process: its routine messages only with --verbose.
+    # distributed sets its loggers' levels from dask's config when it is first imported,
+    # which happens later (with the first executor), so the level goes into that config too.
+    import dask.config
+
+    dask.config.set({"logging.distributed": "debug" if verbose else "warning"})
     logging.getLogger("distributed").setLevel(logging.DEBUG if verbose else logging.WARNING)
