@@ -295,7 +295,8 @@ def train_experiment_head_cmd(
             l2_regularization=regressor_l2,
         )
     except ModelError as exc:
-        raise InputError(f"--regressor-*: {exc}") from None
+        flags = "--regressor-learning-rate / --regressor-max-iter / --regressor-max-features / --regressor-l2"
+        raise InputError(f"{flags}: {exc}") from None
     if n_bags < 1 or not 0 < bag_fraction <= 1:
         raise InputError(f"--n-bags must be >= 1 and --bag-fraction in (0, 1], got {n_bags}, {bag_fraction}")
 
