@@ -1514,6 +1514,8 @@ def run_expt(args: argparse.Namespace) -> None:
                 host_fraction=args.host_fraction,
                 host_magpie=args.host_magpie,
                 target=args.target,
+                n_bags=args.n_bags,
+                bag_fraction=args.bag_fraction,
             ).fit(
                 train[C.FORMULA].tolist(),
                 train[C.BAND_GAP].to_numpy(),
@@ -1566,14 +1568,18 @@ def run_expt(args: argparse.Namespace) -> None:
 
 
 def _regressor_booster(args: argparse.Namespace, fold: int) -> Any:
-    """``ExperimentHead(regressor_booster=...)`` from ``--reg-learning-rate``, ``--reg-max-iter`` or None."""
-    from dataclasses import replace
-
+    """``ExperimentHead(regressor_booster=...)`` from the ``--reg-*`` options, or None (none given)."""
+    from gapforge.models.boosting import changed_settings
     from gapforge.models.experiment import HEAD_BOOSTER
 
-    change = {"learning_rate": args.reg_learning_rate, "max_iter": args.reg_max_iter}
-    change = {k: v for k, v in change.items() if v is not None}
-    return replace(HEAD_BOOSTER, **change, seed=fold) if change else None
+    reg = changed_settings(
+        HEAD_BOOSTER,
+        learning_rate=args.reg_learning_rate,
+        max_iter=args.reg_max_iter,
+        max_features=args.reg_max_features,
+        l2_regularization=args.reg_l2,
+    )
+    return None if reg is None else reg.with_seed(fold)
 
 
 ORDER_CHECK = ("Cu", "Fe3Al", "LiF", "NaCl", "GaAs", "Si")
@@ -2134,6 +2140,16 @@ def main() -> None:
         "--reg-learning-rate", type=float, help="gap regressor learning rate (default: the head booster)"
     )
     e.add_argument("--reg-max-iter", type=int, help="the gap regressor's iterations (default the head's)")
+    e.add_argument(
+        "--reg-max-features", type=float, help="the gap regressor's feature share per split (default all)"
+    )
+    e.add_argument("--reg-l2", type=float, help="the gap regressor's L2 regularisation (default 0)")
+    e.add_argument(
+        "--n-bags", type=int, default=1, help="ExperimentHead(n_bags=...): gap regressors averaged"
+    )
+    e.add_argument(
+        "--bag-fraction", type=float, default=0.8, help="ExperimentHead(bag_fraction=...); 1: all rows"
+    )
     e.add_argument(
         "--split", choices=["matbench", "cluster"], default="matbench", help="cluster: leave-chemistry-out"
     )

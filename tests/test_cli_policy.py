@@ -106,6 +106,12 @@ def _bad_head_option(gf: Cli, tmp: Path) -> None:
         *gf("train", "experiment-head", "--regressor-learning-rate", "-0.1", "--out", str(out))[::2]
     )
     assert "--regressor-learning-rate" in line and "-0.1" in line and not out.exists()
+    for flags, words in (
+        (("--regressor-max-features", "1.5"), ("--regressor-max-features", "max_features", "1.5")),
+        (("--n-bags", "0", "--bag-fraction", "1"), ("--n-bags", "0")),
+    ):
+        line = _one_error_line(*gf("train", "experiment-head", *flags, "--out", str(out))[::2])
+        assert all(w in line for w in words) and not out.exists(), line
     args = ("structure", "--input", str(tmp / "c.csv"), "--out", str(tmp / "s"), "--ranking", "best")
     line = _one_error_line(*gf(*args)[::2])
     assert "--ranking" in line and "learned, rule" in line and "best" in line

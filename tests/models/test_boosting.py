@@ -25,6 +25,31 @@ def test_settings_round_trip_through_the_card_layout() -> None:
         s.seed = 1  # type: ignore[misc]
 
 
+def test_optional_settings_reach_sklearn_and_stay_out_of_old_layouts() -> None:
+    from sklearn.ensemble import HistGradientBoostingRegressor
+
+    plain = BoosterSettings(max_iter=20)
+    # at their defaults the optional settings leave the card layout and sklearn's kwargs as before
+    assert tuple(plain.to_dict()) == BOOSTER_KEYS and len(BOOSTER_KEYS) == 5
+    assert "max_features" not in plain.sklearn_kwargs() and "l2_regularization" not in plain.sklearn_kwargs()
+    sub = replace(plain, max_features=0.5, l2_regularization=1.0)
+    assert sub.to_dict()["max_features"] == 0.5 and sub.to_dict()["l2_regularization"] == 1.0
+    assert BoosterSettings.from_dict(sub.to_dict()) == sub
+    assert BoosterSettings.from_dict(plain.to_dict()) == plain and plain.max_features is None
+    reg = HistGradientBoostingRegressor(**sub.sklearn_kwargs())
+    assert reg.max_features == 0.5 and reg.l2_regularization == 1.0
+    # feature subsampling makes the seed matter: two seeds, two models (without it, one)
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 12))
+    y = X[:, 0] + X[:, 1] ** 2 + 0.1 * rng.normal(size=300)
+
+    def fitted(s: BoosterSettings, seed: int) -> np.ndarray:
+        return HistGradientBoostingRegressor(**s.with_seed(seed).sklearn_kwargs()).fit(X, y).predict(X)
+
+    assert np.array_equal(fitted(plain, 0), fitted(plain, 1))
+    assert not np.allclose(fitted(sub, 0), fitted(sub, 1))
+
+
 @pytest.mark.parametrize(
     ("data", "match"),
     [
@@ -32,6 +57,9 @@ def test_settings_round_trip_through_the_card_layout() -> None:
         ({"max_iter": 0}, "max_iter"),
         ({"learning_rate": -0.1}, "learning_rate"),
         ({"max_leaf_nodes": 1}, "max_leaf_nodes"),
+        ({"max_features": 0.0}, "max_features"),
+        ({"max_features": 1.5}, "max_features"),
+        ({"l2_regularization": -1.0}, "l2_regularization"),
     ],
 )
 def test_bad_settings_are_refused_with_the_key(data: dict, match: str) -> None:

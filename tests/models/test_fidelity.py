@@ -401,3 +401,42 @@ def test_head_fit_design_is_the_fit_path_and_monotone_holds(oracle_dir: Path) ->
         ExperimentHead(features="magpie", monotone_pbe=True).fit(f, y)
     with pytest.raises(ModelError, match="n_bags"):
         ExperimentHead(n_bags=0).fit_design(d.X[d.valid], y[d.valid])
+
+
+def test_seed_bagging_on_all_rows_needs_feature_subsampling(oracle_dir: Path, tmp_path: Path) -> None:
+    from gapforge.models.registry import load_model
+
+    pbe = load_model(str(oracle_dir))
+    f, y = _table()[C.FORMULA].tolist(), _table()[C.BAND_GAP].to_numpy() * 1.4
+    d = ExperimentHead(booster=_tiny(30)).design(f, pbe)
+    X, yv = d.X[d.valid], y[d.valid]
+    sub = replace(_tiny(30), max_features=0.5, seed=3)
+    head = ExperimentHead(
+        booster=_tiny(30), regressor_booster=sub, n_bags=3, bag_fraction=1.0, target="log1p"
+    )
+    head.fit_design(X, yv)
+    assert [r.max_features for r in head.regressors_] == [0.5] * 3
+    assert [r.random_state for r in head.regressors_] == [3, 4, 5]
+    members = [r.predict(X) for r in head.regressors_]
+    assert not np.allclose(members[0], members[1]) and not np.allclose(members[1], members[2])
+    np.testing.assert_allclose(
+        head.predict_design(X).mu, np.clip(np.expm1(np.mean(members, axis=0)), 0, None)
+    )
+    # every member saw every row: the first member is the single regressor with its settings
+    one = ExperimentHead(booster=_tiny(30), regressor_booster=sub, target="log1p").fit_design(X, yv)
+    np.testing.assert_array_equal(one.regressors_[0].predict(X), members[0])
+    # without feature subsampling the seeds give identical members
+    same = ExperimentHead(booster=_tiny(30), n_bags=2, bag_fraction=1.0).fit_design(X, yv)
+    np.testing.assert_array_equal(same.regressors_[0].predict(X), same.regressors_[1].predict(X))
+    # the setting travels with the card; a card without it (every head before it) reads None
+    head.fit(f, y, pbe_model=pbe).save(tmp_path / "bagged")
+    card = json.loads((tmp_path / "bagged" / "model.json").read_text())
+    assert (
+        card["params"]["regressor_booster"]["max_features"] == 0.5 and card["params"]["bag_fraction"] == 1.0
+    )
+    back = ExperimentHead.load(tmp_path / "bagged")
+    assert back.regressor_settings == sub and len(back.regressors_) == 3
+    pd.testing.assert_frame_equal(back.predict(f[:6], pbe_model=pbe), head.predict(f[:6], pbe_model=pbe))
+    del card["params"]["regressor_booster"]["max_features"]
+    (tmp_path / "bagged" / "model.json").write_text(json.dumps(card))
+    assert ExperimentHead.load(tmp_path / "bagged").regressor_settings.max_features is None

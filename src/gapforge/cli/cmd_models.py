@@ -255,21 +255,50 @@ def train_experiment_head_cmd(
         int | None,
         typer.Option("--regressor-max-iter", help="The gap regressor's boosting iterations (default 300)."),
     ] = None,
+    regressor_max_features: Annotated[
+        float | None,
+        typer.Option(
+            "--regressor-max-features",
+            help="Share of the inputs each split of the gap regressor may use, 0-1 (default: all).",
+        ),
+    ] = None,
+    regressor_l2: Annotated[
+        float | None,
+        typer.Option("--regressor-l2", help="The gap regressor's L2 regularisation (default 0)."),
+    ] = None,
+    n_bags: Annotated[
+        int,
+        typer.Option("--n-bags", help="Gap regressors averaged, seeds SEED, SEED+1, ... (default 1)."),
+    ] = 1,
+    bag_fraction: Annotated[
+        float,
+        typer.Option(
+            "--bag-fraction",
+            help="Share of the rows each bagged regressor sees (1: all; then the members differ "
+            "through --regressor-max-features only).",
+        ),
+    ] = 0.8,
 ) -> None:
     """Fit the experimental-gap head (gradient boosting + metal gate) on measured gaps beside an oracle."""
-    from dataclasses import replace
-
     from gapforge.errors import InputError, ModelError
+    from gapforge.models.boosting import changed_settings
     from gapforge.models.experiment import HEAD_BOOSTER, HeadFeatures, HeadTarget, train_experiment_head
 
     features = choice("--features", features, HeadFeatures).value
     target = choice("--target", target, HeadTarget).value
-    change = {"learning_rate": regressor_learning_rate, "max_iter": regressor_max_iter}
-    change = {k: v for k, v in change.items() if v is not None}
     try:
-        regressor_booster = replace(HEAD_BOOSTER, **change) if change else None
+        regressor_booster = changed_settings(
+            HEAD_BOOSTER,
+            learning_rate=regressor_learning_rate,
+            max_iter=regressor_max_iter,
+            max_features=regressor_max_features,
+            l2_regularization=regressor_l2,
+        )
     except ModelError as exc:
-        raise InputError(f"--regressor-learning-rate / --regressor-max-iter: {exc}") from None
+        flags = "--regressor-learning-rate / --regressor-max-iter / --regressor-max-features / --regressor-l2"
+        raise InputError(f"{flags}: {exc}") from None
+    if n_bags < 1 or not 0 < bag_fraction <= 1:
+        raise InputError(f"--n-bags must be >= 1 and --bag-fraction in (0, 1], got {n_bags}, {bag_fraction}")
 
     target, head = train_experiment_head(
         oracle,
@@ -281,6 +310,8 @@ def train_experiment_head_cmd(
         **({"host_fraction": host_fraction} if host_fraction is not None else {}),
         target=target,
         regressor_booster=regressor_booster,
+        n_bags=n_bags,
+        bag_fraction=bag_fraction,
         command=shlex.join(["gapforge", *sys.argv[1:]]),
     )
     typer.echo(f"saved experimental head to {target} ({head.n_train_} rows, std scale {head.std_scale_:.2f})")

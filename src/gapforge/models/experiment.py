@@ -149,6 +149,7 @@ def pbe_features(pbe_model: Any, formulas: Sequence[str]) -> np.ndarray:
 #: booster settings of a head made without ``booster`` (every head saved before the option)
 HEAD_BOOSTER = BoosterSettings(max_iter=300, learning_rate=0.05, max_leaf_nodes=31, min_samples_leaf=10)
 #: keys of a card's ``params`` written before the settings became one :class:`BoosterSettings`
+#: (the five settings of that time; the optional ones came later)
 _FLAT_BOOSTER_KEYS = BOOSTER_KEYS
 
 
@@ -179,7 +180,10 @@ class ExperimentHead:
         n_bags: gap regressors averaged (on the regressor's scale), each fitted on
             ``bag_fraction`` of the non-metal rows drawn without replacement, seeds
             ``seed``, ``seed + 1``, ...; 1: one regressor on all rows.
-        bag_fraction: share of the non-metal rows each bagged regressor sees.
+        bag_fraction: share of the non-metal rows each bagged regressor sees; 1: all of
+            them, so the members differ by their seed only, which needs feature subsampling
+            (``regressor_booster.max_features``): without it scikit-learn's histogram
+            boosting (no early stopping) ignores its seed and the members are identical.
         monotone_pbe: constrain the gap regressor to increase with the PBE oracle's
             non-metal gap and gated gap (scikit-learn ``monotonic_cst``; needs PBE inputs).
         host_fraction: ask the PBE oracle about each composition's host: elements below this
@@ -396,12 +400,14 @@ class ExperimentHead:
                 raise ModelError(
                     f"n_bags must be >= 1 and bag_fraction in (0, 1], got {self.n_bags}, {self.bag_fraction}"
                 )
+            if self.n_bags > 1 and self.bag_fraction >= 1 and settings.max_features is None:
+                log.warning("%d bags on all rows without feature subsampling: identical members", self.n_bags)
             rng = np.random.default_rng(settings.seed)
             self.regressors_ = []
             for b in range(self.n_bags):
                 rows = (
                     rng.choice(len(yt), size=int(self.bag_fraction * len(yt)), replace=False)
-                    if self.n_bags > 1
+                    if self.n_bags > 1 and self.bag_fraction < 1
                     else np.arange(len(yt))
                 )
                 kw = settings.with_seed(settings.seed + b).sklearn_kwargs()
@@ -608,6 +614,8 @@ def train_experiment_head(
     host_fraction: float = HOST_FRACTION_DEFAULT,
     target: str = "gap",
     regressor_booster: BoosterSettings | None = None,
+    n_bags: int = 1,
+    bag_fraction: float = 0.8,
     command: str | None = None,
 ) -> tuple[Path, ExperimentHead]:
     """``gapforge train experiment-head``: fit a head on measured gaps beside an oracle.
@@ -616,7 +624,8 @@ def train_experiment_head(
     recalibration is cross-fitted over ``recalibration_folds`` folds of the training rows
     (:meth:`ExperimentHead.cross_fit_recalibration`; 0: fitted on the held-out rows);
     ``regressor_booster`` (its seed replaced by ``seed``) are the gap regressor's settings
-    (None: :data:`HEAD_BOOSTER`'s); the head
+    (None: :data:`HEAD_BOOSTER`'s); ``n_bags`` / ``bag_fraction`` as in
+    :class:`ExperimentHead`; the head
     is saved to ``out`` (default ``<oracle>/experiment``, where ``--fidelity
     experiment`` finds it).
     """
@@ -637,6 +646,8 @@ def train_experiment_head(
         regressor_booster=None if regressor_booster is None else regressor_booster.with_seed(seed),
         host_fraction=host_fraction,
         target=target,
+        n_bags=n_bags,
+        bag_fraction=bag_fraction,
     ).fit(
         train[C.FORMULA].tolist(),
         train[C.BAND_GAP].to_numpy(),
