@@ -47,6 +47,7 @@ from gapforge.structure.relax import CHGNET_MODEL_VERSION, RelaxSettings
 from gapforge.structure.rescore import SelectionEnergy
 from gapforge.structure.selection import SELECTION_MARGIN
 from gapforge.structure.stability import load_elemental_references
+from gapforge.structure.substitution import VOLUME_METHODS, SubstitutionSettings
 from gapforge.structure.templates import SearchSettings, SlotFilling
 from gapforge.structure.validation import SampleSet, ValidationSettings, validate_rebuild
 
@@ -137,6 +138,12 @@ def main() -> None:
         help="with --selection-energy other than chgnet: its own FIRE steps before the energy (0 = one call)",
     )
     p.add_argument("--cache-dir", type=Path, default=None, help="CHGNet results by content (resumable)")
+    p.add_argument(
+        "--volume-method",
+        choices=VOLUME_METHODS,
+        default="rls",
+        help="first volume of a substituted template: RLS radius ratios, or the library's element increments",
+    )
     p.add_argument("--name", default=None, help="file prefix (default: bench_structure[_<sample>])")
     args = p.parse_args()
     name = args.name or (
@@ -164,6 +171,7 @@ def main() -> None:
         type_share_power=args.type_share_power,
         selection_energy=SelectionEnergy(args.selection_energy),
         rescore_steps=args.rescore_steps,
+        substitution=SubstitutionSettings(volume_method=args.volume_method),
     )
     args.out.mkdir(parents=True, exist_ok=True)
     defaults = {
@@ -173,6 +181,7 @@ def main() -> None:
         "type_share_power": 1.0,
         "selection_energy": SelectionEnergy.CHGNET.value,
         "rescore_steps": 0,
+        "volume_method": "rls",
     }
     command = "python benchmarks/bench_structure.py " + " ".join(
         f"--{k.replace('_', '-')}" + ("" if v is True else f" {v}")

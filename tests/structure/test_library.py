@@ -147,3 +147,23 @@ def test_offline_mp_library(data_path):
     assert lib.table.reduced_formula.nunique() == 4294
     assert lib.table.formation_energy_per_atom.notna().sum() == 1355
     assert len(load_library(max_e_above_hull=0.1)) < 4452
+
+
+def test_library_volume_increments_on_the_mp_templates(data_path):
+    from gapforge.structure.substitution import SubstitutionSettings, substitute
+
+    lib = load_library()
+    inc = lib.volume_increments
+    assert {"Si", "C", "O", "F", "Cs"} <= set(inc) and all(v > 0 for v in inc.values())
+    assert inc["Cs"] > inc["K"] > inc["Na"] > inc["Li"]  # alkali atoms grow down the group
+    # SiCO3 on MnSiO3 (40 sites): radius ratios put C on the Mn site and compress the cell to
+    # the 0.5 clip (5.8 Å^3/atom; CHGNet relaxes it to 10.0 in a quick >= 4 eV run); the
+    # increments start it near there
+    template = lib.structure(int(np.flatnonzero(lib.table.material_id == "mp-17766")[0]))
+    rls = substitute("SiCO3", template, SubstitutionSettings())
+    by_inc = substitute("SiCO3", template, SubstitutionSettings(volume_method="increments"), increments=inc)
+    assert rls.volume_scale == pytest.approx(0.5)
+    assert 9.0 < by_inc.structure.volume / len(by_inc.structure) < 11.0
+    # a subset fits its own
+    sub = lib.subset(~lib.table.reduced_formula.str.contains("Cs"))
+    assert "Cs" not in sub.volume_increments and sub.volume_increments["K"] != inc["K"]

@@ -8,6 +8,7 @@ from gapforge.structure.substitution import (
     SubstitutionError,
     SubstitutionSettings,
     element_mapping,
+    fit_volume_increments,
     read_cif,
     substitute,
     write_cif,
@@ -103,3 +104,33 @@ def test_cif_round_trip(tmp_path):
     assert back.composition.reduced_formula == "KBr"
     assert back.volume == pytest.approx(sub.structure.volume, rel=1e-4)
     assert not list(tmp_path.glob("cifs/.*tmp"))
+
+
+def test_volume_increments_recover_additive_volumes():
+    # volumes per atom made from increments Na 20, K 35, Cl 30, F 10 (Å^3 per atom)
+    v = {"Na": 20.0, "K": 35.0, "Cl": 30.0, "F": 10.0}
+    formulas = ["NaCl", "KCl", "NaF", "KF", "Na2Cl", "KCl3"]
+    per_atom = []
+    for f in formulas:
+        from pymatgen.core import Composition
+
+        c = Composition(f)
+        per_atom.append(sum(n * v[str(el)] for el, n in c.items()) / c.num_atoms)
+    inc = fit_volume_increments(formulas, per_atom, min_count=1)
+    assert inc == pytest.approx(v, rel=1e-6)
+    # an element seen in fewer than min_count formulas gets none; bad volumes are skipped
+    inc3 = fit_volume_increments([*formulas, "LiF"], [*per_atom, float("nan")], min_count=3)
+    assert "Li" not in inc3 and inc3["K"] == pytest.approx(35.0)
+
+
+def test_increments_set_the_first_volume_whatever_the_template():
+    template = rock_salt("Mg", "O", 4.2)  # 9.26 Å^3 per atom
+    inc = {"C": 9.1, "O": 8.5, "Li": 10.4, "F": 11.6}
+    by_inc = substitute("CO", template, SubstitutionSettings(volume_method="increments"), increments=inc)
+    assert by_inc.structure.volume / len(by_inc.structure) == pytest.approx((9.1 + 8.5) / 2)
+    # an element without an increment: RLS, as without increments
+    fallback = substitute("NaCl", template, SubstitutionSettings(volume_method="increments"), increments=inc)
+    assert fallback.volume_scale == pytest.approx(substitute("NaCl", template).volume_scale)
+    assert fallback.volume_scale != pytest.approx(1.0)
+    with pytest.raises(ValueError, match="volume_method"):
+        substitute("CO", template, SubstitutionSettings(volume_method="dls"))

@@ -96,6 +96,32 @@ class TemplateLibrary:
         """Anonymised formula of every template, shape ``(n_templates,)``."""
         return self.table[C.ANONYMIZED_FORMULA].to_numpy(dtype=object)
 
+    @cached_property
+    def volume_increments(self) -> dict[str, float]:
+        """Per-element volume increments (Å^3 per atom) fitted on these structures.
+
+        :func:`~gapforge.structure.substitution.fit_volume_increments` over every template's
+        reduced formula and volume per atom (the CIF's ``_cell_volume`` over its sites; the
+        parsed structure where the CIF lacks it). A subset (``subset``) fits its own.
+        """
+        from gapforge.structure.substitution import fit_volume_increments
+
+        cifs = self.table[C.CIF].astype(str)
+        volume = pd.to_numeric(cifs.str.extract(r"_cell_volume\s+([0-9.]+)")[0], errors="coerce")
+        nsites = pd.to_numeric(self.table.get(C.NSITES), errors="coerce") if C.NSITES in self.table else None
+        per_atom = np.full(len(self.table), np.nan)
+        for i in range(len(self.table)):
+            n = None if nsites is None else nsites.iloc[i]
+            if np.isfinite(volume.iloc[i]) and n is not None and np.isfinite(n) and n > 0:
+                per_atom[i] = volume.iloc[i] / n
+            else:
+                try:
+                    s = self.structure(i)
+                except InputError:
+                    continue
+                per_atom[i] = s.volume / len(s)
+        return fit_volume_increments(self.table[C.REDUCED_FORMULA].tolist(), per_atom.tolist())
+
     def structure(self, index: int) -> Structure:
         """The structure of row ``index`` (parsed from its CIF once, then cached)."""
         if index not in self._structures:

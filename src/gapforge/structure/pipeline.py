@@ -46,7 +46,13 @@ from gapforge.structure.stability import (
     formation_energy_per_atom,
     load_elemental_references,
 )
-from gapforge.structure.substitution import SubstitutionSettings, read_cif, substitute, write_cif
+from gapforge.structure.substitution import (
+    SubstitutionSettings,
+    read_cif,
+    substitute,
+    volume_increments_for,
+    write_cif,
+)
 from gapforge.structure.templates import SearchSettings, search_templates
 
 if TYPE_CHECKING:
@@ -203,7 +209,12 @@ def build_structures(
                 rows.append(row)
                 continue
             try:
-                sub = substitute(comp, library.structure(match.index), settings.substitution)
+                sub = substitute(
+                    comp,
+                    library.structure(match.index),
+                    settings.substitution,
+                    increments=volume_increments_for(library, settings.substitution),
+                )
                 rel = Path(CIF_DIR) / _cif_name(i + 1, comp.reduced_formula, match.rank, match.material_id)
                 write_cif(sub.structure, out_dir / rel)
                 row.update(

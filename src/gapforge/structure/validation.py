@@ -54,7 +54,7 @@ from gapforge.structure.stability import (
     formation_energy_per_atom,
     mp2020_correction_per_atom,
 )
-from gapforge.structure.substitution import SubstitutionSettings, substitute
+from gapforge.structure.substitution import SubstitutionSettings, substitute, volume_increments_for
 from gapforge.structure.templates import SearchSettings, SlotFilling, search_templates
 
 log = logging.getLogger(__name__)
@@ -344,7 +344,12 @@ def _validate_chunk(
             rec["reason"] = "no template with the same anonymised formula"
         for m in matches:
             try:
-                sub = substitute(row[C.REDUCED_FORMULA], templates.structure(m.index), settings.substitution)
+                sub = substitute(
+                    row[C.REDUCED_FORMULA],
+                    templates.structure(m.index),
+                    settings.substitution,
+                    increments=volume_increments_for(templates, settings.substitution),
+                )
             except GapforgeError as exc:
                 rec["reason"] = str(exc)
                 continue
