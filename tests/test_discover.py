@@ -103,6 +103,10 @@ def test_round_trip_through_dict():
             "gap_min = 3\n[structure]\nselection_energy = 'mace'\n",
             "structure.selection_energy must be chgnet or sevennet-0 or sevennet-l3i5",
         ),
+        (
+            "gap_min = 3\n[structure]\nvolume_method = 'dls'\n",
+            "structure.volume_method must be rls, increments, none",
+        ),
         ("gap_min = 3\npreset = 'fast'\n", "unknown preset"),
         ("gap_min = 3\ncampaign = 5\n", "must be a table of settings"),
         ("gap_min = [", "cannot parse settings file"),

@@ -225,6 +225,9 @@ class StructureStageSettings:
         selection_energy: whose energy compares the relaxed templates: ``chgnet`` (the
             relaxation's own) or ``sevennet-0`` (SevenNet-0 re-scores each CHGNet-relaxed
             structure; needs the ``sevennet`` extra). See ``structure.rescore.SelectionEnergy``.
+        volume_method: first volume of a substituted template: ``rls`` (radius ratios
+            against the template), ``increments`` (the library's per-element volume
+            increments) or ``none``. See ``structure.substitution.SubstitutionSettings``.
 
     Where the relaxations run (and on how many workers) is the ``[executor]``
     section's business, not a scientific setting.
@@ -235,6 +238,7 @@ class StructureStageSettings:
     relax_steps: int = 500
     fmax: float = 0.05
     selection_energy: str = "chgnet"
+    volume_method: str = "rls"
 
 
 @dataclass(frozen=True)
@@ -557,6 +561,9 @@ def _check_config(cfg: DiscoverConfig) -> None:
             "must be " + " or ".join(selection_energies),
             cfg.structure.selection_energy,
         )
+    volume_methods = ("rls", "increments", "none")  # structure.substitution.VOLUME_METHODS
+    if cfg.structure.volume_method not in volume_methods:
+        fail("structure.volume_method", "must be " + ", ".join(volume_methods), cfg.structure.volume_method)
     positive = {
         "data.n_initial": cfg.data.n_initial,
         "campaign.batch_size": cfg.campaign.batch_size,

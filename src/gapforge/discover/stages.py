@@ -602,6 +602,7 @@ def stage_structure(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
     """Templates by ElMD and element substitution for the top candidates; writes CIFs."""
     try:
         from gapforge.structure.pipeline import StructureSettings, build_structures
+        from gapforge.structure.substitution import SubstitutionSettings
         from gapforge.structure.templates import SearchSettings
     except ImportError as exc:  # pragma: no cover - depends on the build
         raise _unavailable("structure", exc) from exc
@@ -610,7 +611,10 @@ def stage_structure(run_dir: Path, cfg: DiscoverConfig) -> dict[str, Any]:
         raise StageSkipped("no candidate passed the screen (or structure.max_candidates = 0)")
     out = stage_dir(run_dir, "structure")
     cand_path = write_table(cand, out / "input.csv")
-    settings = StructureSettings(search=SearchSettings(top_k=cfg.structure.templates))
+    settings = StructureSettings(
+        search=SearchSettings(top_k=cfg.structure.templates),
+        substitution=SubstitutionSettings(volume_method=cfg.structure.volume_method),
+    )
     table = build_structures(cand_path, out, settings=settings, overwrite=True)
     n_cif = int(table[C.CIF_PATH].notna().sum()) if C.CIF_PATH in table else 0
     return {"n_candidates": len(cand), "n_structures": len(table), "n_cifs": n_cif}
