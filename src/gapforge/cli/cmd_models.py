@@ -282,7 +282,13 @@ def train_experiment_head_cmd(
     """Fit the experimental-gap head (gradient boosting + metal gate) on measured gaps beside an oracle."""
     from gapforge.errors import InputError, ModelError
     from gapforge.models.boosting import changed_settings
-    from gapforge.models.experiment import HEAD_BOOSTER, HeadFeatures, HeadTarget, train_experiment_head
+    from gapforge.models.experiment import (
+        HEAD_BOOSTER,
+        HeadFeatures,
+        HeadTarget,
+        check_bagging,
+        train_experiment_head,
+    )
 
     features = choice("--features", features, HeadFeatures).value
     target = choice("--target", target, HeadTarget).value
@@ -297,8 +303,10 @@ def train_experiment_head_cmd(
     except ModelError as exc:
         flags = "--regressor-learning-rate / --regressor-max-iter / --regressor-max-features / --regressor-l2"
         raise InputError(f"{flags}: {exc}") from None
-    if n_bags < 1 or not 0 < bag_fraction <= 1:
-        raise InputError(f"--n-bags must be >= 1 and --bag-fraction in (0, 1], got {n_bags}, {bag_fraction}")
+    try:
+        check_bagging(n_bags, bag_fraction)
+    except ModelError as exc:
+        raise InputError(f"--n-bags / --bag-fraction: {exc}") from None
 
     target, head = train_experiment_head(
         oracle,

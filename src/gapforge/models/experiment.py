@@ -153,6 +153,16 @@ HEAD_BOOSTER = BoosterSettings(max_iter=300, learning_rate=0.05, max_leaf_nodes=
 _FLAT_BOOSTER_KEYS = BOOSTER_KEYS
 
 
+def check_bagging(n_bags: int, bag_fraction: float) -> None:
+    """Refuse bagging settings the head cannot fit (``n_bags`` >= 1, ``bag_fraction`` in (0, 1]).
+
+    Raises:
+        ModelError: either is out of range.
+    """
+    if n_bags < 1 or not 0 < bag_fraction <= 1:
+        raise ModelError(f"n_bags must be >= 1 and bag_fraction in (0, 1], got {n_bags}, {bag_fraction}")
+
+
 @dataclass(frozen=True)
 class HeadParts:
     """The head's three fitted parts on some design rows, arrays ``(N,)`` (None: part not fitted).
@@ -396,10 +406,7 @@ class ExperimentHead:
             settings = self.regressor_settings
             yt = np.log1p(yn) if HeadTarget(self.target) is HeadTarget.LOG1P else yn
             cst = self._monotone(X.shape[1])
-            if self.n_bags < 1 or not 0 < self.bag_fraction <= 1:
-                raise ModelError(
-                    f"n_bags must be >= 1 and bag_fraction in (0, 1], got {self.n_bags}, {self.bag_fraction}"
-                )
+            check_bagging(self.n_bags, self.bag_fraction)
             if self.n_bags > 1 and self.bag_fraction >= 1 and settings.max_features is None:
                 log.warning("%d bags on all rows without feature subsampling: identical members", self.n_bags)
             rng = np.random.default_rng(settings.seed)

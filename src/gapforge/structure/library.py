@@ -106,20 +106,17 @@ class TemplateLibrary:
         """
         from gapforge.structure.substitution import fit_volume_increments
 
-        cifs = self.table[C.CIF].astype(str)
-        volume = pd.to_numeric(cifs.str.extract(r"_cell_volume\s+([0-9.]+)")[0], errors="coerce")
-        nsites = pd.to_numeric(self.table.get(C.NSITES), errors="coerce") if C.NSITES in self.table else None
-        per_atom = np.full(len(self.table), np.nan)
-        for i in range(len(self.table)):
-            n = None if nsites is None else nsites.iloc[i]
-            if np.isfinite(volume.iloc[i]) and n is not None and np.isfinite(n) and n > 0:
-                per_atom[i] = volume.iloc[i] / n
-            else:
-                try:
-                    s = self.structure(i)
-                except InputError:
-                    continue
-                per_atom[i] = s.volume / len(s)
+        volume = pd.to_numeric(
+            self.table[C.CIF].astype(str).str.extract(r"_cell_volume\s+([0-9.]+)")[0], errors="coerce"
+        )
+        nsites = pd.to_numeric(self.table[C.NSITES], errors="coerce") if C.NSITES in self.table else np.nan
+        per_atom = (volume / nsites).where(lambda v: v > 0).to_numpy(dtype=float)
+        for i in np.flatnonzero(~np.isfinite(per_atom)):  # no volume or site count in the table
+            try:
+                s = self.structure(int(i))
+            except InputError:
+                continue
+            per_atom[i] = s.volume / len(s)
         return fit_volume_increments(self.table[C.REDUCED_FORMULA].tolist(), per_atom.tolist())
 
     def structure(self, index: int) -> Structure:
